@@ -1,0 +1,139 @@
+"""Random scenes and stories: the world as an endless, seeded source of clips.
+
+Every draw is feasible by construction: a sentence is kept only if the world can act it
+out from the current state (`scene.advance` raises otherwise), so a story of any length
+never asks an object to leave the frame, vanish into a dot, or walk through another.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from .scene import Event, InfeasibleError, State, advance, place
+from .spec import (
+    BACKGROUNDS,
+    COLORS,
+    MOTIONS,
+    SHAPES,
+    SIZES,
+    AppearSentence,
+    CameraSentence,
+    DisappearSentence,
+    MoveSentence,
+    ObjectSpec,
+    SceneChangeSentence,
+    SceneSpec,
+    Sentence,
+)
+
+SCENE_KINDS = ("one object", "two objects", "camera")
+
+
+def _pick(rng: np.random.Generator, options) -> str:
+    options = list(options)
+    return options[int(rng.integers(len(options)))]
+
+
+def random_object(rng: np.random.Generator, exclude_colors: tuple[str, ...] = (), motion: bool = True) -> ObjectSpec:
+    color = _pick(rng, [c for c in COLORS if c not in exclude_colors])
+    size = _pick(rng, [None, *SIZES]) if rng.random() < 0.5 else None
+    return ObjectSpec(color, _pick(rng, SHAPES), _pick(rng, MOTIONS) if motion else "still", size)
+
+
+def random_scene(rng: np.random.Generator, kind: str | None = None) -> SceneSpec:
+    """A random caption meaning of the given kind ("one object", "two objects", "camera")."""
+    kind = kind or _pick(rng, SCENE_KINDS)
+    background = _pick(rng, BACKGROUNDS)
+    if kind == "one object":
+        return SceneSpec(background, (random_object(rng),))
+    if kind == "two objects":
+        first = random_object(rng)
+        # the canonical two-object grammar names no sizes
+        first = ObjectSpec(first.color, first.shape, first.motion)
+        second = random_object(rng, (first.color,))
+        return SceneSpec(background, (first, ObjectSpec(second.color, second.shape, second.motion)))
+    if kind == "camera":
+        obj = random_object(rng, motion=False)
+        return SceneSpec(background, (ObjectSpec(obj.color, obj.shape),), _pick(rng, ("in", "out")))
+    raise ValueError(f"unknown scene kind {kind!r}; choose from {', '.join(SCENE_KINDS)}")
+
+
+def random_event(rng: np.random.Generator, kind: str | None = None) -> tuple[SceneSpec, Event]:
+    """A scene whose layout exists (a few specs, e.g. a large object bouncing beside
+    another, rarely have none: those are drawn again)."""
+    while True:
+        spec = random_scene(rng, kind)
+        try:
+            return spec, place(spec, rng, tries=300)
+        except InfeasibleError:
+            continue
+
+
+# How often each kind of story sentence is tried after the first.
+STORY_WEIGHTS = {"motion": 0.45, "camera": 0.12, "appear": 0.15, "disappear": 0.1, "scene": 0.18}
+
+
+def _candidate(state: State, kind: str, rng: np.random.Generator) -> Sentence | None:
+    if kind == "motion" and state.things:
+        thing = state.things[int(rng.integers(len(state.things)))]
+        return MoveSentence(thing.color, thing.shape, _pick(rng, MOTIONS))
+    if kind == "camera" and state.things:
+        return CameraSentence(_pick(rng, ("in", "out")))
+    if kind == "appear" and len(state.things) < 2:
+        taken = {t.color for t in state.things}
+        obj = random_object(rng, tuple(taken), motion=False)
+        return AppearSentence(obj.color, obj.shape, obj.size)
+    if kind == "disappear" and state.things:
+        thing = state.things[int(rng.integers(len(state.things)))]
+        return DisappearSentence(thing.color, thing.shape)
+    if kind == "scene":
+        return SceneChangeSentence(_pick(rng, [b for b in BACKGROUNDS if b != state.background]))
+    return None
+
+
+def next_sentence(state: State, rng: np.random.Generator) -> tuple[Sentence, Event]:
+    """A random sentence the world can act out from `state`, and its event."""
+    kinds, weights = zip(*STORY_WEIGHTS.items())
+    p = np.asarray(weights) / sum(weights)
+    while True:
+        sentence = _candidate(state, str(rng.choice(kinds, p=p)), rng)
+        if sentence is None:
+            continue
+        try:
+            return sentence, advance(state, sentence, rng, tries=200)
+        except InfeasibleError:
+            continue
+
+
+def random_story(rng: np.random.Generator, length: int) -> tuple[list[Sentence], list[Event]]:
+    """A feasible story of `length` sentences: a scene, then changes to it."""
+    if length < 1:
+        raise ValueError("a story needs at least one sentence")
+    first, event = random_event(rng, _pick(rng, ("one object", "two objects")))
+    sentences, events = [first], [event]
+    while len(sentences) < length:
+        sentence, event = next_sentence(events[-1].end(), rng)
+        sentences.append(sentence)
+        events.append(event)
+    return sentences, events
+
+
+@dataclass
+class StoryPlayer:
+    """Turns a list of sentence meanings into events one at a time (for streaming)."""
+
+    rng: np.random.Generator
+
+    def events(self, sentences: list[Sentence]) -> Iterator[Event]:
+        state: State | None = None
+        for i, sentence in enumerate(sentences):
+            if state is None and not isinstance(sentence, SceneSpec):
+                raise InfeasibleError("a story must start with a sentence that sets the scene, e.g. 'a red circle moves up at night'")
+            if i > 0 and isinstance(sentence, SceneSpec):
+                raise InfeasibleError(f"sentence {i + 1} sets a whole new scene; later sentences change one thing")
+            event = advance(state, sentence, self.rng) if state is not None else place(sentence, self.rng)
+            yield event
+            state = event.end()
