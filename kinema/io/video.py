@@ -222,7 +222,7 @@ class _FolderSink:
 
 
 class _AvSink:
-    """mp4 / webm / gif through PyAV, encoded frame by frame."""
+    """mp4 / webm through PyAV, encoded frame by frame."""
 
     def __init__(self, path: Path, fmt: str, fps: float, height: int, width: int) -> None:
         if fmt == "mp4" and (height % 2 or width % 2):
@@ -242,9 +242,6 @@ class _AvSink:
                 options = {"crf": str(WEBM_CRF), "b": "0", "deadline": "good", "cpu-used": "4", "row-mt": "1"}
                 stream = self.container.add_stream("libvpx-vp9", rate=rate, options=options)
                 stream.pix_fmt = "yuv420p"
-            else:
-                stream = self.container.add_stream("gif", rate=rate)
-                stream.pix_fmt = "pal8"
             stream.width, stream.height = width, height
             self.stream, self.time_base, self.count = stream, Fraction(1) / rate, 0
         except Exception:
@@ -253,11 +250,7 @@ class _AvSink:
 
     def write(self, frames: np.ndarray) -> None:
         for frame in frames:
-            if self.fmt == "gif":
-                indices, palette = _palettize(frame)
-                av_frame = av.VideoFrame.from_ndarray((indices, palette), format="pal8")
-            else:
-                av_frame = av.VideoFrame.from_ndarray(frame, format="rgb24")
+            av_frame = av.VideoFrame.from_ndarray(frame, format="rgb24")
             av_frame.pts, av_frame.time_base = self.count, self.time_base
             self.container.mux(self.stream.encode(av_frame))
             self.count += 1
@@ -274,11 +267,10 @@ class _AvSink:
 
 
 def _palettize(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(H, W) uint8 indices and a (256, 4) palette for PyAV's pal8 frames.
+    """(H, W) uint8 indices and their (N, 3) RGB palette, N <= 256.
 
     Frames with at most 256 colours (the Shapes world: flat fills) get an exact palette;
-    others are median-cut quantized without dithering, which keeps flat areas flat.
-    PyAV wants each palette entry as big-endian ARGB bytes: (A, R, G, B)."""
+    others are median-cut quantized without dithering, which keeps flat areas flat."""
     rgb = frame.astype(np.uint32)
     keys = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
     colours, indices = np.unique(keys.ravel(), return_inverse=True)
@@ -290,10 +282,35 @@ def _palettize(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         quantized = Image.fromarray(frame).quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
         indices = np.asarray(quantized)
         rgb_palette = np.asarray(quantized.getpalette("RGB"), dtype=np.uint32).reshape(-1, 3)
-    palette = np.zeros((256, 4), np.uint8)
-    palette[: len(rgb_palette), 0] = 255
-    palette[: len(rgb_palette), 1:] = rgb_palette
-    return indices.astype(np.uint8), palette
+    return indices.astype(np.uint8), rgb_palette.astype(np.uint8)
+
+
+class _GifSink:
+    """GIF through Pillow, a palette per frame. Pillow writes a GIF in one call, so the
+    (palettized, 1 byte per pixel) frames are kept until close; ffmpeg's streaming gif
+    encoder was tried and decodes some palettes to wrong colours."""
+
+    def __init__(self, path: Path, fps: float) -> None:
+        self.path, self.fps = path, fps
+        self.images: list[Image.Image] = []
+
+    def write(self, frames: np.ndarray) -> None:
+        for frame in frames:
+            indices, palette = _palettize(frame)
+            image = Image.fromarray(indices, mode="P")
+            image.putpalette(palette.ravel().tolist())
+            self.images.append(image)
+
+    def close(self) -> None:
+        first, *rest = self.images
+        # GIF delays are whole centiseconds: round the running clock, not each delay, so
+        # 8 fps alternates 12 and 13 cs and keeps its average rate
+        ticks = [round(i * 100 / self.fps) for i in range(len(self.images) + 1)]
+        durations = [10 * (b - a) for a, b in zip(ticks, ticks[1:])]
+        first.save(self.path, format="GIF", save_all=True, append_images=rest, duration=durations, loop=0, optimize=False, disposal=1)
+
+    def abort(self) -> None:
+        self.images.clear()
 
 
 class _StripSink:
@@ -398,6 +415,8 @@ class VideoWriter:
             return _FolderSink(self._tmp)
         if self.format == "strip":
             return _StripSink(self._tmp, self.fps, *self.strip_options)
+        if self.format == "gif":
+            return _GifSink(self._tmp, self.fps)
         return _AvSink(self._tmp, self.format, self.fps, height, width)
 
     def write(self, frames: np.ndarray) -> None:

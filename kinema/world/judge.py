@@ -137,11 +137,14 @@ class FrameReading:
 
 def classify(frames: np.ndarray) -> np.ndarray:
     """Index into the palette (backgrounds, then object colours) per pixel; -1 = none."""
-    rgb = frames.astype(np.float32)
-    dist = np.linalg.norm(rgb[..., None, :] - _PALETTE, axis=-1)
-    labels = dist.argmin(axis=-1)
-    labels[dist.min(axis=-1) > MAX_COLOR_DISTANCE] = -1
-    return labels
+    # Videos hold far fewer distinct colours than pixels: classify each colour once.
+    packed = frames.reshape(-1, 3).astype(np.int32) @ np.array([1 << 16, 1 << 8, 1], dtype=np.int32)
+    colours, index = np.unique(packed, return_inverse=True)
+    rgb = np.stack([colours >> 16, (colours >> 8) & 255, colours & 255], axis=1).astype(np.float32)
+    dist2 = ((rgb[:, None, :] - _PALETTE) ** 2).sum(-1)
+    labels = dist2.argmin(axis=-1)
+    labels[dist2.min(axis=-1) > MAX_COLOR_DISTANCE**2] = -1
+    return labels[index].reshape(frames.shape[:-1])
 
 
 def read_frame(labels: np.ndarray) -> FrameReading:

@@ -7,8 +7,7 @@ never asks an object to leave the frame, vanish into a dot, or walk through anot
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
@@ -151,19 +150,56 @@ def random_story(rng: np.random.Generator, length: int, check_legible: bool = Tr
     return sentences, events
 
 
-@dataclass
-class StoryPlayer:
-    """Turns a list of sentence meanings into events one at a time (for streaming)."""
+def plan_story(sentences: Sequence[Sentence], seed: int = 0, retries: int = 40, budget: int = 20000) -> list[Event]:
+    """Act out given sentences as events, choosing where new objects go so that every
+    later sentence fits too (a zoom needs room, a move needs a free path).
 
-    rng: np.random.Generator
+    Only the first scene and each "appears" place something at random. The search is
+    depth first: a placement is drawn again (up to `retries` times) when some later
+    sentence cannot be acted out from it, within `budget` placements in all."""
+    if not sentences:
+        raise InfeasibleError("the story is empty")
+    for i, sentence in enumerate(sentences):
+        if (i == 0) != isinstance(sentence, SceneSpec):
+            raise InfeasibleError(
+                "a story must start with a sentence that sets the scene, e.g. 'a red circle moves up at night'"
+                if i == 0
+                else f"sentence {i + 1} sets a whole new scene; later sentences change one thing"
+            )
+    rng = np.random.default_rng(seed)
+    spent = 0
 
-    def events(self, sentences: list[Sentence]) -> Iterator[Event]:
-        state: State | None = None
-        for i, sentence in enumerate(sentences):
-            if state is None and not isinstance(sentence, SceneSpec):
-                raise InfeasibleError("a story must start with a sentence that sets the scene, e.g. 'a red circle moves up at night'")
-            if i > 0 and isinstance(sentence, SceneSpec):
-                raise InfeasibleError(f"sentence {i + 1} sets a whole new scene; later sentences change one thing")
-            event = advance(state, sentence, self.rng) if state is not None else place(sentence, self.rng)
-            yield event
-            state = event.end()
+    def search(k: int, state: State | None) -> list[Event] | None:
+        nonlocal spent
+        if k == len(sentences):
+            return []
+        sentence = sentences[k]
+        drawn = state is None or isinstance(sentence, AppearSentence)
+        for _ in range(retries if drawn else 1):
+            spent += 1
+            if spent > budget:
+                return None
+            try:
+                event = place(sentence, rng, tries=50) if state is None else advance(state, sentence, rng, tries=50)
+            except InfeasibleError:
+                continue
+            rest = search(k + 1, event.end())
+            if rest is not None and legible(event):  # rendered only on a path that works
+                return [event, *rest]
+        return None
+
+    events = search(0, None)
+    if events is None:
+        raise InfeasibleError("the world found no way to act out this story (too many objects, zooms or moves for the frame)")
+    return events
+
+
+def render_story(sentences: Sequence[Sentence | str] | Sentence | str, seed: int = 0, size: int = DEFAULT_SIZE) -> Iterator[np.ndarray]:
+    """Frames of a story (or one caption) event by event: uint8 (16, size, size, 3) each."""
+    from .language import parse
+
+    if isinstance(sentences, (str, SceneSpec)):
+        sentences = [sentences]
+    meanings = [parse(s) if isinstance(s, str) else s for s in sentences]
+    for event in plan_story(meanings, seed):
+        yield render_event(event, size)

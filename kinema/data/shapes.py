@@ -1,0 +1,70 @@
+"""The Shapes world as an endless, exactly resumable training set.
+
+Batch `i` of rank `r` is drawn from `np.random.default_rng([seed, r, i])`, so a batch is a
+pure function of (seed, rank, index): the data position saved in a checkpoint is just the
+batch index, a resumed run sees exactly the batches an unbroken run would have, and ranks
+never see each other's clips.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..world.render import render_event
+from ..world.sample import random_event
+from ..world.spec import DEFAULT_SIZE, EVENT_FRAMES, SceneSpec
+
+
+def to_model_range(frames: np.ndarray) -> torch.Tensor:
+    """uint8 frames [..., T, H, W, 3] -> float video [..., 3, T, H, W] in [-1, 1]."""
+    video = torch.from_numpy(np.ascontiguousarray(frames)).float().div(127.5).sub(1.0)
+    return video.movedim(-1, -4)
+
+
+def to_uint8_frames(video: torch.Tensor) -> np.ndarray:
+    """Float video [..., 3, T, H, W] in [-1, 1] -> uint8 frames [..., T, H, W, 3]."""
+    video = video.detach().float().clamp(-1, 1).add(1).mul(127.5).round()
+    return video.movedim(-4, -1).to(torch.uint8).cpu().numpy()
+
+
+@dataclass
+class ShapesBatch:
+    video: torch.Tensor  # [B, 3, T, H, W] float in [-1, 1]
+    specs: list[SceneSpec]  # what each clip shows (feed it to the judge)
+    index: int  # the batch index it was drawn for
+
+    def to(self, device) -> "ShapesBatch":
+        return ShapesBatch(self.video.to(device), self.specs, self.index)
+
+
+@dataclass
+class ShapesVideoDataset:
+    """Endless random Shapes-world events. `dataset.batch(i)` is batch i (any order, any
+    time); iterating yields batches `start`, `start + 1`, ..."""
+
+    batch_size: int = 8
+    seed: int = 0
+    rank: int = 0
+    size: int = DEFAULT_SIZE
+    frames: int = EVENT_FRAMES
+    kinds: tuple[str, ...] | None = None  # restrict to scene kinds, e.g. ("one object",)
+    start: int = field(default=0)
+
+    def batch(self, index: int) -> ShapesBatch:
+        rng = np.random.default_rng([self.seed, self.rank, index])
+        clips, specs = [], []
+        for _ in range(self.batch_size):
+            kind = None if self.kinds is None else self.kinds[int(rng.integers(len(self.kinds)))]
+            spec, event = random_event(rng, kind)
+            clips.append(render_event(event, self.size, self.frames))
+            specs.append(spec)
+        return ShapesBatch(to_model_range(np.stack(clips)), specs, index)
+
+    def __iter__(self):
+        index = self.start
+        while True:
+            yield self.batch(index)
+            index += 1

@@ -1,0 +1,91 @@
+"""`kinema train ...`: one command per model family, all driving the same Trainer."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import torch
+import typer
+
+from .. import checkpoint as ckpt
+from ..data.shapes import ShapesVideoDataset
+from ..tokenizer.cvivit import CViViT, CViViTConfig
+from .trainer import Trainer, TrainConfig, dist_info, list_checkpoints, verify_checkpoint
+
+train_app = typer.Typer(help="Train kinema's models on the Shapes world.", no_args_is_help=True)
+
+
+@train_app.callback()
+def _main() -> None:
+    """Train kinema's models on the Shapes world."""
+
+
+def tokenizer_loss(model: CViViT, batch) -> dict[str, torch.Tensor]:
+    return model(batch.video)[1]
+
+
+def _resumed_model_config(output: Path) -> dict | None:
+    for folder in reversed(list_checkpoints(output)):
+        try:
+            verify_checkpoint(folder)
+            return ckpt.read_json(folder / ckpt.CONFIG_NAME)
+        except ckpt.CheckpointError:
+            continue
+    return None
+
+
+@train_app.command()
+def tokenizer(
+    output: Path = typer.Option(..., "--output", "-o", help="run folder: checkpoints/, final/, metrics.jsonl"),
+    max_steps: int = typer.Option(20_000, help="optimizer steps (the cosine LR schedule ends here)"),
+    batch_size: int = typer.Option(8, help="clips per micro-batch (16 frames, 64x64 each)"),
+    grad_accum: int = typer.Option(1, help="micro-batches per optimizer step"),
+    lr: float = typer.Option(1e-3),
+    warmup_steps: int = typer.Option(300),
+    min_lr_ratio: float = typer.Option(0.05),
+    ema_decay: float = typer.Option(0.999),
+    save_every: int = typer.Option(1000, help="steps between checkpoints"),
+    save_every_minutes: float = typer.Option(10.0, help="also checkpoint after this many minutes (0 = off)"),
+    resume: bool = typer.Option(False, "--resume", help="continue from the newest valid checkpoint in --output"),
+    seed: int = typer.Option(0),
+    preset: str = typer.Option("small", help="C-ViViT size: tiny | small"),
+    dim: Optional[int] = typer.Option(None, help="transformer width (overrides the preset)"),
+    temporal_patch: Optional[int] = typer.Option(None, help="frames per token grid after the first (16 = 1 + 3x5)"),
+    config_json: str = typer.Option("{}", help='more CViViTConfig overrides as JSON, e.g. \'{"depth": 2}\''),
+    threads: Optional[int] = typer.Option(None, help="torch CPU threads"),
+    precision: str = typer.Option("bf16", help="bf16 | fp32"),
+    export_dtype: Optional[str] = typer.Option("bfloat16", help="dtype of final/ weights (bfloat16 halves the size)"),
+    progress: bool = typer.Option(True, help="progress bar"),
+) -> None:
+    """Train the C-ViViT video tokenizer on endless Shapes-world events."""
+    if threads:
+        torch.set_num_threads(threads)
+    overrides = json.loads(config_json)
+    if dim is not None:
+        overrides["dim"] = dim
+    if temporal_patch is not None:
+        overrides["temporal_patch"] = temporal_patch
+    model_config = CViViTConfig.preset(preset, **overrides)
+    if resume:
+        saved = _resumed_model_config(output)
+        if saved is not None:
+            model = ckpt.build_from_config(saved, "checkpoint config.json")
+            if model.config != model_config:
+                typer.echo("note: resuming with the checkpoint's model config; --preset/--dim/--config-json are ignored")
+            model_config = model.config
+    model = CViViT(model_config)
+    rank, _ = dist_info()
+    data = ShapesVideoDataset(batch_size=batch_size, seed=seed, rank=rank)
+    config = TrainConfig(
+        output=str(output), max_steps=max_steps, lr=lr, warmup_steps=warmup_steps, min_lr_ratio=min_lr_ratio,
+        grad_accum=grad_accum, ema_decay=ema_decay, save_every=save_every, save_every_minutes=save_every_minutes,
+        seed=seed, precision=precision, progress=progress, export_dtype=export_dtype,
+    )
+    params = sum(p.numel() for p in model.parameters())
+    typer.echo(f"C-ViViT: {params / 1e6:.2f} M parameters, {model_config.tokens_per_clip(16)} tokens per 16-frame clip, "
+               f"{model_config.codebook_size} codes; config {json.dumps(model_config.to_dict())}")
+    trainer = Trainer(model, config, data.batch, tokenizer_loss, export_name="tokenizer", export_extra={"trained_on": "shapes-world-v1"})
+    logs = trainer.train(resume=resume)
+    typer.echo(f"done at step {trainer.step}: " + ", ".join(f"{k}={v:.4g}" for k, v in logs.items()))

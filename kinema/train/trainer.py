@@ -1,0 +1,390 @@
+"""One trainer for every kinema model.
+
+bf16 autocast (CPU or CUDA), AdamW, linear warmup + cosine decay, gradient clipping,
+gradient accumulation, an EMA of the weights, a progress bar, and exactly resumable
+checkpoints:
+
+    OUTPUT/checkpoints/step-000500/
+      config.json                 the model's config (+ "_class_name"), so evaluators can build it
+      model.safetensors           raw weights
+      ema.safetensors             EMA weights
+      training_state.safetensors  optimizer moments, torch RNG state(s)
+      trainer_state.json          step, data position, LR schedule, optimizer hyper-parameters,
+                                  numpy/python RNG states, and size + sha256 of every file above
+    OUTPUT/final/                 save_pretrained folder with the EMA weights (for inference)
+    OUTPUT/metrics.jsonl          one JSON line per log interval
+
+Data is addressed by index: `get_batch(i)` must return the i-th micro-batch (any order, any
+time), so the data position is just a counter and a resumed run sees exactly the batches an
+unbroken run would have. Tensors go to safetensors and everything else to JSON: nothing is
+ever pickled or read with torch.load. Every checkpoint folder appears atomically; a damaged
+one (truncated file, wrong checksum) is refused with a message and the previous one used.
+
+Multi-process ready: rank and world size come from torchrun's RANK / WORLD_SIZE; only rank 0
+logs and writes. (DDP wrapping is not built yet.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+from torch import nn
+from tqdm.auto import tqdm
+
+from .. import checkpoint as ckpt
+from ..fsutil import atomic_dir
+
+STATE_JSON = "trainer_state.json"
+STEP_PREFIX = "step-"
+
+
+@dataclass
+class TrainConfig:
+    output: str  # the run folder: checkpoints/, final/, metrics.jsonl
+    max_steps: int = 10_000  # optimizer steps; the cosine schedule ends here
+    lr: float = 3e-4
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.99)
+    warmup_steps: int = 200  # linear warmup from 0
+    min_lr_ratio: float = 0.1  # the cosine decays to lr * min_lr_ratio at max_steps
+    grad_clip: float = 1.0  # max global grad norm (0 = off)
+    grad_accum: int = 1  # micro-batches per optimizer step
+    ema_decay: float = 0.999  # the EMA's decay, ramped as min(decay, (1 + step) / (10 + step))
+    save_every: int = 500  # steps between checkpoints (0 = only at the end)
+    save_every_minutes: float = 0.0  # also checkpoint when this much wall time has passed (0 = off)
+    keep_checkpoints: int = 3  # newest checkpoints kept on disk
+    log_every: int = 10
+    seed: int = 0
+    precision: str = "bf16"  # "bf16" (autocast) or "fp32"
+    progress: bool = True  # show a progress bar
+    export_dtype: str | None = None  # dtype of final/ weights: None (as trained) or "bfloat16"
+
+    def __post_init__(self):
+        self.betas = tuple(self.betas)
+        if self.precision not in ("bf16", "fp32"):
+            raise ValueError(f"precision must be 'bf16' or 'fp32', got {self.precision!r}")
+        if self.grad_accum < 1 or self.max_steps < 0:
+            raise ValueError("grad_accum must be >= 1 and max_steps >= 0")
+
+
+def dist_info() -> tuple[int, int]:
+    """(rank, world_size) as torchrun sets them; (0, 1) for a plain process."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if torch.cuda.is_available() else torch.device("cpu")
+
+
+def lr_at(step: int, config: TrainConfig) -> float:
+    """Linear warmup, then cosine decay to lr * min_lr_ratio at max_steps."""
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    span = max(1, config.max_steps - config.warmup_steps)
+    progress = min(1.0, (step - config.warmup_steps) / span)
+    return config.lr * (config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def list_checkpoints(output: str | os.PathLike) -> list[Path]:
+    """Checkpoint folders of a run, oldest first."""
+    root = Path(output) / "checkpoints"
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(STEP_PREFIX) and p.name[len(STEP_PREFIX) :].isdigit()]
+    return sorted(found, key=lambda p: int(p.name[len(STEP_PREFIX) :]))
+
+
+def verify_checkpoint(folder: Path) -> dict[str, Any]:
+    """The checkpoint's trainer_state.json, after checking every file's size and checksum;
+    raises CheckpointError naming the damaged file otherwise."""
+    state = ckpt.read_json(folder / STATE_JSON)
+    for name, meta in state.get("files", {}).items():
+        path = folder / name
+        if not path.is_file():
+            raise ckpt.CheckpointError(f"{path}: missing")
+        if path.stat().st_size != meta["size"]:
+            raise ckpt.CheckpointError(f"{path}: {path.stat().st_size} bytes, expected {meta['size']} (truncated?)")
+        if _sha256(path) != meta["sha256"]:
+            raise ckpt.CheckpointError(f"{path}: checksum mismatch (corrupt)")
+    return state
+
+
+def load_checkpoint_model(folder: str | os.PathLike, ema: bool = True) -> nn.Module:
+    """The model of a training checkpoint (EMA weights by default), built from its
+    config.json through the checkpoint registry, in eval mode."""
+    folder = Path(folder)
+    model = ckpt.build_from_config(ckpt.read_json(folder / ckpt.CONFIG_NAME), str(folder / ckpt.CONFIG_NAME))
+    path = folder / ("ema.safetensors" if ema else "model.safetensors")
+    ckpt.load_weights(model, ckpt.read_tensors(path), path)
+    return model.eval()
+
+
+class EMA:
+    """Exponential moving average of a model's floating-point state (fp32)."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay = decay
+        self.model = copy.deepcopy(model).float().eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, step: int) -> None:
+        decay = min(self.decay, (1 + step) / (10 + step))
+        for (name, ema_v), v in zip(self.model.state_dict().items(), model.state_dict().values()):
+            if ema_v.is_floating_point():
+                ema_v.lerp_(v.detach().float(), 1 - decay)
+            else:
+                ema_v.copy_(v)
+
+
+class Trainer:
+    """Train `model` by minimising `loss_fn(model, batch)["loss"]` over `get_batch(0), get_batch(1), ...`.
+
+    `loss_fn` returns a dict of scalars; "loss" is optimised and every entry is logged.
+    The model must be registered in `kinema.checkpoint` (its config is saved with it).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        config: TrainConfig,
+        get_batch: Callable[[int], Any],
+        loss_fn: Callable[[nn.Module, Any], dict[str, torch.Tensor]],
+        *,
+        export_name: str = "model",
+        export_extra: dict[str, Any] | None = None,
+        device: torch.device | str | None = None,
+    ):
+        self.config = config
+        self.rank, self.world_size = dist_info()
+        self.device = torch.device(device) if device is not None else default_device()
+        self.model = model.to(self.device)
+        self.get_batch = get_batch
+        self.loss_fn = loss_fn
+        self.export_name = export_name
+        self.export_extra = export_extra or {}
+        self.output = Path(config.output)
+        decay, no_decay = [], []
+        for p in self.model.parameters():
+            if p.requires_grad:
+                (decay if p.ndim >= 2 else no_decay).append(p)
+        self.optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=config.lr,
+            betas=config.betas,
+        )
+        self.ema = EMA(self.model, config.ema_decay)
+        self.step = 0
+        self.elapsed = 0.0  # training wall time over all sessions
+        self._seed_everything(config.seed)
+
+    # -- state -----------------------------------------------------------------------
+    def _seed_everything(self, seed: int) -> None:
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def _autocast(self):
+        if self.config.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def save_checkpoint(self) -> Path | None:
+        if not self.is_main:
+            return None
+        folder = self.output / "checkpoints" / f"{STEP_PREFIX}{self.step:06d}"
+        with atomic_dir(folder) as tmp:
+            (tmp / ckpt.CONFIG_NAME).write_text(json.dumps(ckpt.config_dict(self.model), indent=2) + "\n")
+            save_file(ckpt.state_tensors(self.model), str(tmp / "model.safetensors"))
+            save_file(ckpt.state_tensors(self.ema.model), str(tmp / "ema.safetensors"))
+            optim = self.optimizer.state_dict()
+            tensors: dict[str, torch.Tensor] = {"rng/torch": torch.get_rng_state()}
+            if torch.cuda.is_available():
+                for i, s in enumerate(torch.cuda.get_rng_state_all()):
+                    tensors[f"rng/cuda/{i}"] = s
+            scalars: dict[str, dict[str, Any]] = {}
+            for pid, pstate in optim["state"].items():
+                for key, value in pstate.items():
+                    if torch.is_tensor(value):
+                        tensors[f"optimizer/{pid}/{key}"] = value.detach().cpu().contiguous().clone()
+                    else:
+                        scalars.setdefault(str(pid), {})[key] = value
+            save_file(tensors, str(tmp / "training_state.safetensors"))
+            np_state = np.random.get_state()
+            files = {name: {"size": (tmp / name).stat().st_size, "sha256": _sha256(tmp / name)} for name in ("config.json", "model.safetensors", "ema.safetensors", "training_state.safetensors")}
+            state = {
+                "step": self.step,
+                "data_position": self.step * self.config.grad_accum,  # next micro-batch index
+                "elapsed_seconds": self.elapsed,
+                "world_size": self.world_size,
+                "train_config": dataclasses.asdict(self.config),
+                "optimizer": {"param_groups": optim["param_groups"], "scalars": scalars},
+                "rng": {
+                    "python": _jsonable(random.getstate()),
+                    "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+                },
+                "files": files,
+            }
+            (tmp / STATE_JSON).write_text(json.dumps(state) + "\n")
+        self._prune()
+        return folder
+
+    def _prune(self) -> None:
+        keep = self.config.keep_checkpoints
+        if keep > 0:
+            for old in list_checkpoints(self.output)[:-keep]:
+                shutil.rmtree(old, ignore_errors=True)
+
+    def load_checkpoint(self, folder: Path) -> None:
+        state = verify_checkpoint(folder)
+        ckpt.load_weights(self.model, ckpt.read_tensors(folder / "model.safetensors"), folder / "model.safetensors")
+        ckpt.load_weights(self.ema.model, ckpt.read_tensors(folder / "ema.safetensors"), folder / "ema.safetensors")
+        tensors = ckpt.read_tensors(folder / "training_state.safetensors")
+        optim_state: dict[int, dict[str, Any]] = {}
+        for key, value in tensors.items():
+            if key.startswith("optimizer/"):
+                _, pid, name = key.split("/", 2)
+                optim_state.setdefault(int(pid), {})[name] = value
+        for pid, values in state["optimizer"]["scalars"].items():
+            optim_state.setdefault(int(pid), {}).update(values)
+        try:
+            self.optimizer.load_state_dict({"state": optim_state, "param_groups": state["optimizer"]["param_groups"]})
+        except (ValueError, KeyError) as err:
+            raise ckpt.CheckpointError(f"{folder}: optimizer state does not fit this model ({err})") from err
+        torch.set_rng_state(tensors["rng/torch"])
+        if torch.cuda.is_available():
+            cuda = [tensors[k] for k in sorted(tensors) if k.startswith("rng/cuda/")]
+            if cuda:
+                torch.cuda.set_rng_state_all(cuda)
+        random.setstate(_tupleize(state["rng"]["python"]))
+        n = state["rng"]["numpy"]
+        np.random.set_state((n[0], np.asarray(n[1], dtype=np.uint32), *n[2:]))
+        self.step = int(state["step"])
+        self.elapsed = float(state.get("elapsed_seconds", 0.0))
+
+    def resume(self) -> Path | None:
+        """Load the newest checkpoint that verifies; damaged ones are reported and skipped."""
+        for folder in reversed(list_checkpoints(self.output)):
+            try:
+                self.load_checkpoint(folder)
+            except ckpt.CheckpointError as err:
+                self._print(f"refusing damaged checkpoint {folder.name}: {err}; trying the previous one")
+                continue
+            self._print(f"resumed from {folder} (step {self.step})")
+            return folder
+        self._print(f"no usable checkpoint in {self.output / 'checkpoints'}; starting from scratch")
+        return None
+
+    def export(self) -> Path | None:
+        if not self.is_main:
+            return None
+        dtype = getattr(torch, self.config.export_dtype) if self.config.export_dtype else None
+        extra = {"step": self.step, "elapsed_seconds": round(self.elapsed, 1), **self.export_extra}
+        return ckpt.save_pretrained(self.output / "final", {self.export_name: self.ema.model}, index_extra=extra, dtype=dtype)
+
+    # -- loop ------------------------------------------------------------------------
+    def _print(self, message: str) -> None:
+        if self.is_main:
+            print(message, flush=True)
+
+    def train(self, resume: bool = False) -> dict[str, float]:
+        cfg = self.config
+        if resume:
+            self.resume()
+        self.model.train()
+        metrics_path = self.output / "metrics.jsonl"
+        if self.is_main:
+            self.output.mkdir(parents=True, exist_ok=True)
+        bar = tqdm(
+            total=cfg.max_steps, initial=self.step, disable=not (cfg.progress and self.is_main), dynamic_ncols=True,
+            mininterval=1.0 if sys.stderr.isatty() else 30.0,
+        )
+        last_save_time = time.monotonic()
+        window_start, window_steps = time.monotonic(), 0
+        logs: dict[str, float] = {}
+        while self.step < cfg.max_steps:
+            t0 = time.monotonic()
+            lr = lr_at(self.step, cfg)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            sums: dict[str, float] = {}
+            for micro in range(cfg.grad_accum):
+                index = self.step * cfg.grad_accum + micro
+                batch = self.get_batch(index)
+                if hasattr(batch, "to"):
+                    batch = batch.to(self.device)
+                with self._autocast():
+                    out = self.loss_fn(self.model, batch)
+                (out["loss"].float() / cfg.grad_accum).backward()
+                for k, v in out.items():
+                    sums[k] = sums.get(k, 0.0) + float(v.detach()) / cfg.grad_accum
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf")))
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.step += 1
+            self.ema.update(self.model, self.step)
+            self.elapsed += time.monotonic() - t0
+            window_steps += 1
+            logs = {**sums, "lr": lr, "grad_norm": grad_norm}
+            bar.update(1)
+            bar.set_postfix(loss=f"{sums['loss']:.4f}", refresh=False)
+            if self.is_main and (self.step % cfg.log_every == 0 or self.step == cfg.max_steps):
+                rate = window_steps / max(1e-9, time.monotonic() - window_start)
+                window_start, window_steps = time.monotonic(), 0
+                record = {"step": self.step, "steps_per_s": round(rate, 3), "elapsed_s": round(self.elapsed, 1), **{k: round(v, 6) for k, v in logs.items()}}
+                with open(metrics_path, "a") as f:
+                    f.write(json.dumps(record) + "\n")
+                if not sys.stderr.isatty() or not cfg.progress:
+                    self._print(" ".join(f"{k}={v}" for k, v in record.items()))
+            due = cfg.save_every and self.step % cfg.save_every == 0
+            due = due or (cfg.save_every_minutes and time.monotonic() - last_save_time >= 60 * cfg.save_every_minutes)
+            if due and self.step < cfg.max_steps:
+                self.save_checkpoint()
+                last_save_time = time.monotonic()
+        bar.close()
+        if self.is_main and (not list_checkpoints(self.output) or list_checkpoints(self.output)[-1].name != f"{STEP_PREFIX}{self.step:06d}"):
+            self.save_checkpoint()
+        self.export()
+        return logs
+
+
+def _jsonable(obj):
+    if isinstance(obj, tuple):
+        return {"__tuple__": [_jsonable(x) for x in obj]}
+    return obj
+
+
+def _tupleize(obj):
+    if isinstance(obj, dict) and "__tuple__" in obj:
+        return tuple(_tupleize(x) for x in obj["__tuple__"])
+    if isinstance(obj, list):
+        return [_tupleize(x) for x in obj]
+    return obj
