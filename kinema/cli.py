@@ -15,6 +15,8 @@ from typing import Annotated, Iterator, Optional
 import typer
 from rich.console import Console
 
+from .checkpoint import CheckpointError
+
 app = typer.Typer(help="kinema: text to video (Phenaki, Make-A-Video, Imagen Video, Lumiere).", no_args_is_help=True, add_completion=False)
 world_app = typer.Typer(help="The Shapes world: render captions and stories, judge videos.", no_args_is_help=True)
 app.add_typer(world_app, name="world")
@@ -36,7 +38,7 @@ def user_errors() -> Iterator[None]:
         yield
     except typer.Exit:
         raise
-    except (UsageError, ValueError, FileNotFoundError, IsADirectoryError, PermissionError, KeyError) as e:
+    except (UsageError, ValueError, FileNotFoundError, IsADirectoryError, PermissionError, KeyError, CheckpointError) as e:
         message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
         raise typer.Exit(USAGE_EXIT) from None
@@ -100,6 +102,66 @@ def world_judge(
     raise typer.Exit(0 if verdict.passed else 1)
 
 
+# ---------------------------------------------------------------- generate / story
+
+DEFAULT_MODEL = "phenaki-shapes"
+
+
+def _progress(description: str):
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(TextColumn(description), BarColumn(), TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True)
+
+
+def _run_pipeline(model: str, sentences: list[str], output: Path, seed: int, options: dict) -> None:
+    import time
+
+    from .pipelines import load_pipeline
+
+    pipe = load_pipeline(model)
+    options = {k: v for k, v in options.items() if v is not None}
+    start = time.perf_counter()
+    with _progress(f"{pipe.name}: {len(sentences)} event(s)") as bar:
+        task = bar.add_task("generate", total=1.0)
+        path = pipe.story(sentences, seed=seed, output=output, callback=lambda done, total: bar.update(task, completed=done / total), **options)
+    out.print(f"wrote {path} ({len(sentences) * pipe.frames_per_event} frames, {time.perf_counter() - start:.1f} s)", highlight=False)
+
+
+@app.command()
+def generate(
+    prompt: Annotated[str, typer.Argument(help="What happens, e.g. 'a red circle moves up at night'.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Video file: .mp4 .webm .gif .npy .png (strip) or a folder.")] = Path("out.mp4"),
+    model: Annotated[str, typer.Option(help="A shipped model name (see `kinema info`), 'world', or a model folder.")] = DEFAULT_MODEL,
+    seed: Annotated[int, typer.Option(help="Same seed, same model, same machine: same frames.")] = 0,
+    steps: Annotated[Optional[int], typer.Option(help="Sampling steps (the model's default if not given).")] = None,
+    guidance: Annotated[Optional[float], typer.Option(help="Classifier-free guidance scale.")] = None,
+    frames: Annotated[int, typer.Option(help="Frames: a multiple of 16 (one event); longer clips continue the prompt.")] = 16,
+) -> None:
+    """Make a video from a prompt."""
+    with user_errors():
+        if not prompt.strip():
+            raise UsageError("the prompt is empty")
+        if frames <= 0 or frames % 16:
+            raise UsageError(f"--frames must be a positive multiple of 16 (one event), got {frames}")
+        _run_pipeline(model, [prompt] * (frames // 16), output, seed, {"num_inference_steps": steps, "guidance_scale": guidance})
+
+
+@app.command()
+def story(
+    file: Annotated[Optional[Path], typer.Argument(help="A story file: one sentence per line, or a paragraph split at full stops.")] = None,
+    output: Annotated[Path, typer.Option("-o", "--output", help="Video file; frames stream to it as they are made.")] = Path("film.mp4"),
+    text: Annotated[Optional[str], typer.Option("--text", help="The story as one paragraph, instead of a file.")] = None,
+    model: Annotated[str, typer.Option(help="A shipped model name, 'world', or a model folder.")] = DEFAULT_MODEL,
+    seed: Annotated[int, typer.Option()] = 0,
+    steps: Annotated[Optional[int], typer.Option(help="Sampling steps per event.")] = None,
+    guidance: Annotated[Optional[float], typer.Option(help="Classifier-free guidance scale.")] = None,
+) -> None:
+    """Make one unbroken film from a list of sentences (Phenaki's stories)."""
+    with user_errors():
+        sentences = _sentences(None, file, text)
+        _run_pipeline(model, sentences, output, seed, {"num_inference_steps": steps, "guidance_scale": guidance})
+
+
 # ---------------------------------------------------------------- info
 
 
@@ -128,12 +190,21 @@ def info() -> None:
         out.print(f"{key:>15}: {value}", highlight=False)
 
 
-from .train.cli import train_app  # noqa: E402  (its commands import torch lazily)
+from .models.phenaki.train import phenaki as _train_phenaki  # noqa: E402
+from .train.cli import train_app  # noqa: E402
 
+train_app.command("phenaki")(_train_phenaki)
 app.add_typer(train_app, name="train", help="Train tokenizers and models (bf16 on CPU, torchrun for many processes).")
 
 
+def _one_line_warnings() -> None:
+    import warnings
+
+    warnings.formatwarning = lambda message, category, *args, **kwargs: f"warning: {message}\n"
+
+
 def main() -> None:
+    _one_line_warnings()
     app()
 
 

@@ -1,19 +1,179 @@
 """The user's entry point: `kinema.load_pipeline(name or folder)`.
 
-Shipped models live in `kinema/pretrained/<name>/` as diffusers-style folders
-(`model_index.json` + one subfolder per component), so a fresh install can generate
-without downloading anything.
+Every model family is driven the same way, so the CLI, the service and `kinema eval`
+never know which family they hold:
+
+    pipe = kinema.load_pipeline("phenaki-shapes")
+    video = pipe("a red circle moves up at night", seed=0)          # a Video, .frames (T, H, W, 3)
+    film = pipe.story(["a red circle moves up at night", "the camera zooms in"], seed=0)
+    pipe.story(sentences, output="film.mp4")                          # streams, flat memory
+
+A family implements `events()`: one uint8 (16, H, W, 3) chunk per sentence, generated
+in order so that each can continue from the last. Shipped models live in
+`kinema/pretrained/<name>/` as diffusers-style folders (`model_index.json` + one
+subfolder per component), so a fresh install generates without downloading anything.
 """
 
 from __future__ import annotations
 
+import json
+import os
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+import numpy as np
+
+from .io import Video, VideoWriter
+from .world import EVENT_FRAMES, FPS, split_story
+
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
+MAX_STORY_SENTENCES = 1000
+
+# Progress hook: called after each unit of work with (done, total).
+Callback = Callable[[int, int], None]
+
+
+class Pipeline:
+    """Base of every text-to-video pipeline: input checks, stories, streaming to files."""
+
+    name: str = "pipeline"
+    fps: float = FPS
+    frames_per_event: int = EVENT_FRAMES
+
+    # ---- what a family implements
+    def events(self, sentences: Sequence[str], *, seed: int, callback: Callback | None = None, **options) -> Iterator[np.ndarray]:
+        """Yield one uint8 (frames_per_event, H, W, 3) chunk per sentence, in order."""
+        raise NotImplementedError
+
+    # ---- what every family shares
+    def check_inputs(self, sentences: Sequence[str]) -> list[str]:
+        """One clear error for input no model can use; sentences are stripped."""
+        if isinstance(sentences, str):
+            raise TypeError("give a list of sentences (or use pipe.story(paragraph) to split one at full stops)")
+        cleaned = [s.strip() for s in sentences]
+        if not cleaned:
+            raise ValueError("the story is empty: give at least one sentence")
+        for i, s in enumerate(cleaned):
+            if not s:
+                raise ValueError(f"sentence {i + 1} is empty" if len(cleaned) > 1 else "the prompt is empty")
+        if len(cleaned) > MAX_STORY_SENTENCES:
+            raise ValueError(f"a story may have at most {MAX_STORY_SENTENCES} sentences, got {len(cleaned)}")
+        return cleaned
+
+    def __call__(
+        self,
+        prompt: str,
+        *,
+        num_frames: int | None = None,
+        seed: int = 0,
+        callback: Callback | None = None,
+        **options,
+    ) -> Video:
+        """One prompt → a Video. `num_frames` must be a whole number of 16-frame events;
+        a longer clip continues the same prompt event after event."""
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ValueError("the prompt is empty")
+        num_frames = self.frames_per_event if num_frames is None else num_frames
+        if num_frames <= 0 or num_frames % self.frames_per_event:
+            raise ValueError(f"num_frames must be a positive multiple of {self.frames_per_event} (one event), got {num_frames}")
+        return self.story([prompt] * (num_frames // self.frames_per_event), seed=seed, callback=callback, **options)
+
+    def story(
+        self,
+        sentences: Sequence[str] | str,
+        *,
+        seed: int = 0,
+        output: str | os.PathLike | None = None,
+        callback: Callback | None = None,
+        **options,
+    ) -> Video | Path:
+        """A list of sentences (or one paragraph, split at full stops) → one unbroken film.
+
+        With `output`, frames stream to that file as they are made (memory stays flat
+        however long the story) and the path is returned; else the Video is."""
+        if isinstance(sentences, str):
+            sentences = split_story(sentences)
+        sentences = self.check_inputs(sentences)
+        chunks = self.events(sentences, seed=seed, callback=callback, **options)
+        if output is None:
+            return Video(np.concatenate(list(chunks)), fps=self.fps)
+        with VideoWriter(output, fps=self.fps) as writer:
+            for chunk in chunks:
+                writer.write(chunk)
+        return Path(output)
+
+
+class WorldPipeline(Pipeline):
+    """The Shapes world's own renderer behind the pipeline interface: the ground truth,
+    the upper bound every model is scored against (`kinema eval world`)."""
+
+    name = "world"
+
+    def __init__(self, size: int = 64) -> None:
+        self.size = size
+
+    def __call__(self, prompt: str, *, num_frames: int | None = None, seed: int = 0, callback: Callback | None = None, **options) -> Video:
+        if num_frames not in (None, self.frames_per_event):
+            raise ValueError(f"the world renders a caption as one event of {self.frames_per_event} frames; use a story for more")
+        return super().__call__(prompt, num_frames=num_frames, seed=seed, callback=callback, **options)
+
+    def events(self, sentences: Sequence[str], *, seed: int, callback: Callback | None = None, **options) -> Iterator[np.ndarray]:
+        from .world import parse, plan_story, render_event
+
+        plan = plan_story([parse(s) for s in sentences], seed=seed)
+        for i, event in enumerate(plan):
+            yield render_event(event, self.size)
+            if callback:
+                callback(i + 1, len(plan))
+
+
+# name -> pipeline class, for folders whose model_index.json names it. Never imports code
+# named by a checkpoint: only classes registered here can be built.
+PIPELINE_CLASSES: dict[str, type[Pipeline]] = {}
+
+
+def register_pipeline(cls: type[Pipeline]) -> type[Pipeline]:
+    PIPELINE_CLASSES[cls.__name__] = cls
+    return cls
 
 
 def available_models() -> list[str]:
-    """Names of the models shipped with this install."""
-    if not PRETRAINED_DIR.is_dir():
-        return []
-    return sorted(p.name for p in PRETRAINED_DIR.iterdir() if (p / "model_index.json").is_file())
+    """Names `load_pipeline` accepts: the world, and every model shipped with this install."""
+    shipped = sorted(p.name for p in PRETRAINED_DIR.iterdir() if (p / "model_index.json").is_file()) if PRETRAINED_DIR.is_dir() else []
+    return ["world", *shipped]
+
+
+def load_pipeline(name_or_path: str | os.PathLike = "world", **kwargs) -> Pipeline:
+    """A shipped model by name (`kinema info` lists them), "world", or a model folder."""
+    if str(name_or_path) == "world":
+        return WorldPipeline(**kwargs)
+    folder = Path(name_or_path)
+    if not folder.is_dir():
+        shipped = PRETRAINED_DIR / str(name_or_path)
+        if not shipped.is_dir():
+            raise ValueError(f"unknown model {str(name_or_path)!r}; known models: {', '.join(available_models())} (or a model folder)")
+        folder = shipped
+    index_path = folder / "model_index.json"
+    if not index_path.is_file():
+        raise ValueError(f"{folder} is not a model folder: it has no model_index.json")
+    try:
+        index = json.loads(index_path.read_text())
+        class_name = index["_class_name"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise ValueError(f"{index_path} is corrupt: expected JSON with a '_class_name'") from None
+    _import_families()
+    if class_name not in PIPELINE_CLASSES:
+        raise ValueError(f"{index_path} names an unknown pipeline {class_name!r}; known: {', '.join(sorted(PIPELINE_CLASSES))}")
+    return PIPELINE_CLASSES[class_name].from_pretrained(folder, **kwargs)
+
+
+def _import_families() -> None:
+    """Import the model families so their pipelines register themselves."""
+    import importlib
+
+    for module in ("kinema.models.phenaki.pipeline",):
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name != module:
+                raise

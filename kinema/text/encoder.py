@@ -24,6 +24,9 @@ from pathlib import Path  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from transformers import AutoConfig, AutoModel, AutoTokenizer, T5EncoderModel  # noqa: E402
+from transformers.utils import logging as hf_logging  # noqa: E402
+
+hf_logging.disable_progress_bar()  # a local load of a small encoder needs no "Loading weights" bar
 
 MINILM_ALIASES = ("minilm", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2")
 DEFAULT_MAX_LENGTH = 64

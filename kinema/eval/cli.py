@@ -1,0 +1,62 @@
+"""`kinema eval MODEL`: the command; the lead registers it with
+
+    from .eval.cli import eval_command
+    app.command("eval")(eval_command)
+
+Heavy imports (torch, the classifier) happen inside the command, so `kinema --help`
+stays fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+
+def eval_command(
+    model: Annotated[str, typer.Argument(help="What to score: 'world' (the ground truth), a shipped model's name, or a model folder.")],
+    seed: Annotated[int, typer.Option(help="Seed for the prompts drawn and each generation's seed.")] = 0,
+    prompts: Annotated[int, typer.Option(help="Prompts per single-clip category (one object, two objects, camera, held-out paraphrases).", min=0)] = 50,
+    stories: Annotated[int, typer.Option(help="Stories of --story-length sentences.", min=0)] = 8,
+    story_length: Annotated[int, typer.Option(help="Sentences per story.", min=1, max=1000)] = 6,
+    long_story: Annotated[bool, typer.Option("--long-story/--no-long-story", help="Also one story of 60 sentences.")] = True,
+    fvd: Annotated[bool, typer.Option("--fvd/--no-fvd", help="Compute FVD-shapes (kinema's Shapes classifier; not comparable to published FVD).")] = True,
+    fvd_real: Annotated[Optional[int], typer.Option(help="World clips for FVD-shapes' real side (default: as many as generated, at least 100).", min=2)] = None,
+    json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the full report (every prompt, its reasons, aggregates, settings, timings) here.")] = None,
+    strip: Annotated[Optional[Path], typer.Option("--strip", help="Write PNG frame strips of failures into this folder.")] = None,
+) -> None:
+    """Score a model on the Shapes world: pass rates per category with 95 % intervals,
+    the commonest failures, FVD-shapes and flicker. `kinema eval world` is the upper bound."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from ..cli import console, user_errors
+    from ..pipelines import load_pipeline
+    from .scoreboard import evaluate
+
+    with user_errors():
+        pipe = load_pipeline(model)
+        bar = Progress(
+            TextColumn("[bold]eval[/] {task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("events"),
+            TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True,
+        )
+        with bar:
+            task = bar.add_task(model, total=None)
+            report = evaluate(
+                pipe, prompts=prompts, stories=stories, story_length=story_length, long_story=60 if long_story else None,
+                seed=seed, fvd=fvd, fvd_real=fvd_real, strip_dir=strip,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+        if json_path is not None:
+            report.write_json(json_path)
+    out = Console(width=max(Console().width, 140))
+    out.print(report.table())
+    for line in report.notes():
+        out.print(line, highlight=False)
+    if json_path is not None:
+        console.print(f"wrote {json_path}")
+    if strip is not None:
+        written = sum(len(r.strips) for r in report.results)
+        console.print(f"wrote {written} failure strip(s) to {strip}")

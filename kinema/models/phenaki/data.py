@@ -1,0 +1,71 @@
+"""MaskGIT's training data: Shapes-world events as C-ViViT tokens, with their captions.
+
+Half the examples are single events (a scene caption, no context); half are a story's
+step: the token grid of the previous event's last frame as context, the next event's
+tokens as target, and the story sentence as caption. Captions are canonical or *train*
+paraphrases, never held-out ones. Example i of rank r comes from the generator seeded
+[seed, r, i], so the data position is just a counter (exact resume).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from ...data.shapes import to_model_range
+from ...tokenizer.cvivit import CViViT
+from ...world import describe, random_event, random_story, render_event
+
+if TYPE_CHECKING:
+    from ...text import TextEncoder
+
+
+@dataclass
+class TokenBatch:
+    codes: torch.Tensor  # [B, N] event token codes
+    context: torch.Tensor  # [B, M] context grid codes (zeros where has_context is False)
+    has_context: torch.Tensor  # [B] bool
+    text: torch.Tensor  # [B, L, D]
+    text_mask: torch.Tensor  # [B, L]
+    captions: list[str]
+
+    def to(self, device) -> TokenBatch:
+        move = lambda t: t.to(device)  # noqa: E731
+        return TokenBatch(move(self.codes), move(self.context), move(self.has_context), move(self.text), move(self.text_mask), self.captions)
+
+
+@dataclass
+class PhenakiData:
+    tokenizer: CViViT
+    text_encoder: TextEncoder
+    batch_size: int = 16
+    seed: int = 0
+    rank: int = 0
+    story_share: float = 0.5  # share of examples that continue a story from a context frame
+    max_story: int = 6  # story steps are drawn from stories up to this long (zoom states etc.)
+
+    def example(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None, str]:
+        """(event frames, context frame or None, caption)."""
+        if rng.random() < self.story_share:
+            sentences, events = random_story(rng, int(rng.integers(2, self.max_story + 1)), check_legible=False)
+            previous = render_event(events[-2])[-1:]
+            return render_event(events[-1]), previous, describe(sentences[-1], rng)
+        spec, event = random_event(rng, check_legible=False)
+        return render_event(event), None, describe(spec, rng)
+
+    @torch.no_grad()
+    def batch(self, index: int) -> TokenBatch:
+        rng = np.random.default_rng([self.seed, self.rank, index])
+        examples = [self.example(rng) for _ in range(self.batch_size)]
+        events = to_model_range(np.stack([e for e, _, _ in examples]))
+        has_context = torch.tensor([c is not None for _, c, _ in examples])
+        contexts = to_model_range(np.stack([c if c is not None else e[:1] for e, c, _ in examples]))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            codes = self.tokenizer.encode(events).flatten(1)
+            context = self.tokenizer.encode(contexts).flatten(1)
+        captions = [c for _, _, c in examples]
+        text = self.text_encoder.encode(captions)
+        return TokenBatch(codes, context, has_context, text.tokens, text.mask, captions)

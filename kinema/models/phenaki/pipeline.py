@@ -1,0 +1,143 @@
+"""PhenakiPipeline: text → MaskGIT tokens → C-ViViT frames, sentence after sentence.
+
+Each sentence is one 16-frame event. The first is generated from its text alone; every
+later one is conditioned on the token grid of the last frame made so far, re-encoded by
+C-ViViT as an image, so the film continues without a cut and carries its state (a zoom
+stays zoomed). Only that one frame is carried, so memory does not grow with the story.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from ... import checkpoint as ckpt
+from ...data.shapes import to_model_range, to_uint8_frames
+from ...pipelines import Callback, Pipeline, register_pipeline
+from ...tokenizer.cvivit import CViViT
+from ...world import ParseError, parse
+from .maskgit import MaskGit
+
+if TYPE_CHECKING:
+    from ...text import TextEncoder
+
+
+@dataclass
+class PhenakiSampler:
+    """Sampling defaults, saved as the model folder's scheduler/config.json."""
+
+    num_inference_steps: int = 12
+    guidance_scale: float = 3.0
+    temperature: float = 1.0
+    top_k: int | None = None
+
+    @classmethod
+    def load(cls, path: Path) -> PhenakiSampler:
+        if not path.is_file():
+            return cls()
+        data = ckpt.read_json(path)
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+def trim(tokens: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cut text padding shared by the whole batch: cross-attention cost follows L."""
+    length = max(1, int(mask.sum(1).max()))
+    return tokens[:, :length], mask[:, :length]
+
+
+@register_pipeline
+class PhenakiPipeline(Pipeline):
+    name = "phenaki"
+
+    def __init__(self, tokenizer: CViViT, transformer: MaskGit, text_encoder: TextEncoder, sampler: PhenakiSampler | None = None, device: str | torch.device = "cpu"):
+        self.tokenizer = tokenizer.eval().to(device)
+        self.transformer = transformer.eval().to(device)
+        self.text_encoder = text_encoder
+        self.sampler = sampler or PhenakiSampler()
+        self.device = torch.device(device)
+
+    @classmethod
+    def from_pretrained(cls, folder: str | os.PathLike, device: str | torch.device | None = None) -> PhenakiPipeline:
+        folder = Path(folder)
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        index = ckpt.read_json(folder / ckpt.MODEL_INDEX)
+        tokenizer = ckpt.load_component(folder, "tokenizer")
+        transformer = ckpt.load_component(folder, "transformer")
+        if not isinstance(tokenizer, CViViT) or not isinstance(transformer, MaskGit):
+            raise ckpt.CheckpointError(f"{folder}: expected a CViViT tokenizer and a MaskGit transformer")
+        levels = tuple(tokenizer.config.fsq_levels)
+        if levels != tuple(transformer.config.fsq_levels):
+            raise ckpt.CheckpointError(f"{folder}: the transformer was trained on FSQ levels {transformer.config.fsq_levels}, the tokenizer has {levels}")
+        from ...text import get_text_encoder  # transformers loads only when a model does
+
+        text_encoder = get_text_encoder(index.get("text_encoder", "minilm"))
+        return cls(tokenizer, transformer, text_encoder, PhenakiSampler.load(folder / "scheduler" / "config.json"), device)
+
+    def save_pretrained(self, folder: str | os.PathLike, extra: dict | None = None) -> Path:
+        folder = ckpt.save_pretrained(
+            folder,
+            {"tokenizer": self.tokenizer, "transformer": self.transformer},
+            index_extra={"_class_name": type(self).__name__, "text_encoder": self.text_encoder.name, **(extra or {})},
+        )
+        scheduler = folder / "scheduler"
+        scheduler.mkdir(exist_ok=True)
+        (scheduler / "config.json").write_text(json.dumps(asdict(self.sampler), indent=2) + "\n")
+        return folder
+
+    def _warn_unknown_words(self, sentences: Sequence[str]) -> None:
+        for s in sentences:
+            try:
+                parse(s)
+            except ParseError as e:
+                warnings.warn(f"the model was trained on the Shapes world and may not follow this: {e}", stacklevel=4)
+
+    @torch.inference_mode()
+    def events(
+        self,
+        sentences: Sequence[str],
+        *,
+        seed: int = 0,
+        callback: Callback | None = None,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+        temperature: float | None = None,
+        top_k: int | None = None,
+    ) -> Iterator[np.ndarray]:
+        s = self.sampler
+        steps = s.num_inference_steps if num_inference_steps is None else num_inference_steps
+        guidance = s.guidance_scale if guidance_scale is None else guidance_scale
+        if steps < 1 or steps > 100:
+            raise ValueError(f"num_inference_steps must be between 1 and 100, got {steps}")
+        if not 0 <= guidance <= 30:
+            raise ValueError(f"guidance_scale must be between 0 and 30, got {guidance}")
+        self._warn_unknown_words(sentences)
+        generator = torch.Generator(self.device).manual_seed(seed)
+        grid = self.transformer.config.grid
+        context = None
+        total = steps * len(sentences)
+        for k, sentence in enumerate(sentences):
+            text = self.text_encoder.encode([sentence], device=self.device)
+            tokens, mask = trim(text.tokens, text.mask)
+            step_callback = (lambda i, n, k=k: callback(k * steps + i, total)) if callback else None
+            with self._autocast():
+                codes = self.transformer.generate(
+                    tokens, mask, context, steps=steps, guidance_scale=guidance,
+                    temperature=s.temperature if temperature is None else temperature,
+                    top_k=s.top_k if top_k is None else top_k, generator=generator, callback=step_callback,
+                )
+                video = self.tokenizer.decode_from_indices(codes.reshape(1, -1, grid, grid))
+            frames = to_uint8_frames(video[0])
+            yield frames
+            with self._autocast():
+                context = self.tokenizer.encode(to_model_range(frames[-1:])[None].to(self.device)).flatten(1)
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)

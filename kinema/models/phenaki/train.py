@@ -1,0 +1,84 @@
+"""`kinema train phenaki`: MaskGIT on a frozen C-ViViT's tokens of the Shapes world."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import torch
+import typer
+
+from ... import checkpoint as ckpt
+from ...tokenizer.cvivit import CViViT
+from ...train.trainer import Trainer, TrainConfig, dist_info, load_checkpoint_model
+from .data import PhenakiData, TokenBatch
+from .maskgit import MaskGit, MaskGitConfig
+from .pipeline import PhenakiPipeline, PhenakiSampler, trim
+
+
+def load_tokenizer(path: Path) -> CViViT:
+    """A tokenizer from an inference folder (model_index.json) or a training checkpoint (its EMA)."""
+    path = Path(path)
+    model = ckpt.load_component(path, "tokenizer") if (path / ckpt.MODEL_INDEX).is_file() else load_checkpoint_model(path, ema=True)
+    if not isinstance(model, CViViT):
+        raise ckpt.CheckpointError(f"{path}: holds a {type(model).__name__}, not a CViViT tokenizer")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model.eval()
+
+
+def maskgit_loss(model: MaskGit, batch: TokenBatch) -> dict[str, torch.Tensor]:
+    text, mask = trim(batch.text, batch.text_mask)
+    return model.loss(batch.codes, text, mask, batch.context, batch.has_context)
+
+
+def assemble(tokenizer: CViViT, transformer: MaskGit, output: Path, extra: dict | None = None) -> Path:
+    """Write a complete, loadable `phenaki` model folder."""
+    from ...text import get_text_encoder
+
+    pipe = PhenakiPipeline(tokenizer, transformer, get_text_encoder(), PhenakiSampler())
+    return pipe.save_pretrained(output, extra)
+
+
+def phenaki(
+    tokenizer: Path = typer.Option(..., help="trained C-ViViT: an inference folder or a training checkpoint"),
+    output: Path = typer.Option(..., "--output", "-o", help="run folder: checkpoints/, final/, pipeline/"),
+    max_steps: int = typer.Option(20_000, help="optimizer steps (the cosine LR schedule ends here)"),
+    batch_size: int = typer.Option(16, help="events per micro-batch"),
+    grad_accum: int = typer.Option(1),
+    lr: float = typer.Option(5e-4),
+    warmup_steps: int = typer.Option(500),
+    ema_decay: float = typer.Option(0.999),
+    save_every: int = typer.Option(1000),
+    save_every_minutes: float = typer.Option(10.0),
+    resume: bool = typer.Option(False, "--resume", help="continue from the newest valid checkpoint in --output"),
+    seed: int = typer.Option(0),
+    dim: int = typer.Option(256),
+    depth: int = typer.Option(8),
+    story_share: float = typer.Option(0.5, help="share of examples continuing a story from a context frame"),
+    threads: Optional[int] = typer.Option(None, help="torch CPU threads"),
+    precision: str = typer.Option("bf16", help="bf16 | fp32"),
+    progress: bool = typer.Option(True),
+) -> None:
+    """Train Phenaki's MaskGIT (text + last frame → event tokens) on the Shapes world."""
+    from ...text import get_text_encoder
+
+    if threads:
+        torch.set_num_threads(threads)
+    tok = load_tokenizer(tokenizer)
+    config = MaskGitConfig(fsq_levels=tok.config.fsq_levels, grid=tok.config.grid_size, event_grids=tok.config.token_frames(16), dim=dim, depth=depth)
+    model = MaskGit(config)
+    rank, _ = dist_info()
+    data = PhenakiData(tok, get_text_encoder(), batch_size=batch_size, seed=seed, rank=rank, story_share=story_share)
+    train_config = TrainConfig(
+        output=str(output), max_steps=max_steps, lr=lr, warmup_steps=warmup_steps, grad_accum=grad_accum, ema_decay=ema_decay,
+        save_every=save_every, save_every_minutes=save_every_minutes, seed=seed, precision=precision, progress=progress,
+    )
+    params = sum(p.numel() for p in model.parameters())
+    typer.echo(f"MaskGIT: {params / 1e6:.2f} M parameters, {config.event_tokens} tokens per event + {config.context_tokens} of context; {json.dumps(config.to_dict())}")
+    trainer = Trainer(model, train_config, data.batch, maskgit_loss, export_name="transformer", export_extra={"trained_on": "shapes-world-v1"})
+    trainer.train(resume=resume)
+    if trainer.is_main:
+        folder = assemble(tok, trainer.ema.model, output / "pipeline", {"step": trainer.step, "elapsed_seconds": round(trainer.elapsed, 1)})
+        typer.echo(f"model folder: {folder} (kinema generate --model {folder} ...)")
