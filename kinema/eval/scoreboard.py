@@ -87,7 +87,7 @@ def failure_pattern(reason: Reason) -> str:
         msg = f"{what} {rest}" if reason.code == "shape" or what == "object" else rest
         if reason.message.startswith("an unnamed"):
             msg = f"unnamed {msg}"
-    msg = re.sub(r"[-+]?\d+(?:\.\d+)?", "#", msg).strip()
+    msg = re.sub(r"\s+", " ", re.sub(r"[-+]?\d+(?:\.\d+)?", "", msg)).strip()
     return f"{reason.code}: {msg}"
 
 

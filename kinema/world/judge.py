@@ -61,9 +61,10 @@ class Reason:
 
 
 @dataclass
-class EventVerdict:
+class BoundaryVerdict:
+    """Why the cut between event `index` and `index + 1` fails; no reasons = it passes."""
+
     index: int
-    sentence: str
     reasons: list[Reason] = field(default_factory=list)
 
     @property
@@ -72,13 +73,10 @@ class EventVerdict:
 
 
 @dataclass
-class BoundaryVerdict:
-    index: int  # between event index and index + 1
-    reasons: list[Reason] = field(default_factory=list)
+class EventVerdict(BoundaryVerdict):
+    """Why event `index` fails its sentence; no reasons = it obeys."""
 
-    @property
-    def passed(self) -> bool:
-        return not self.reasons
+    sentence: str = ""
 
 
 @dataclass
@@ -248,7 +246,7 @@ def expectations(sentences: Sequence[Sentence]) -> list[Expectation]:
 
 
 def _judge_event(index: int, readings: list[FrameReading], expect: Expectation) -> EventVerdict:
-    verdict = EventVerdict(index, expect.sentence)
+    verdict = EventVerdict(index, sentence=expect.sentence)
     reasons = verdict.reasons
     n = len(readings)
 

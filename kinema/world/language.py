@@ -40,6 +40,7 @@ from .spec import (
     SceneChangeSentence,
     SceneSpec,
     Sentence,
+    sentence_kind,
 )
 
 SPLITS = ("train", "heldout")
@@ -416,15 +417,9 @@ def _check_meaning(sentence: Sentence) -> None:
 
 
 def _template_kind(sentence: Sentence) -> str:
-    if isinstance(sentence, SceneSpec):
-        return "camera scene" if sentence.camera else sentence.kind
-    return {
-        MoveSentence: "motion",
-        CameraSentence: "camera",
-        AppearSentence: "appear",
-        DisappearSentence: "disappear",
-        SceneChangeSentence: "scene",
-    }[type(sentence)]
+    if isinstance(sentence, SceneSpec) and sentence.camera:
+        return "camera scene"  # the story sentence "the camera zooms in" is plain "camera"
+    return sentence_kind(sentence)
 
 
 Pick = Callable[[str, Words], str]  # (choice key, options) -> the phrase written
