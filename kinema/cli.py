@@ -162,6 +162,38 @@ def story(
         _run_pipeline(model, sentences, output, seed, {"num_inference_steps": steps, "guidance_scale": guidance})
 
 
+# ---------------------------------------------------------------- bench
+
+
+@app.command()
+def bench(
+    model: Annotated[str, typer.Argument(help="A shipped model name, 'world', or a model folder.")] = DEFAULT_MODEL,
+    runs: Annotated[int, typer.Option(help="Warm clips to time (the median is reported).", min=1)] = 10,
+    story_sentences: Annotated[int, typer.Option(help="Sentences in the long story.", min=10)] = 60,
+    json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write the report as JSON.")] = None,
+) -> None:
+    """Speed and memory on this machine: load, cold start, warm clip, long story, training steps."""
+    from rich.table import Table
+
+    from .eval.bench import bench as run_bench
+    from .eval.bench import report_json
+
+    with user_errors():
+        with console.status("bench") as status:
+            report = run_bench(model, warm_runs=runs, story_sentences=story_sentences, progress=lambda what: status.update(f"bench: {what}"))
+    table = Table(title=f"kinema bench {model}")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for key, value in report.rows():
+        table.add_row(key, value)
+    out.print(table)
+    if json_path:
+        from .fsutil import atomic_path
+
+        with atomic_path(json_path) as tmp:
+            tmp.write_text(report_json(report) + "\n")
+
+
 # ---------------------------------------------------------------- info
 
 

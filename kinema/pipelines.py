@@ -20,11 +20,15 @@ import json
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .io import Video, VideoWriter
 from .world import EVENT_FRAMES, FPS, split_story
+
+if TYPE_CHECKING:
+    import torch
 
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 MAX_STORY_SENTENCES = 1000
@@ -44,6 +48,11 @@ class Pipeline:
     def events(self, sentences: Sequence[str], *, seed: int, callback: Callback | None = None, **options) -> Iterator[np.ndarray]:
         """Yield one uint8 (frames_per_event, H, W, 3) chunk per sentence, in order."""
         raise NotImplementedError
+
+    def training_examples(self) -> list[tuple[str, torch.nn.Module, Callable[[], torch.Tensor]]]:
+        """(name, module, loss()) per trained component, on a realistic batch, for
+        `kinema bench` to time one training step of each. Nothing to train: []."""
+        return []
 
     # ---- what every family shares
     def check_inputs(self, sentences: Sequence[str]) -> list[str]:

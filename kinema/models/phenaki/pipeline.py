@@ -139,5 +139,21 @@ class PhenakiPipeline(Pipeline):
             with self._autocast():
                 context = self.tokenizer.encode(to_model_range(frames[-1:])[None].to(self.device)).flatten(1)
 
+    def training_examples(self):
+        """One step of each component at its training batch size (8 clips / 16 events)."""
+        from ...data.shapes import ShapesVideoDataset
+
+        clips = ShapesVideoDataset(batch_size=8).batch(0).video.to(self.device)
+        c = self.transformer.config
+        captions = ["a red circle moves to the right on a black background"] * 16
+        text = self.text_encoder.encode(captions, device=self.device)
+        tokens, mask = trim(text.tokens, text.mask)
+        codes = torch.randint(0, self.tokenizer.config.codebook_size, (16, c.event_tokens), device=self.device)
+        context = torch.randint(0, self.tokenizer.config.codebook_size, (16, c.context_tokens), device=self.device)
+        return [
+            ("tokenizer (C-ViViT, 8 clips)", self.tokenizer, lambda: self.tokenizer(clips)[1]["loss"]),
+            ("transformer (MaskGIT, 16 events)", self.transformer, lambda: self.transformer.loss(codes, tokens, mask, context)["loss"]),
+        ]
+
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16)
