@@ -102,8 +102,10 @@ class JobStore:
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
-        # FULL: an accepted job is on disk before the client is told so, even across a power cut
-        self._db.execute("PRAGMA synchronous=FULL")
+        # WAL + NORMAL: every commit survives the process dying (kill -9); only `add` pays an
+        # fsync (FULL), so an accepted job survives a power cut too. A progress or status
+        # update lost that way merely runs the job again.
+        self._db.execute("PRAGMA synchronous=NORMAL")
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise ValueError(f"{self.path} was written by a newer kinema (schema {version}); upgrade kinema or use another --data folder")
@@ -125,11 +127,16 @@ class JobStore:
 
     def add(self, spec: JobSpec) -> dict:
         job_id = uuid.uuid4().hex
-        self._run(
-            "INSERT INTO jobs (id, status, model, format, sentences, is_story, seed, steps, guidance, queued_at) "
-            "VALUES (?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?)",
-            (job_id, spec.model, spec.format, json.dumps(spec.sentences), int(spec.is_story), spec.seed, spec.steps, spec.guidance, time.time()),
-        )
+        with self._lock:
+            self._db.execute("PRAGMA synchronous=FULL")
+            try:
+                self._db.execute(
+                    "INSERT INTO jobs (id, status, model, format, sentences, is_story, seed, steps, guidance, queued_at) "
+                    "VALUES (?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (job_id, spec.model, spec.format, json.dumps(spec.sentences), int(spec.is_story), spec.seed, spec.steps, spec.guidance, time.time()),
+                )
+            finally:
+                self._db.execute("PRAGMA synchronous=NORMAL")
         return self.get(job_id)
 
     def get(self, job_id: str) -> dict | None:
