@@ -222,12 +222,14 @@ def info() -> None:
         out.print(f"{key:>15}: {value}", highlight=False)
 
 
+from .models.imagen_video.train import imagen_video as _train_imagen_video  # noqa: E402
 from .models.phenaki.train import phenaki as _train_phenaki  # noqa: E402
 from .train.cli import train_app  # noqa: E402
 
 from .serve.cli import serve_command  # noqa: E402  (fastapi loads only when it serves)
 
 train_app.command("phenaki")(_train_phenaki)
+train_app.command("imagen-video")(_train_imagen_video)
 app.command("serve")(serve_command)
 app.add_typer(train_app, name="train", help="Train tokenizers and models (bf16 on CPU, torchrun for many processes).")
 

@@ -180,9 +180,5 @@ def _import_families() -> None:
     """Import the model families so their pipelines register themselves."""
     import importlib
 
-    for module in ("kinema.models.phenaki.pipeline",):
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as e:
-            if e.name != module:
-                raise
+    for module in ("kinema.models.phenaki.pipeline", "kinema.models.imagen_video.pipeline"):
+        importlib.import_module(module)

@@ -1,0 +1,200 @@
+"""ImagenVideoPipeline: text → base (8×32², 4 fps) → TSR (16×32², 8 fps) → SSR (16×64²).
+
+Each stage is a v-prediction VideoUNet sampled by a diffusers scheduler; every stage reads
+the frozen text encoder's tokens (cross-attention) and pooled vector. Between stages the
+low-resolution clip is noise-augmented to a fixed small level that the next stage is told.
+A distilled stage (`base_distilled`, …) takes few deterministic DDIM steps with its
+guidance baked in; it is used unless the caller asks for other steps or another guidance.
+
+Stories: each event's base stage is conditioned on the last frame made so far (downsampled
+to 32×32), so the film continues without a cut; only that one frame is carried.
+
+Folder layout (diffusers style): model_index.json, base/, tsr/, ssr/, optional
+base_distilled/ (tsr_distilled/, ssr_distilled/), and scheduler/config.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from ... import checkpoint as ckpt
+from ...data.shapes import to_model_range, to_uint8_frames
+from ...diffusion import GaussianDiffusion, sample
+from ...diffusion.sampling import SCHEDULERS
+from ...nn.unet import VideoUNet
+from ...pipelines import Callback, Pipeline, register_pipeline
+from .data import STAGES, base_cond, downsample, noise_augmentation, ssr_cond, trim_text, tsr_cond
+
+if TYPE_CHECKING:
+    from ...text import TextEncoder
+
+STAGE_ORDER = ("base", "tsr", "ssr")
+
+
+@dataclass
+class ImagenVideoSampler:
+    """Sampling settings, saved as the model folder's scheduler/config.json."""
+
+    scheduler: str = "dpm++"  # ddpm | ddim | dpm++ (distilled stages always use ddim)
+    steps: dict[str, int] = field(default_factory=lambda: {"base": 24, "tsr": 8, "ssr": 4})
+    guidance_scale: float = 4.0  # classifier-free guidance of the base (where the text decides the content)
+    sr_guidance_scale: float = 1.0  # of tsr and ssr (1 = none: their inputs already fix the content)
+    aug_timestep: int = 64  # noise-conditioning augmentation level of tsr/ssr inputs at sampling
+    thresholding: bool = True  # dynamic thresholding of predicted x0 (Imagen)
+    distilled_steps: dict[str, int] = field(default_factory=dict)  # stage -> steps its *_distilled model was distilled to
+    schedule: str = "cosine"
+    num_train_timesteps: int = 1024
+    prediction_type: str = "v_prediction"
+
+    @classmethod
+    def load(cls, path: Path) -> ImagenVideoSampler:
+        if not path.is_file():
+            return cls()
+        data = ckpt.read_json(path)
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+    def diffusion(self) -> GaussianDiffusion:
+        return GaussianDiffusion(self.schedule, self.num_train_timesteps, self.prediction_type)
+
+
+@register_pipeline
+class ImagenVideoPipeline(Pipeline):
+    name = "imagen-video"
+
+    def __init__(
+        self,
+        stages: dict[str, VideoUNet],
+        text_encoder: TextEncoder,
+        sampler: ImagenVideoSampler | None = None,
+        device: str | torch.device = "cpu",
+    ):
+        missing = [s for s in STAGE_ORDER if s not in stages]
+        if missing:
+            raise ValueError(f"an Imagen Video cascade needs stages {', '.join(STAGE_ORDER)}; missing {', '.join(missing)}")
+        self.stages = {name: model.eval().to(device) for name, model in stages.items()}
+        self.text_encoder = text_encoder
+        self.sampler = sampler or ImagenVideoSampler()
+        self.device = torch.device(device)
+        self.diffusion = self.sampler.diffusion()
+
+    @classmethod
+    def from_pretrained(cls, folder: str | os.PathLike, device: str | torch.device | None = None) -> ImagenVideoPipeline:
+        folder = Path(folder)
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        index = ckpt.read_json(folder / ckpt.MODEL_INDEX)
+        stages = {}
+        for name in index.get("components", {}):
+            model = ckpt.load_component(folder, name)
+            if not isinstance(model, VideoUNet):
+                raise ckpt.CheckpointError(f"{folder}/{name}: expected a VideoUNet, found {type(model).__name__}")
+            stages[name] = model
+        missing = [s for s in STAGE_ORDER if s not in stages]
+        if missing:
+            raise ckpt.CheckpointError(f"{folder}: an Imagen Video folder needs components {', '.join(STAGE_ORDER)}; missing {', '.join(missing)}")
+        from ...text import get_text_encoder  # transformers loads only when a model does
+
+        text_encoder = get_text_encoder(index.get("text_encoder", "minilm"))
+        return cls(stages, text_encoder, ImagenVideoSampler.load(folder / "scheduler" / "config.json"), device)
+
+    def save_pretrained(self, folder: str | os.PathLike, extra: dict | None = None, dtype: torch.dtype | None = torch.bfloat16) -> Path:
+        """Write the cascade; weights in bf16 by default (half the size, loaded back as fp32)."""
+        folder = ckpt.save_pretrained(
+            folder,
+            self.stages,
+            index_extra={"_class_name": type(self).__name__, "text_encoder": self.text_encoder.name, **(extra or {})},
+            dtype=dtype,
+        )
+        scheduler = folder / "scheduler"
+        scheduler.mkdir(exist_ok=True)
+        (scheduler / "config.json").write_text(json.dumps(asdict(self.sampler), indent=2) + "\n")
+        return folder
+
+    # ---- one stage
+    def _plan(self, stage: str, steps: int | None, guidance: float | None, scheduler: str | None = None) -> tuple[VideoUNet, str, int, float]:
+        """(model, scheduler, steps, guidance) for a stage: its distilled model when there is
+        one and the caller did not ask for other steps or another guidance."""
+        s = self.sampler
+        distilled = self.stages.get(f"{stage}_distilled")
+        if distilled is not None and stage in s.distilled_steps and guidance is None and steps in (None, s.distilled_steps[stage]):
+            return distilled, "ddim", s.distilled_steps[stage], 1.0  # guidance is baked into the student
+        default_guidance = s.guidance_scale if stage == "base" else s.sr_guidance_scale
+        steps = s.steps[stage] if steps is None else steps
+        return self.stages[stage], scheduler or s.scheduler, steps, default_guidance if guidance is None else guidance
+
+    def _run_stage(self, stage, text, cond: dict, generator, steps, guidance, scheduler, callback) -> torch.Tensor:
+        model, scheduler, steps, guidance = self._plan(stage, steps, guidance if stage == "base" else None, scheduler)
+        spec = STAGES[stage]
+        shape = (1, 3, spec.frames, spec.size, spec.size)
+        tokens, mask = trim_text(text.tokens, text.mask)
+        cond = {**cond, "text": tokens, "text_mask": mask, "text_pooled": text.pooled}
+        with self._autocast():
+            return sample(
+                model, shape, scheduler, steps, guidance, generator, callback, cond=cond, diffusion=self.diffusion,
+                thresholding=self.sampler.thresholding and guidance > 1, device=self.device,
+            ).clamp(-1, 1)
+
+    def stage_steps(self, num_inference_steps: int | None = None, guidance_scale: float | None = None) -> dict[str, int]:
+        return {stage: self._plan(stage, num_inference_steps, guidance_scale if stage == "base" else None)[2] for stage in STAGE_ORDER}
+
+    # ---- the cascade, event after event
+    @torch.inference_mode()
+    def events(
+        self,
+        sentences: Sequence[str],
+        *,
+        seed: int = 0,
+        callback: Callback | None = None,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+        scheduler: str | None = None,
+    ) -> Iterator[np.ndarray]:
+        """`num_inference_steps` sets every stage's steps (default: the folder's, with distilled
+        stages where present); `guidance_scale` the base's classifier-free guidance;
+        `scheduler` (ddpm | ddim | dpm++) overrides the folder's sampler for undistilled stages."""
+        if num_inference_steps is not None and not 1 <= num_inference_steps <= 1000:
+            raise ValueError(f"num_inference_steps must be between 1 and 1000, got {num_inference_steps}")
+        if guidance_scale is not None and not 0 <= guidance_scale <= 30:
+            raise ValueError(f"guidance_scale must be between 0 and 30, got {guidance_scale}")
+        if scheduler is not None and scheduler not in SCHEDULERS:
+            raise ValueError(f"unknown scheduler {scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
+        steps = self.stage_steps(num_inference_steps, guidance_scale)
+        per_event = sum(steps.values())
+        total = per_event * len(sentences)
+        generator = torch.Generator(self.device).manual_seed(seed)
+        augment = noise_augmentation(self.diffusion, sample_timestep=self.sampler.aug_timestep)
+        context = None
+        for k, sentence in enumerate(sentences):
+            text = self.text_encoder.encode([sentence], device=self.device)
+            done = k * per_event
+
+            def progress(stage_offset: int):
+                if callback is None:
+                    return None
+                return lambda i, n: callback(done + stage_offset + i, total)
+
+            # 1. base: 8 frames at 32x32, from text and the last frame so far
+            has_context = torch.tensor([context is not None], device=self.device)
+            ctx = downsample(context) if context is not None else None
+            low_fps = self._run_stage("base", text, {"cond": base_cond(ctx, has_context)}, generator, num_inference_steps, guidance_scale, scheduler, progress(0))
+            # 2. temporal super-resolution: 16 frames at 32x32
+            low, aug_t = augment(low_fps, augment.sample_timestep, generator)
+            low_res = self._run_stage("tsr", text, {"cond": tsr_cond(low), "aug_t": aug_t}, generator, num_inference_steps, None, scheduler, progress(steps["base"]))
+            # 3. spatial super-resolution: 16 frames at 64x64
+            low, aug_t = augment(low_res, augment.sample_timestep, generator)
+            video = self._run_stage("ssr", text, {"cond": ssr_cond(low), "aug_t": aug_t}, generator, num_inference_steps, None, scheduler, progress(steps["base"] + steps["tsr"]))
+            frames = to_uint8_frames(video[0])
+            yield frames
+            context = to_model_range(frames[-1:])[None].to(self.device)
+
+    def _autocast(self):
+        if self.device.type == "cpu" or torch.cuda.is_bf16_supported():
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return torch.autocast(self.device.type, enabled=False)

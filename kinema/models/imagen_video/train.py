@@ -1,0 +1,152 @@
+"""`kinema train imagen-video --stage base|tsr|ssr|distill|assemble -o OUTPUT`.
+
+One cascade folder holds one run per stage, trained separately (in any order, or on
+different machines) with the one Trainer:
+
+    OUTPUT/base/            checkpoints/, final/ (component "base"), metrics.jsonl
+    OUTPUT/tsr/   OUTPUT/ssr/
+    OUTPUT/base_distilled/  round-032/, round-016/, round-008/ (one Trainer run per halving), final/
+    OUTPUT/pipeline/        the loadable model folder, (re)written whenever base, tsr and ssr exist
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import torch
+import typer
+
+from ... import checkpoint as ckpt
+from ...diffusion import DiffusionBatch, GaussianDiffusion, distillation_loss, halving_schedule, make_student
+from ...nn.unet import VideoUNet
+from ...train.trainer import Trainer, TrainConfig, dist_info, load_checkpoint_model
+from .data import STAGES, ImagenVideoData, stage_config
+from .pipeline import STAGE_ORDER, ImagenVideoPipeline, ImagenVideoSampler
+
+
+def diffusion_loss(diffusion: GaussianDiffusion, cond_drop_prob: float):
+    """The Trainer's loss_fn for one stage: v-prediction MSE, text dropped with a probability."""
+
+    def loss_fn(model: VideoUNet, batch: DiffusionBatch) -> dict[str, torch.Tensor]:
+        return diffusion.loss(model, batch.x0, batch.cond, cond_drop_prob=cond_drop_prob)
+
+    return loss_fn
+
+
+def load_stage(path: Path, name: str) -> VideoUNet:
+    """A stage from an inference folder (model_index.json with component `name`) or a
+    training checkpoint folder (its EMA weights)."""
+    path = Path(path)
+    model = ckpt.load_component(path, name) if (path / ckpt.MODEL_INDEX).is_file() else load_checkpoint_model(path, ema=True)
+    if not isinstance(model, VideoUNet):
+        raise ckpt.CheckpointError(f"{path}: holds a {type(model).__name__}, not a VideoUNet")
+    return model.float().eval()
+
+
+def assemble(output: Path, sampler: ImagenVideoSampler | None = None) -> Path | None:
+    """Write OUTPUT/pipeline from the finished stages under OUTPUT; None until base, tsr and
+    ssr all exist. Distilled stages are included with the step counts they were distilled to."""
+    from ...text import get_text_encoder
+
+    output = Path(output)
+    finals = {name: output / name / "final" for name in (*STAGE_ORDER, *(f"{s}_distilled" for s in STAGE_ORDER))}
+    if not all((finals[s] / ckpt.MODEL_INDEX).is_file() for s in STAGE_ORDER):
+        return None
+    sampler = sampler or ImagenVideoSampler()
+    stages, trained = {}, {}
+    for name, folder in finals.items():
+        if (folder / ckpt.MODEL_INDEX).is_file():
+            stages[name] = load_stage(folder, name)
+            index = ckpt.read_json(folder / ckpt.MODEL_INDEX)
+            trained[name] = {"step": index.get("step"), "elapsed_seconds": index.get("elapsed_seconds")}
+            if "distilled_steps" in index:
+                sampler.distilled_steps[name.removesuffix("_distilled")] = int(index["distilled_steps"])
+    pipe = ImagenVideoPipeline(stages, get_text_encoder(), sampler)
+    return pipe.save_pretrained(output / "pipeline", {"trained_on": "shapes-world-v1", "stages": trained})
+
+
+def imagen_video(
+    stage: str = typer.Option(..., help="base | tsr | ssr | distill | assemble"),
+    output: Path = typer.Option(..., "--output", "-o", help="cascade folder: one run per stage under it; pipeline/ appears once base, tsr and ssr are trained"),
+    max_steps: int = typer.Option(5000, help="optimizer steps (for distill: per halving round)"),
+    batch_size: int = typer.Option(8, help="clips per micro-batch"),
+    grad_accum: int = typer.Option(1),
+    lr: float = typer.Option(3e-4),
+    warmup_steps: int = typer.Option(200),
+    ema_decay: float = typer.Option(0.999, help="EMA decay (distill rounds are short: 0.995 suits them)"),
+    save_every: int = typer.Option(500),
+    save_every_minutes: float = typer.Option(10.0),
+    resume: bool = typer.Option(False, "--resume", help="continue from the newest valid checkpoint (distill: skips finished rounds)"),
+    seed: int = typer.Option(0),
+    preset: str = typer.Option("small", help="stage size: small | tiny"),
+    config_json: str = typer.Option("{}", help='VideoUNetConfig overrides as JSON, e.g. \'{"channels": 64}\''),
+    cond_drop: float = typer.Option(0.1, help="share of examples trained without text (classifier-free guidance)"),
+    story_share: float = typer.Option(0.3, help="share of examples that continue a story from the previous last frame"),
+    teacher: Optional[Path] = typer.Option(None, help="distill: the teacher (inference folder or checkpoint); default OUTPUT/<distill-stage>/final"),
+    distill_stage: str = typer.Option("base", help="distill: which stage to distill"),
+    teacher_steps: int = typer.Option(64, help="distill: DDIM steps of the teacher"),
+    student_steps: int = typer.Option(8, help="distill: DDIM steps of the final student (halved round by round)"),
+    guidance: float = typer.Option(4.0, help="distill: classifier-free guidance of the teacher in the first round (baked into the student)"),
+    threads: Optional[int] = typer.Option(None, help="torch CPU threads"),
+    precision: str = typer.Option("bf16", help="bf16 | fp32"),
+    export_dtype: Optional[str] = typer.Option("bfloat16", help="dtype of final/ weights"),
+    progress: bool = typer.Option(True),
+) -> None:
+    """Train one stage of the Imagen Video cascade (base, tsr, ssr), distill one, or assemble them."""
+    from ...text import get_text_encoder
+
+    if threads:
+        torch.set_num_threads(threads)
+    if stage not in (*STAGES, "distill", "assemble"):
+        raise typer.BadParameter(f"--stage must be base, tsr, ssr, distill or assemble, not {stage!r}")
+    output = Path(output)
+    if stage == "assemble":
+        folder = assemble(output)
+        if folder is None:
+            raise typer.BadParameter(f"{output} lacks a finished stage: train base, tsr and ssr first (each writes OUTPUT/<stage>/final)")
+        typer.echo(f"model folder: {folder}")
+        return
+    diffusion = ImagenVideoSampler().diffusion()
+    rank, _ = dist_info()
+    target = distill_stage if stage == "distill" else stage
+    if target not in STAGES:
+        raise typer.BadParameter(f"--distill-stage must be base, tsr or ssr, not {target!r}")
+    data = ImagenVideoData(target, get_text_encoder(), diffusion, batch_size=batch_size, seed=seed, rank=rank, story_share=story_share)
+
+    def train_config(run: Path, **kw) -> TrainConfig:
+        return TrainConfig(
+            output=str(run), max_steps=max_steps, lr=lr, warmup_steps=warmup_steps, grad_accum=grad_accum, ema_decay=ema_decay,
+            save_every=save_every, save_every_minutes=save_every_minutes, seed=seed, precision=precision, progress=progress,
+            export_dtype=export_dtype, **kw,
+        )
+
+    if stage != "distill":
+        model = VideoUNet(stage_config(stage, preset, **json.loads(config_json)))
+        typer.echo(f"{stage}: {model.num_parameters() / 1e6:.2f} M parameters; {json.dumps(model.config.to_dict())}")
+        trainer = Trainer(model, train_config(output / stage), data.batch, diffusion_loss(diffusion, cond_drop), export_name=stage,
+                          export_extra={"trained_on": "shapes-world-v1", "stage": stage})
+        trainer.train(resume=resume)
+    else:
+        name = f"{target}_distilled"
+        teacher_model = load_stage(teacher or output / target / "final", target)
+        for i, steps in enumerate(halving_schedule(teacher_steps, student_steps)):
+            run = output / name / f"round-{steps:03d}"
+            if resume and (run / "final" / ckpt.MODEL_INDEX).is_file():
+                teacher_model = load_stage(run / "final", name)
+                continue
+            typer.echo(f"distilling {target}: {steps * 2} -> {steps} DDIM steps")
+            student = make_student(teacher_model)
+            loss = distillation_loss(teacher_model, diffusion, steps, teacher_guidance=guidance if i == 0 else 1.0)
+            trainer = Trainer(student, train_config(run), data.batch, loss, export_name=name,
+                              export_extra={"distilled_steps": steps, "teacher_guidance": guidance})
+            trainer.train(resume=resume)
+            teacher_model = trainer.ema.model.eval()
+        if rank == 0:
+            ckpt.save_pretrained(output / name / "final", {name: teacher_model},
+                                 index_extra={"distilled_steps": student_steps, "teacher_guidance": guidance, "trained_on": "shapes-world-v1"},
+                                 dtype=getattr(torch, export_dtype) if export_dtype else None)
+    if rank == 0:
+        folder = assemble(output)
+        typer.echo(f"model folder: {folder} (kinema generate --model {folder} ...)" if folder else f"{stage} done; train the other stages into {output} to get a model folder")

@@ -1,0 +1,185 @@
+"""The shared diffusion core on tiny real models: schedules, objectives, guidance, noise
+augmentation, diffusers sampling, progressive distillation, image→video inflation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from diffusers import DDPMScheduler
+
+from kinema.diffusion import (
+    SCHEDULERS,
+    DiffusionBatch,
+    GaussianDiffusion,
+    NoiseAugmentation,
+    classifier_free_guidance,
+    distillation_loss,
+    halving_schedule,
+    make_student,
+    one_step_error,
+    sample,
+    step_grid,
+)
+from kinema.nn.unet import VideoUNet, VideoUNetConfig
+
+
+def tiny_unet(seed: int = 0, **overrides) -> VideoUNet:
+    torch.manual_seed(seed)
+    config = dict(channels=16, channel_mults=(1, 2), sample_size=16, attention_resolutions=(8,), heads=2, dim_head=8, ff_mult=1.0, text_dim=8)
+    return VideoUNet(VideoUNetConfig(**{**config, **overrides}))
+
+
+@torch.no_grad()
+def randomize(model: torch.nn.Module, seed: int = 0, scale: float = 0.1) -> torch.nn.Module:
+    """Perturb every weight (zero-initialised layers included) so outputs are not trivial."""
+    g = torch.Generator().manual_seed(seed)
+    for p in model.parameters():
+        p.add_(torch.randn(p.shape, generator=g) * scale)
+    return model
+
+
+@pytest.mark.parametrize("schedule,diffusers_name", [("cosine", "squaredcos_cap_v2"), ("linear", "linear")])
+def test_schedules_match_diffusers(schedule: str, diffusers_name: str) -> None:
+    for T in (1000, 1024):
+        ours = GaussianDiffusion(schedule, num_train_timesteps=T).alphas_cumprod
+        theirs = DDPMScheduler(num_train_timesteps=T, beta_schedule=diffusers_name).alphas_cumprod
+        assert torch.allclose(ours, theirs, atol=1e-7, rtol=0)
+        assert ours[0] > 0.99 and ours[-1] < 0.01 and bool((ours[1:] < ours[:-1]).all())
+
+
+def test_conversions_round_trip() -> None:
+    d = GaussianDiffusion()
+    g = torch.Generator().manual_seed(0)
+    x0, eps = torch.randn(6, 3, 2, 4, 4, generator=g), torch.randn(6, 3, 2, 4, 4, generator=g)
+    t = torch.tensor([0, 1, 100, 500, 900, 1023])
+    z = d.q_sample(x0, t, eps)
+    v = d.v_target(x0, eps, t)
+    assert torch.allclose(d.x0_from_v(z, v, t), x0, atol=1e-5) and torch.allclose(d.eps_from_v(z, v, t), eps, atol=1e-5)
+    assert torch.allclose(d.v_from_x0_eps(d.x0_from_v(z, v, t), d.eps_from_v(z, v, t), t), v, atol=1e-5)
+    mid = t[1:5]
+    assert torch.allclose(d.x0_from_eps(z[1:5], eps[1:5], mid), x0[1:5], atol=1e-3)
+    assert torch.allclose(d.eps_from_x0(z[1:5], x0[1:5], mid), eps[1:5], atol=1e-3)
+    # a perfect v-predictor makes DDIM land exactly on x0 in one step
+    assert torch.allclose(d.ddim_step(z, v, t, torch.full_like(t, -1)), x0, atol=1e-5)
+
+
+def test_q_sample_statistics() -> None:
+    d = GaussianDiffusion()
+    g = torch.Generator().manual_seed(1)
+    x0 = torch.full((1, 200_000), 0.5)
+    for t in (10, 400, 1000):
+        tt = torch.tensor([t])
+        z = d.q_sample(x0, tt, torch.randn(x0.shape, generator=g))
+        alpha, sigma = (float(a) for a in d.alpha_sigma(tt, x0))
+        assert alpha**2 + sigma**2 == pytest.approx(1.0, abs=1e-6)
+        assert float(z.mean()) == pytest.approx(0.5 * alpha, abs=0.01)
+        assert float(z.std()) == pytest.approx(sigma, rel=0.02, abs=2e-3)
+
+
+def test_a_tiny_unet_overfits_one_clip_with_v_prediction() -> None:
+    d = GaussianDiffusion(prediction_type="v_prediction")
+    model = tiny_unet(text_dim=0)
+    clip = torch.linspace(-1, 1, 3 * 2 * 16 * 16).reshape(1, 3, 2, 16, 16).repeat(2, 1, 1, 1, 1)
+    g = torch.Generator().manual_seed(0)
+    t_eval, noise_eval = torch.tensor([100, 900]), torch.randn(clip.shape, generator=g)
+
+    def eval_loss() -> float:
+        with torch.no_grad():
+            out = model(d.q_sample(clip, t_eval, noise_eval), t_eval)
+            return float(((out - d.v_target(clip, noise_eval, t_eval)) ** 2).mean())
+
+    before = eval_loss()
+    optim = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(30):
+        loss = d.loss(model, clip)["loss"]
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+    assert eval_loss() < 0.6 * before
+
+
+@pytest.mark.parametrize("name", sorted(SCHEDULERS))
+def test_every_scheduler_samples_the_right_shape_repeatably(name: str) -> None:
+    model = randomize(tiny_unet()).eval()
+    cond = {"text": torch.randn(2, 3, 8), "text_mask": torch.ones(2, 3, dtype=torch.bool)}
+    calls = []
+    run = lambda seed: sample(model, (2, 3, 2, 16, 16), name, 3, 2.0, torch.Generator().manual_seed(seed), lambda i, n: calls.append((i, n)), cond=cond)  # noqa: E731
+    a = run(0)
+    assert a.shape == (2, 3, 2, 16, 16) and torch.isfinite(a).all()
+    assert calls[-1] == (3, 3)
+    assert torch.equal(a, run(0)) and not torch.equal(a, run(1))
+
+
+def test_classifier_free_guidance() -> None:
+    model = randomize(tiny_unet()).eval()
+    g = torch.Generator().manual_seed(0)
+    z, t = torch.randn(2, 3, 2, 16, 16, generator=g), torch.tensor([300, 700])
+    cond = {"text": torch.randn(2, 3, 8, generator=g), "text_mask": torch.ones(2, 3, dtype=torch.bool)}
+    with torch.no_grad():
+        conditional = model(z, t, **cond)
+        unconditional = model(z, t, **cond, text_drop=torch.ones(2, dtype=torch.bool))
+        assert not torch.allclose(conditional, unconditional, atol=1e-4), "text must matter"
+        assert torch.equal(classifier_free_guidance(model, z, t, cond, 1.0), conditional)
+        guided = classifier_free_guidance(model, z, t, cond, 3.0)
+        assert torch.allclose(guided, unconditional + 3.0 * (conditional - unconditional), atol=1e-4)
+        # the batched pass at scale 1 (through the formula) is the conditional prediction too
+        batched = classifier_free_guidance(model, z, t, cond, 1.0 + 1e-9)
+        assert torch.allclose(batched, conditional, atol=1e-4)
+        # a dropped row sees the null text, whatever text it was given
+        other = {"text": torch.randn(2, 3, 8, generator=g), "text_mask": torch.ones(2, 3, dtype=torch.bool)}
+        assert torch.allclose(model(z, t, **other, text_drop=torch.ones(2, dtype=torch.bool)), unconditional, atol=1e-5)
+
+
+def test_noise_augmentation_is_applied_at_the_level_told() -> None:
+    d = GaussianDiffusion()
+    augment = NoiseAugmentation(d, max_timestep=300, sample_timestep=64)
+    x = torch.rand(4, 3, 2, 32, 32) * 2 - 1
+    noised, aug_t = augment(x, 200, torch.Generator().manual_seed(0))
+    assert aug_t.tolist() == [200] * 4
+    alpha, sigma = d.alpha_sigma(aug_t, x)
+    residual = (noised - alpha * x) / sigma
+    assert float(residual.std()) == pytest.approx(1.0, abs=0.03) and float(residual.mean()) == pytest.approx(0.0, abs=0.03)
+    _, random_t = augment(torch.zeros(256, 1), generator=torch.Generator().manual_seed(1))
+    assert int(random_t.min()) >= 0 and int(random_t.max()) < 300 and len(set(random_t.tolist())) > 50
+    clean, zero_t = augment(x, 0, torch.Generator().manual_seed(0))
+    assert torch.allclose(clean, x, atol=0.05)
+
+
+def test_progressive_distillation_brings_one_student_step_closer_to_two_teacher_steps() -> None:
+    assert halving_schedule(64, 8) == [32, 16, 8]
+    assert step_grid(4, GaussianDiffusion()).tolist() == [1023, 767, 511, 255]
+    d = GaussianDiffusion()
+    teacher = randomize(tiny_unet(text_dim=0), scale=0.05).eval()
+    student = make_student(teacher)
+    g = torch.Generator().manual_seed(0)
+    batch = DiffusionBatch(torch.rand(2, 3, 2, 16, 16, generator=g) * 2 - 1)
+    before = one_step_error(student.eval(), teacher, d, batch, student_steps=2)
+    loss_fn = distillation_loss(teacher, d, student_steps=2, generator=g)
+    optim = torch.optim.AdamW(student.parameters(), lr=1e-3)
+    student.train()
+    for _ in range(10):
+        loss = loss_fn(student, batch)["loss"]
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+    after = one_step_error(student.eval(), teacher, d, batch, student_steps=2)
+    assert after < 0.85 * before
+
+
+def test_inflated_image_unet_makes_each_frame_as_the_image_model_did() -> None:
+    image = randomize(tiny_unet(temporal=False)).eval()
+    video = tiny_unet(seed=1, temporal=True).eval()
+    left_out = video.load_image_weights(image.state_dict())
+    assert left_out and all(("temporal" in k or "time" in k) for k in left_out)
+    g = torch.Generator().manual_seed(0)
+    clip, t = torch.randn(1, 3, 4, 16, 16, generator=g), torch.tensor([500])
+    text = {"text": torch.randn(1, 3, 8, generator=g)}
+    with torch.no_grad():
+        out = video(clip, t, **text)
+        for f in range(4):
+            frame = image(clip[:, :, f : f + 1], t, **text)
+            assert torch.allclose(out[:, :, f : f + 1], frame, atol=1e-4)
+        # and an image through the video model (T = 1) is the image model's image
+        assert torch.allclose(video(clip[:, :, :1], t, **text), image(clip[:, :, :1], t, **text), atol=1e-4)
+    with pytest.raises(ValueError, match="not an image version"):
+        tiny_unet(channels=8).load_image_weights(image.state_dict())
