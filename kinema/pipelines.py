@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -69,6 +70,25 @@ class Pipeline:
             raise ValueError(f"a story may have at most {MAX_STORY_SENTENCES} sentences, got {len(cleaned)}")
         return cleaned
 
+    @staticmethod
+    def check_sampling(num_inference_steps: int | None, guidance_scale: float | None) -> None:
+        """Range checks shared by every sampler; None means the model's default."""
+        if num_inference_steps is not None and not 1 <= num_inference_steps <= 1000:
+            raise ValueError(f"num_inference_steps must be between 1 and 1000, got {num_inference_steps}")
+        if guidance_scale is not None and not 0 <= guidance_scale <= 30:
+            raise ValueError(f"guidance_scale must be between 0 and 30, got {guidance_scale}")
+
+    def warn_outside_world(self, sentences: Sequence[str]) -> None:
+        """A model trained on the Shapes world still generates for any sentence, but says
+        when a sentence uses words the world does not have."""
+        from .world import ParseError, parse
+
+        for s in sentences:
+            try:
+                parse(s)
+            except ParseError as e:
+                warnings.warn(f"the model was trained on the Shapes world and may not follow this: {e}", stacklevel=3)
+
     def __call__(
         self,
         prompt: str,
@@ -103,6 +123,9 @@ class Pipeline:
         if isinstance(sentences, str):
             sentences = split_story(sentences)
         sentences = self.check_inputs(sentences)
+        self.check_sampling(options.get("num_inference_steps"), options.get("guidance_scale"))
+        if self.name != WorldPipeline.name:  # the world itself refuses what it cannot act out
+            self.warn_outside_world(sentences)
         chunks = self.events(sentences, seed=seed, callback=callback, **options)
         if output is None:
             return Video(np.concatenate(list(chunks)), fps=self.fps)

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..world.language import describe
 from ..world.render import render_event
-from ..world.sample import random_event
+from ..world.sample import random_event, random_story
 from ..world.spec import DEFAULT_SIZE, EVENT_FRAMES, SceneSpec
 
 
@@ -28,6 +29,20 @@ def to_uint8_frames(video: torch.Tensor) -> np.ndarray:
     """Float video [..., 3, T, H, W] in [-1, 1] -> uint8 frames [..., T, H, W, 3]."""
     video = video.detach().float().clamp(-1, 1).add(1).mul(127.5).round()
     return video.movedim(-4, -1).to(torch.uint8).cpu().numpy()
+
+
+def captioned_example(rng: np.random.Generator, story_share: float, max_story: int = 6) -> tuple[np.ndarray, np.ndarray | None, str]:
+    """One text-to-video training example: (event frames (16, 64, 64, 3), the previous
+    event's last frame (1, 64, 64, 3) or None, caption in *train* words).
+
+    With probability `story_share` it is a story's step: a story of 2..max_story sentences
+    (so zooms and appearances have happened) whose last sentence is the caption and whose
+    previous event ends on the context frame; else a single scene with no context."""
+    if rng.random() < story_share:
+        sentences, events = random_story(rng, int(rng.integers(2, max_story + 1)), check_legible=False)
+        return render_event(events[-1]), render_event(events[-2])[-1:], describe(sentences[-1], rng)
+    spec, event = random_event(rng, check_legible=False)
+    return render_event(event), None, describe(spec, rng)
 
 
 @dataclass

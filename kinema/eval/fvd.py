@@ -83,7 +83,9 @@ class ShapesClassifier(nn.Module):
             *stage(2 * w, 4 * w, (2, 2, 2)),  # 8×8×8
             *stage(4 * w, 8 * w, (2, 2, 2)),  # 4×4×4
         )
-        self.project = nn.Linear(8 * w, c.feature_dim)
+        # mean and max over space-time: the mean says how much, the max whether at all
+        # (a small object is a few percent of the frame; averaging alone drowns it)
+        self.project = nn.Linear(16 * w, c.feature_dim)
         self.head_background = nn.Linear(c.feature_dim, c.num_backgrounds)
         self.head_present = nn.Linear(c.feature_dim, c.num_colors)
         self.head_shape = nn.Linear(c.feature_dim, c.num_colors * c.num_shapes)
@@ -91,7 +93,8 @@ class ShapesClassifier(nn.Module):
 
     def features(self, video: torch.Tensor) -> torch.Tensor:
         """[B, 3, T, H, W] in [-1, 1] → [B, feature_dim]."""
-        return self.project(self.encoder(video).mean(dim=(2, 3, 4)))
+        h = self.encoder(video).flatten(2)
+        return self.project(torch.cat([h.mean(-1), h.amax(-1)], dim=-1))
 
     def forward(self, video: torch.Tensor) -> dict[str, torch.Tensor]:
         c = self.config
@@ -337,11 +340,17 @@ def train(
     model = ShapesClassifier(config)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     warmup = min(200, steps // 10)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / max(1, warmup)) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
-    )
     start, running, done = time.time(), 0.0, 0
+
+    def lr_at(step: int) -> float:
+        # cosine decay over the steps or the minutes, whichever runs out first, so a
+        # run cut short by its time limit still ends annealed
+        progress = min(1.0, max(step / steps, (time.time() - start) / (max_minutes * 60)))
+        return lr * min(1.0, (step + 1) / max(1, warmup)) * 0.5 * (1 + math.cos(math.pi * progress))
+
     for step in range(steps):
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step)
         x, labels = training_batch(rng, batch_size)
         model.train()
         with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -350,13 +359,12 @@ def train(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        sched.step()
         running += loss.item()
         done = step + 1
         if done % log_every == 0:
             print(f"step {done}/{steps}  loss {running / log_every:.4f}  {time.time() - start:.0f}s", flush=True)
             running = 0.0
-        if time.time() - start > max_minutes * 60:
+        if time.time() - start >= max_minutes * 60:
             print(f"stopping at step {done}: {max_minutes} minutes spent", flush=True)
             break
     train_seconds = time.time() - start

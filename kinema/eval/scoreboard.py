@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from ..world import Reason, caption, judge, paraphrase, random_event, random_story
-from ..world.spec import COLORS, SHAPES, SceneSpec, Sentence
+from ..world.spec import COLORS, SHAPES, Sentence
 
 SINGLE_CATEGORIES = ("one object", "two objects", "camera", "held-out paraphrases")
 STORY_CATEGORIES = ("story events", "story boundaries", "whole stories")

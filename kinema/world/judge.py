@@ -285,6 +285,15 @@ def _judge_event(index: int, readings: list[FrameReading], expect: Expectation) 
     return verdict
 
 
+# actions read from the size ratio last / first: (grows?, threshold, what it should do)
+SIZE_RULES = {
+    "grows": (True, SIZE_RATIO, "grow"),
+    "shrinks": (False, SIZE_RATIO, "shrink"),
+    "zoom in": (True, ZOOM_RATIO, "grow with the camera's zoom"),
+    "zoom out": (False, ZOOM_RATIO, "shrink with the camera's zoom"),
+}
+
+
 def _motion_problem(action: str, a: Sighting, b: Sighting, track: list[Sighting]) -> str | None:
     dx, dy = b.x - a.x, b.y - a.y
     ratio = b.size / a.size
@@ -297,24 +306,16 @@ def _motion_problem(action: str, a: Sighting, b: Sighting, track: list[Sighting]
     elif action == "still":
         if abs(dx) >= STILL_MAX or abs(dy) >= STILL_MAX:
             return f"should stay still {moved}"
-    elif action == "grows":
-        if ratio <= SIZE_RATIO:
-            return f"should grow (size x{ratio:.2f})"
-    elif action == "shrinks":
-        if ratio >= 1 / SIZE_RATIO:
-            return f"should shrink (size x{ratio:.2f})"
+    elif action in SIZE_RULES:
+        grow, threshold, wording = SIZE_RULES[action]
+        if (ratio <= threshold) if grow else (ratio >= 1 / threshold):
+            return f"should {wording} (size x{ratio:.2f})"
     elif action == "bounces":
         steps = np.diff([s.y for s in track])
         signs = np.sign(steps[np.abs(steps) >= REVERSAL_EPS])
         reversals = int((signs[1:] != signs[:-1]).sum())
         if reversals < MIN_REVERSALS:
             return f"should bounce (vertical direction reverses {reversals}x)"
-    elif action == "zoom in":
-        if ratio <= ZOOM_RATIO:
-            return f"should grow with the camera's zoom (size x{ratio:.2f})"
-    elif action == "zoom out":
-        if ratio >= 1 / ZOOM_RATIO:
-            return f"should shrink with the camera's zoom (size x{ratio:.2f})"
     else:  # pragma: no cover
         raise ValueError(action)
     return None

@@ -25,10 +25,9 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from ...data.shapes import to_model_range
+from ...data.shapes import captioned_example, to_model_range
 from ...diffusion import DiffusionBatch, GaussianDiffusion, NoiseAugmentation
 from ...nn.unet import VideoUNetConfig
-from ...world import describe, random_event, random_story, render_event
 
 if TYPE_CHECKING:
     from ...text import TextEncoder
@@ -169,18 +168,10 @@ class ImagenVideoData:
         check_stage(self.stage)
         self.augment = noise_augmentation(self.diffusion, self.aug_max_timestep)
 
-    def example(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None, str]:
-        """(event frames (16, 64, 64, 3), previous last frame (1, 64, 64, 3) or None, caption)."""
-        if rng.random() < self.story_share:
-            sentences, events = random_story(rng, int(rng.integers(2, self.max_story + 1)), check_legible=False)
-            return render_event(events[-1]), render_event(events[-2])[-1:], describe(sentences[-1], rng)
-        spec, event = random_event(rng, check_legible=False)
-        return render_event(event), None, describe(spec, rng)
-
     @torch.no_grad()
     def batch(self, index: int) -> DiffusionBatch:
         rng = np.random.default_rng([self.seed, self.rank, index])
-        examples = [self.example(rng) for _ in range(self.batch_size)]
+        examples = [captioned_example(rng, self.story_share, self.max_story) for _ in range(self.batch_size)]
         generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
         events = to_model_range(np.stack([e for e, _, _ in examples]))
         has_context = torch.tensor([c is not None for _, c, _ in examples])

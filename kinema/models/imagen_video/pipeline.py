@@ -159,10 +159,6 @@ class ImagenVideoPipeline(Pipeline):
         """`num_inference_steps` sets every stage's steps (default: the folder's, with distilled
         stages where present); `guidance_scale` the base's classifier-free guidance;
         `scheduler` (ddpm | ddim | dpm++) overrides the folder's sampler for undistilled stages."""
-        if num_inference_steps is not None and not 1 <= num_inference_steps <= 1000:
-            raise ValueError(f"num_inference_steps must be between 1 and 1000, got {num_inference_steps}")
-        if guidance_scale is not None and not 0 <= guidance_scale <= 30:
-            raise ValueError(f"guidance_scale must be between 0 and 30, got {guidance_scale}")
         if scheduler is not None and scheduler not in SCHEDULERS:
             raise ValueError(f"unknown scheduler {scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
         steps = self.stage_steps(num_inference_steps, guidance_scale)

@@ -15,9 +15,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from ...data.shapes import to_model_range
+from ...data.shapes import captioned_example, to_model_range
 from ...tokenizer.cvivit import CViViT
-from ...world import describe, random_event, random_story, render_event
 
 if TYPE_CHECKING:
     from ...text import TextEncoder
@@ -47,19 +46,10 @@ class PhenakiData:
     story_share: float = 0.5  # share of examples that continue a story from a context frame
     max_story: int = 6  # story steps are drawn from stories up to this long (zoom states etc.)
 
-    def example(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None, str]:
-        """(event frames, context frame or None, caption)."""
-        if rng.random() < self.story_share:
-            sentences, events = random_story(rng, int(rng.integers(2, self.max_story + 1)), check_legible=False)
-            previous = render_event(events[-2])[-1:]
-            return render_event(events[-1]), previous, describe(sentences[-1], rng)
-        spec, event = random_event(rng, check_legible=False)
-        return render_event(event), None, describe(spec, rng)
-
     @torch.no_grad()
     def batch(self, index: int) -> TokenBatch:
         rng = np.random.default_rng([self.seed, self.rank, index])
-        examples = [self.example(rng) for _ in range(self.batch_size)]
+        examples = [captioned_example(rng, self.story_share, self.max_story) for _ in range(self.batch_size)]
         events = to_model_range(np.stack([e for e, _, _ in examples]))
         has_context = torch.tensor([c is not None for _, c, _ in examples])
         contexts = to_model_range(np.stack([c if c is not None else e[:1] for e, c, _ in examples]))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,7 +22,6 @@ from ... import checkpoint as ckpt
 from ...data.shapes import to_model_range, to_uint8_frames
 from ...pipelines import Callback, Pipeline, register_pipeline
 from ...tokenizer.cvivit import CViViT
-from ...world import ParseError, parse
 from .maskgit import MaskGit
 
 if TYPE_CHECKING:
@@ -92,13 +90,6 @@ class PhenakiPipeline(Pipeline):
         (scheduler / "config.json").write_text(json.dumps(asdict(self.sampler), indent=2) + "\n")
         return folder
 
-    def _warn_unknown_words(self, sentences: Sequence[str]) -> None:
-        for s in sentences:
-            try:
-                parse(s)
-            except ParseError as e:
-                warnings.warn(f"the model was trained on the Shapes world and may not follow this: {e}", stacklevel=4)
-
     @torch.inference_mode()
     def events(
         self,
@@ -114,11 +105,6 @@ class PhenakiPipeline(Pipeline):
         s = self.sampler
         steps = s.num_inference_steps if num_inference_steps is None else num_inference_steps
         guidance = s.guidance_scale if guidance_scale is None else guidance_scale
-        if steps < 1 or steps > 100:
-            raise ValueError(f"num_inference_steps must be between 1 and 100, got {steps}")
-        if not 0 <= guidance <= 30:
-            raise ValueError(f"guidance_scale must be between 0 and 30, got {guidance}")
-        self._warn_unknown_words(sentences)
         generator = torch.Generator(self.device).manual_seed(seed)
         grid = self.transformer.config.grid
         context = None
