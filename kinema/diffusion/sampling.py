@@ -12,11 +12,11 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
 from .gaussian import GaussianDiffusion, classifier_free_guidance
 
-SCHEDULERS: dict[str, type] = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler, "dpm++": DPMSolverMultistepScheduler}
+# name -> diffusers scheduler class; diffusers is imported only when one is made (it is slow to import)
+SCHEDULERS: dict[str, str] = {"ddpm": "DDPMScheduler", "ddim": "DDIMScheduler", "dpm++": "DPMSolverMultistepScheduler"}
 
 
 def make_scheduler(name: str, diffusion: GaussianDiffusion | None = None, *, thresholding: bool = False):
@@ -34,7 +34,9 @@ def make_scheduler(name: str, diffusion: GaussianDiffusion | None = None, *, thr
         kwargs.update(algorithm_type="dpmsolver++", solver_order=2, final_sigmas_type="zero")
     if thresholding:
         kwargs.update(thresholding=True, dynamic_thresholding_ratio=0.995, sample_max_value=1.0)
-    return SCHEDULERS[name](**kwargs)
+    import diffusers
+
+    return getattr(diffusers, SCHEDULERS[name])(**kwargs)
 
 
 @torch.no_grad()
