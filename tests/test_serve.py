@@ -135,7 +135,9 @@ def test_list_models_health_docs_and_page(client):
     health = client.get("/healthz").json()
     assert health["status"] == "ok" and set(health["jobs"]) == {"queued", "running", "done", "failed"}
     assert "/v1/videos" in client.get("/openapi.json").json()["paths"]
-    assert client.get("/docs").status_code == 200
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "cdn" not in docs.text.lower(), "the docs page must work offline"
+    assert client.get("/docs-assets/swagger-ui-bundle.js").status_code == 200
     page = client.get("/")
     assert page.status_code == 200 and "EventSource" in page.text and "text/html" in page.headers["content-type"]
 
