@@ -226,6 +226,7 @@ from .models.imagen_video.train import imagen_video as _train_imagen_video  # no
 from .models.phenaki.train import phenaki as _train_phenaki  # noqa: E402
 from .train.cli import train_app  # noqa: E402
 
+from .data.cli import data_app  # noqa: E402
 from .eval.cli import eval_command  # noqa: E402
 from .serve.cli import serve_command  # noqa: E402  (fastapi loads only when it serves)
 
@@ -233,6 +234,7 @@ train_app.command("phenaki")(_train_phenaki)
 train_app.command("imagen-video")(_train_imagen_video)
 app.command("serve")(serve_command)
 app.command("eval")(eval_command)
+app.add_typer(data_app, name="data", help="Real training data: check a folder of captioned videos or images.")
 app.add_typer(train_app, name="train", help="Train tokenizers and models (bf16 on CPU, torchrun for many processes).")
 
 
