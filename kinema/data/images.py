@@ -13,7 +13,6 @@ on it unchanged.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -62,26 +61,10 @@ def read_image(path: Path, size: int) -> np.ndarray:
 
 class CaptionedImageDataset(CaptionedFolderDataset):
     """Captioned images as clips of one frame: `dataset.batch(i)` is batch i (any order, any
-    time); iterating yields batches `start`, `start + 1`, ..."""
+    time); iterating yields batches `start`, `start + 1`, ... (Constructor: see
+    `CaptionedFolderDataset`.)"""
 
     kind = "images"
-
-    def __init__(
-        self,
-        path: str | os.PathLike,
-        *,
-        batch_size: int = 8,
-        seed: int = 0,
-        rank: int = 0,
-        world_size: int = 1,
-        size: int = DEFAULT_SIZE,
-        allow_empty_captions: bool = False,
-        start: int = 0,
-    ) -> None:
-        super().__init__(
-            path, batch_size=batch_size, seed=seed, rank=rank, world_size=world_size, size=size,
-            allow_empty_captions=allow_empty_captions, start=start,
-        )
 
     def _probe(self, file: Path, caption: str) -> MediaInfo:
         width, height = probe_image(file)
