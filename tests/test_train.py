@@ -100,3 +100,22 @@ def test_cli_trains_and_resumes(tmp_path):
     result = runner.invoke(train_app, [*args, "--resume"])
     assert result.exit_code == 0, result.output
     assert "resumed from" in result.output and "done at step 3" in result.output
+
+
+def test_thread_tuner_keeps_the_faster_choice():
+    from kinema.train.trainer import ThreadTuner
+
+    before = torch.get_num_threads()
+    try:
+        tuner = ThreadTuner(2, probe_every=10, probe_steps=3, log=lambda msg: None)
+        for _ in range(6):  # the first probe comes after 2 x probe_steps steps
+            tuner.after_step(1.0)
+        assert torch.get_num_threads() == 1  # probing: 1 warm-up step + 3 timed steps
+        for _ in range(4):
+            tuner.after_step(0.4)
+        assert tuner.current == 1 and torch.get_num_threads() == 1
+        for _ in range(10):  # the next probe (2 threads, slower) changes nothing
+            tuner.after_step(0.4 if torch.get_num_threads() == 1 else 1.0)
+        assert tuner.current == 1
+    finally:
+        torch.set_num_threads(before)

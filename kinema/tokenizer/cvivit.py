@@ -31,7 +31,6 @@ from einops import rearrange
 from torch import nn
 from vector_quantize_pytorch import FSQ
 
-from ..nn.resnet import norm_groups
 from ..nn import Downsample2d, ResnetBlock2d, Transformer, Upsample2d, block_causal_mask, sinusoidal_embedding
 from .losses import ReconstructionLoss
 
@@ -141,11 +140,12 @@ class FrameEncoder(nn.Module):
             if i + 1 < len(c.encoder_widths):
                 layers.append(Downsample2d(width, c.encoder_widths[i + 1]))
         self.blocks = nn.Sequential(*layers)
-        self.norm_out = nn.GroupNorm(norm_groups(c.encoder_widths[-1]), c.encoder_widths[-1])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.pixel_unshuffle(x, self.stem_factor)
-        return F.silu(self.norm_out(self.blocks(self.conv_in(x))))
+        # no GroupNorm at the output (unlike VQGAN): it standardises each frame's features, so a
+        # flat background's absolute colour would survive only as a pattern across channels, one
+        # that shifts with the objects' area. The Shapes world is all flat colours.
+        return F.silu(self.blocks(self.conv_in(F.pixel_unshuffle(x, self.stem_factor))))
 
 
 class FrameDecoder(nn.Module):
@@ -161,13 +161,12 @@ class FrameDecoder(nn.Module):
             layers += [ResnetBlock2d(width) for _ in range(blocks)]
             if i + 1 < len(widths):
                 layers.append(Upsample2d(width, widths[i + 1]))
-        self.blocks = nn.Sequential(*layers)
-        self.norm_out = nn.GroupNorm(norm_groups(widths[-1], 8), widths[-1])
+        self.blocks = nn.Sequential(*layers)  # no output GroupNorm: see FrameEncoder
         self.shuffle = c.decoder_shuffle
         self.conv_out = nn.Conv2d(widths[-1], c.channels * self.shuffle**2, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv_out(F.silu(self.norm_out(self.blocks(x))))
+        x = self.conv_out(F.silu(self.blocks(x)))
         return F.pixel_shuffle(x, self.shuffle) if self.shuffle > 1 else x
 
 

@@ -55,6 +55,7 @@ def tokenizer(
     temporal_patch: Optional[int] = typer.Option(None, help="frames per token grid after the first (16 = 1 + 3x5)"),
     config_json: str = typer.Option("{}", help='more CViViTConfig overrides as JSON, e.g. \'{"depth": 2}\''),
     threads: Optional[int] = typer.Option(None, help="torch CPU threads"),
+    auto_threads: bool = typer.Option(True, help="on CPU, keep measuring whether 1 thread beats --threads (a shared CPU) and switch"),
     precision: str = typer.Option("bf16", help="bf16 | fp32"),
     export_dtype: Optional[str] = typer.Option("bfloat16", help="dtype of final/ weights (bfloat16 halves the size)"),
     progress: bool = typer.Option(True, help="progress bar"),
@@ -81,7 +82,7 @@ def tokenizer(
     config = TrainConfig(
         output=str(output), max_steps=max_steps, lr=lr, warmup_steps=warmup_steps, min_lr_ratio=min_lr_ratio,
         grad_accum=grad_accum, ema_decay=ema_decay, save_every=save_every, save_every_minutes=save_every_minutes,
-        seed=seed, precision=precision, progress=progress, export_dtype=export_dtype,
+        seed=seed, precision=precision, progress=progress, export_dtype=export_dtype, auto_threads=auto_threads,
     )
     params = sum(p.numel() for p in model.parameters())
     typer.echo(f"C-ViViT: {params / 1e6:.2f} M parameters, {model_config.tokens_per_clip(16)} tokens per 16-frame clip, "

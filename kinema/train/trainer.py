@@ -75,6 +75,12 @@ class TrainConfig:
     precision: str = "bf16"  # "bf16" (autocast) or "fp32"
     progress: bool = True  # show a progress bar
     export_dtype: str | None = None  # dtype of final/ weights: None (as trained) or "bfloat16"
+    # CPU threads: on a CPU shared with other jobs, threads of one op wait on each other and
+    # N threads can run several times slower than 1. "auto_threads" measures: every
+    # `thread_probe_every` steps it tries the other choice (1 or torch's current count) for a
+    # few steps and keeps whichever is faster.
+    auto_threads: bool = False
+    thread_probe_every: int = 100
 
     def __post_init__(self):
         self.betas = tuple(self.betas)
@@ -142,6 +148,46 @@ def load_checkpoint_model(folder: str | os.PathLike, ema: bool = True) -> nn.Mod
     path = folder / ("ema.safetensors" if ema else "model.safetensors")
     ckpt.load_weights(model, ckpt.read_tensors(path), path)
     return model.eval()
+
+
+class ThreadTuner:
+    """Chooses between 1 thread and `max_threads` by timing steps (see TrainConfig.auto_threads)."""
+
+    def __init__(self, max_threads: int, probe_every: int = 200, probe_steps: int = 6, log: Callable[[str], None] = print):
+        self.choices = (max_threads, 1)
+        self.current = max_threads
+        self.probe_every, self.probe_steps, self.log = probe_every, probe_steps, log
+        self.recent: list[float] = []
+        self.probe: list[float] | None = None
+        self.steps = 0
+        # each probe costs a few slow steps: after a probe that changes nothing, wait twice as
+        # long for the next one (up to 8x), so a long stretch of contention is not taxed much
+        self.interval = probe_every
+        self.next_probe = 2 * probe_steps
+
+    def after_step(self, seconds: float) -> None:
+        self.steps += 1
+        if self.probe is None:
+            self.recent = (self.recent + [seconds])[-self.probe_steps :]
+            if self.steps >= self.next_probe and len(self.recent) == self.probe_steps and self.choices[0] > 1:
+                self.probe = []
+                torch.set_num_threads(self._other())
+            return
+        self.probe.append(seconds)
+        if len(self.probe) > self.probe_steps:  # the first probe step warms kernels up: skip it
+            mine, other = float(np.median(self.recent)), float(np.median(self.probe[1:]))
+            if other < mine:
+                self.log(f"threads: {self._other()} ({other:.2f} s/step) beats {self.current} ({mine:.2f} s/step); switching")
+                self.current = self._other()
+                self.interval = self.probe_every
+            else:
+                self.interval = min(2 * self.interval, 8 * self.probe_every)
+            self.next_probe = self.steps + self.interval
+            torch.set_num_threads(self.current)
+            self.probe, self.recent = None, []
+
+    def _other(self) -> int:
+        return self.choices[1] if self.current == self.choices[0] else self.choices[0]
 
 
 class EMA:
@@ -328,6 +374,7 @@ class Trainer:
             mininterval=1.0 if sys.stderr.isatty() else 30.0,
         )
         last_save_time = time.monotonic()
+        tuner = ThreadTuner(torch.get_num_threads(), cfg.thread_probe_every, log=self._print) if cfg.auto_threads and self.device.type == "cpu" else None
         window_start, window_steps = time.monotonic(), 0
         logs: dict[str, float] = {}
         while self.step < cfg.max_steps:
@@ -352,6 +399,8 @@ class Trainer:
             self.step += 1
             self.ema.update(self.model, self.step)
             self.elapsed += time.monotonic() - t0
+            if tuner is not None:
+                tuner.after_step(time.monotonic() - t0)
             window_steps += 1
             logs = {**sums, "lr": lr, "grad_norm": grad_norm}
             bar.update(1)
@@ -359,7 +408,7 @@ class Trainer:
             if self.is_main and (self.step % cfg.log_every == 0 or self.step == cfg.max_steps):
                 rate = window_steps / max(1e-9, time.monotonic() - window_start)
                 window_start, window_steps = time.monotonic(), 0
-                record = {"step": self.step, "steps_per_s": round(rate, 3), "elapsed_s": round(self.elapsed, 1), **{k: round(v, 6) for k, v in logs.items()}}
+                record = {"step": self.step, "steps_per_s": round(rate, 3), "threads": torch.get_num_threads(), "elapsed_s": round(self.elapsed, 1), **{k: round(v, 6) for k, v in logs.items()}}
                 with open(metrics_path, "a") as f:
                     f.write(json.dumps(record) + "\n")
                 if not sys.stderr.isatty() or not cfg.progress:
