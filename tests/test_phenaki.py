@@ -139,3 +139,17 @@ def test_cli_generate_and_story(tiny: Path, tmp_path: Path) -> None:
     result = runner.invoke(app, ["generate", "a red circle moves up at night", "--model", "nope", "-o", str(tmp_path / "y.mp4")])
     assert result.exit_code == 2 and "known models" in result.output
     assert not (tmp_path / "x.mp4").exists() and not (tmp_path / "y.mp4").exists()
+
+
+def test_model_card_is_written_from_measured_reports(tiny: Path, tmp_path: Path) -> None:
+    from kinema.eval import evaluate
+    from kinema.eval.card import write_card
+
+    report = evaluate(kinema.load_pipeline("world"), prompts=2, stories=1, story_length=2, long_story=0, fvd=False)
+    eval_json = tmp_path / "eval.json"
+    report.write_json(eval_json)
+    card = write_card(tiny, title="Tiny Phenaki", commands=["kinema train phenaki --max-steps 3"], hardware="test CPU", eval_json=eval_json)
+    text = card.read_text()
+    assert "kinema train phenaki --max-steps 3" in text and "| one object | 100.0 % |" in text
+    assert "size on disk" in text
+    assert kinema.load_pipeline(tiny) is not None, "a card does not disturb the model folder"

@@ -1,0 +1,85 @@
+"""Model cards: a shipped model's README.md, written from what was measured.
+
+A card holds the exact commands that trained the model, its steps and wall time (read
+from the folder's model_index.json), the machine, and the `kinema eval` / `kinema bench`
+reports as they came out (their JSON files), so no number in it is typed by hand.
+
+    python -m kinema.eval.card kinema/pretrained/phenaki-shapes --title "Phenaki (Shapes)" \\
+        --command "kinema train tokenizer ..." --command "kinema train phenaki ..." \\
+        --eval eval.json --bench bench.json --hardware "2-core CPU (AMD EPYC), bf16"
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..fsutil import atomic_path
+
+
+def _size_mb(folder: Path) -> float:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 2**20
+
+
+def eval_section(report: dict) -> list[str]:
+    lines = ["## Scores (`kinema eval`)", "", "| category | pass | 95 % CI | passed | most common failures |", "|---|---|---|---|---|"]
+    for name, c in report["categories"].items():
+        lo, hi = c["ci95"]
+        failures = "; ".join(f"{f['pattern']} ({f['count']})" for f in c.get("failures", [])[:3]) or "—"
+        lines.append(f"| {name} | {100 * c['rate']:.1f} % | {100 * lo:.1f}–{100 * hi:.1f} % | {c['passed']}/{c['total']} | {failures} |")
+    fvd = report.get("fvd_shapes")
+    if fvd:
+        lines += ["", f"FVD-shapes {fvd['value']:.1f} (real vs real: {fvd['floor']:.1f}); kinema's own Shapes-world classifier, not comparable to published FVD."]
+    settings = report.get("settings", {})
+    lines += ["", f"Settings: {json.dumps(settings)}"]
+    return lines
+
+
+def bench_section(report: dict) -> list[str]:
+    rows = [
+        ("device", f"{report['device']} ({report['threads']} threads)"),
+        ("load", f"{report['load_seconds']:.2f} s"),
+        ("CLI cold start → clip on disk", f"{report['cold_start_seconds']:.2f} s"),
+        (f"warm 16-frame clip (median of {report['warm_clip_runs']})", f"{report['warm_clip_seconds']:.2f} s ({report['clip_fps']:.1f} frames/s)"),
+        (f"{report['story_sentences']}-sentence story", f"{report['story_seconds']:.1f} s"),
+        ("peak RSS, 10 vs long story", f"{report['short_story_peak_rss_mb']:.0f} MB vs {report['story_peak_rss_mb']:.0f} MB"),
+        ("bf16 matmul peak", f"{report['bf16_peak_tflops']:.2f} TFLOP/s"),
+    ]
+    rows += [(f"train step: {s['name']}", f"{s['seconds']:.2f} s, {s['tflops']:.2f} TFLOP/s ({100 * s['of_peak']:.0f} % of peak)") for s in report.get("training_steps", [])]
+    return ["## Speed (`kinema bench`)", "", "| measure | value |", "|---|---|", *[f"| {k} | {v} |" for k, v in rows]]
+
+
+def write_card(folder: str | Path, *, title: str, commands: Sequence[str], hardware: str, eval_json: Path | None = None, bench_json: Path | None = None, notes: str = "") -> Path:
+    folder = Path(folder)
+    index = json.loads((folder / "model_index.json").read_text())
+    lines = [f"# {title}", "", notes.strip(), "", "## Training", "", f"Hardware: {hardware}.", "", "```bash", *commands, "```", ""]
+    for key in ("step", "elapsed_seconds", "stages", "trained_on"):
+        if key in index:
+            lines.append(f"- {key.replace('_', ' ')}: {json.dumps(index[key])}")
+    lines += [f"- size on disk: {_size_mb(folder):.1f} MB", ""]
+    if eval_json:
+        lines += [*eval_section(json.loads(Path(eval_json).read_text())), ""]
+    if bench_json:
+        lines += [*bench_section(json.loads(Path(bench_json).read_text())), ""]
+    with atomic_path(folder / "README.md") as tmp:
+        tmp.write_text("\n".join(lines).replace("\n\n\n", "\n\n"))
+    return folder / "README.md"
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Write a model folder's README.md from its eval/bench reports.")
+    parser.add_argument("folder")
+    parser.add_argument("--title", required=True)
+    parser.add_argument("--command", action="append", default=[], help="a training command, exactly as run (repeatable)")
+    parser.add_argument("--hardware", required=True)
+    parser.add_argument("--eval", type=Path)
+    parser.add_argument("--bench", type=Path)
+    parser.add_argument("--notes", default="")
+    args = parser.parse_args(argv)
+    print(write_card(args.folder, title=args.title, commands=args.command, hardware=args.hardware, eval_json=args.eval, bench_json=args.bench, notes=args.notes))
+
+
+if __name__ == "__main__":
+    main()
