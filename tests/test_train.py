@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -119,3 +120,21 @@ def test_thread_tuner_keeps_the_faster_choice():
         assert tuner.current == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_cli_trains_on_a_captioned_folder(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for name in ("a.png", "b.png"):
+        Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(tmp_path / name)
+    (tmp_path / "captions.csv").write_text("path,caption\na.png,noise\nb.png,more noise\n")
+    args = ["tokenizer", "--data", str(tmp_path), "--output", str(tmp_path / "run"), "--preset", "tiny", "--batch-size", "2",
+            "--max-steps", "1", "--warmup-steps", "1", "--no-progress", "--no-auto-threads"]
+    result = CliRunner().invoke(train_app, args)
+    assert result.exit_code == 0, result.output
+    assert "global batch = 2 per rank x 1 ranks x 1 accumulation = 2" in result.output
+    index = json.loads((tmp_path / "run" / "final" / "model_index.json").read_text())
+    assert tmp_path.name in json.dumps(index)  # the export names what it was trained on
+    result = CliRunner().invoke(train_app, ["tokenizer", "--data", str(tmp_path / "nowhere"), "--output", str(tmp_path / "x")])
+    assert result.exit_code != 0 and "no dataset" in result.output

@@ -10,16 +10,17 @@ import torch
 import typer
 
 from .. import checkpoint as ckpt
-from ..data.shapes import ShapesVideoDataset
+from ..data import load_dataset
 from ..tokenizer.cvivit import CViViT, CViViTConfig
-from .trainer import Trainer, TrainConfig, dist_info, list_checkpoints, verify_checkpoint
+from . import distributed
+from .trainer import Trainer, TrainConfig, list_checkpoints, verify_checkpoint
 
-train_app = typer.Typer(help="Train kinema's models on the Shapes world.", no_args_is_help=True)
+train_app = typer.Typer(help="Train kinema's models (one process, or many under torchrun).", no_args_is_help=True)
 
 
 @train_app.callback()
 def _main() -> None:
-    """Train kinema's models on the Shapes world."""
+    """Train kinema's models (one process, or many under torchrun)."""
 
 
 def tokenizer_loss(model: CViViT, batch) -> dict[str, torch.Tensor]:
@@ -40,8 +41,10 @@ def _resumed_model_config(output: Path) -> dict | None:
 def tokenizer(
     output: Path = typer.Option(..., "--output", "-o", help="run folder: checkpoints/, final/, metrics.jsonl"),
     max_steps: int = typer.Option(20_000, help="optimizer steps (the cosine LR schedule ends here)"),
-    batch_size: int = typer.Option(8, help="clips per micro-batch (16 frames, 64x64 each)"),
+    data: str = typer.Option("shapes", "--data", help="'shapes' (the Shapes world) or a captioned-video folder / captions file"),
+    batch_size: int = typer.Option(8, help="clips per micro-batch per process (16 frames, 64x64 each)"),
     grad_accum: int = typer.Option(1, help="micro-batches per optimizer step"),
+    data_shards: Optional[int] = typer.Option(None, help="data sub-streams (default: one per process); fix it to get the same data from any number of processes"),
     lr: float = typer.Option(1e-3),
     warmup_steps: int = typer.Option(300),
     min_lr_ratio: float = typer.Option(0.05),
@@ -60,7 +63,11 @@ def tokenizer(
     export_dtype: Optional[str] = typer.Option("bfloat16", help="dtype of final/ weights (bfloat16 halves the size)"),
     progress: bool = typer.Option(True, help="progress bar"),
 ) -> None:
-    """Train the C-ViViT video tokenizer on endless Shapes-world events."""
+    """Train the C-ViViT video tokenizer on endless Shapes-world events (or on real videos, --data).
+
+    Global batch = --batch-size x processes x --grad-accum."""
+    rank, world_size = distributed.init_distributed()
+    echo = typer.echo if rank == 0 else (lambda *a, **k: None)
     if threads:
         torch.set_num_threads(threads)
     overrides = json.loads(config_json)
@@ -74,19 +81,26 @@ def tokenizer(
         if saved is not None:
             model = ckpt.build_from_config(saved, "checkpoint config.json")
             if model.config != model_config:
-                typer.echo("note: resuming with the checkpoint's model config; --preset/--dim/--config-json are ignored")
+                echo("note: resuming with the checkpoint's model config; --preset/--dim/--config-json are ignored")
             model_config = model.config
+    torch.manual_seed(seed)  # the same initial weights on every rank (DDP broadcasts rank 0's anyway)
     model = CViViT(model_config)
-    rank, _ = dist_info()
-    data = ShapesVideoDataset(batch_size=batch_size, seed=seed, rank=rank)
+    try:
+        get_batch = distributed.ShardedBatches(
+            lambda shard, shards, size: load_dataset(data, batch_size=size, seed=seed, rank=shard, world_size=shards),
+            batch_size, rank=rank, world_size=world_size, shards=data_shards,
+        )
+    except (ValueError, FileNotFoundError) as err:
+        raise typer.BadParameter(str(err)) from err
     config = TrainConfig(
         output=str(output), max_steps=max_steps, lr=lr, warmup_steps=warmup_steps, min_lr_ratio=min_lr_ratio,
         grad_accum=grad_accum, ema_decay=ema_decay, save_every=save_every, save_every_minutes=save_every_minutes,
         seed=seed, precision=precision, progress=progress, export_dtype=export_dtype, auto_threads=auto_threads,
     )
     params = sum(p.numel() for p in model.parameters())
-    typer.echo(f"C-ViViT: {params / 1e6:.2f} M parameters, {model_config.tokens_per_clip(16)} tokens per 16-frame clip, "
+    echo(f"C-ViViT: {params / 1e6:.2f} M parameters, {model_config.tokens_per_clip(16)} tokens per 16-frame clip, "
                f"{model_config.codebook_size} codes; config {json.dumps(model_config.to_dict())}")
-    trainer = Trainer(model, config, data.batch, tokenizer_loss, export_name="tokenizer", export_extra={"trained_on": "shapes-world-v1"})
+    trained_on = "shapes-world-v1" if data.strip().lower() == "shapes" else Path(data).name
+    trainer = Trainer(model, config, get_batch, tokenizer_loss, export_name="tokenizer", export_extra={"trained_on": trained_on})
     logs = trainer.train(resume=resume)
-    typer.echo(f"done at step {trainer.step}: " + ", ".join(f"{k}={v:.4g}" for k, v in logs.items()))
+    echo(f"done at step {trainer.step}: " + ", ".join(f"{k}={v:.4g}" for k, v in logs.items()))

@@ -20,8 +20,14 @@ unbroken run would have. Tensors go to safetensors and everything else to JSON: 
 ever pickled or read with torch.load. Every checkpoint folder appears atomically; a damaged
 one (truncated file, wrong checksum) is refused with a message and the previous one used.
 
-Multi-process ready: rank and world size come from torchrun's RANK / WORLD_SIZE; only rank 0
-logs and writes. (DDP wrapping is not built yet.)
+Multi-process: under torchrun (RANK / WORLD_SIZE > 1) the Trainer joins the process group
+(gloo on CPU, nccl on CUDA, see `distributed.py`) and wraps the loss in
+DistributedDataParallel, which averages gradients over ranks; accumulation skips that
+all-reduce (`no_sync`) on all but the last micro-batch. Each rank's `get_batch` gives its
+own shard, so one optimizer step sees a global batch of
+per-rank batch x world size x grad_accum clips. Parameters, optimizer moments, EMA and
+torch RNG stay identical on every rank, so rank 0 alone logs and writes checkpoints, and on
+`resume` every rank loads the checkpoint rank 0 chose.
 """
 
 from __future__ import annotations
@@ -50,6 +56,8 @@ from tqdm.auto import tqdm
 
 from .. import checkpoint as ckpt
 from ..fsutil import atomic_dir
+from . import distributed
+from .distributed import dist_info  # noqa: F401  (re-exported: the model families import it from here)
 
 STATE_JSON = "trainer_state.json"
 STEP_PREFIX = "step-"
@@ -65,7 +73,7 @@ class TrainConfig:
     warmup_steps: int = 200  # linear warmup from 0
     min_lr_ratio: float = 0.1  # the cosine decays to lr * min_lr_ratio at max_steps
     grad_clip: float = 1.0  # max global grad norm (0 = off)
-    grad_accum: int = 1  # micro-batches per optimizer step
+    grad_accum: int = 1  # micro-batches per optimizer step (per rank)
     ema_decay: float = 0.999  # the EMA's decay, ramped as min(decay, (1 + step) / (10 + step))
     save_every: int = 500  # steps between checkpoints (0 = only at the end)
     save_every_minutes: float = 0.0  # also checkpoint when this much wall time has passed (0 = off)
@@ -81,6 +89,7 @@ class TrainConfig:
     # few steps and keeps whichever is faster.
     auto_threads: bool = False
     thread_probe_every: int = 100
+    find_unused_parameters: bool = False  # DDP: set when some parameters get no gradient in a step
 
     def __post_init__(self):
         self.betas = tuple(self.betas)
@@ -88,11 +97,6 @@ class TrainConfig:
             raise ValueError(f"precision must be 'bf16' or 'fp32', got {self.precision!r}")
         if self.grad_accum < 1 or self.max_steps < 0:
             raise ValueError("grad_accum must be >= 1 and max_steps >= 0")
-
-
-def dist_info() -> tuple[int, int]:
-    """(rank, world_size) as torchrun sets them; (0, 1) for a plain process."""
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
 def default_device() -> torch.device:
@@ -226,11 +230,14 @@ class Trainer:
         device: torch.device | str | None = None,
     ):
         self.config = config
-        self.rank, self.world_size = dist_info()
+        self.rank, self.world_size = distributed.init_distributed()
         self.device = torch.device(device) if device is not None else default_device()
         self.model = model.to(self.device)
         self.get_batch = get_batch
         self.loss_fn = loss_fn
+        # what runs the loss: the loss itself in one process, the loss in DDP under torchrun
+        # (built before the EMA copy: DDP broadcasts rank 0's weights)
+        self.loss_module = distributed.wrap_ddp(distributed.LossModule(self.model, loss_fn), self.device, config.find_unused_parameters)
         self.export_name = export_name
         self.export_extra = export_extra or {}
         self.output = Path(config.output)
@@ -337,17 +344,26 @@ class Trainer:
         self.elapsed = float(state.get("elapsed_seconds", 0.0))
 
     def resume(self) -> Path | None:
-        """Load the newest checkpoint that verifies; damaged ones are reported and skipped."""
-        for folder in reversed(list_checkpoints(self.output)):
-            try:
-                self.load_checkpoint(folder)
-            except ckpt.CheckpointError as err:
-                self._print(f"refusing damaged checkpoint {folder.name}: {err}; trying the previous one")
-                continue
-            self._print(f"resumed from {folder} (step {self.step})")
-            return folder
-        self._print(f"no usable checkpoint in {self.output / 'checkpoints'}; starting from scratch")
-        return None
+        """Load the newest checkpoint that verifies; damaged ones are reported and skipped.
+        Rank 0 chooses; every other rank loads the very same folder."""
+        chosen = None
+        if self.is_main:
+            for folder in reversed(list_checkpoints(self.output)):
+                try:
+                    verify_checkpoint(folder)
+                except ckpt.CheckpointError as err:
+                    self._print(f"refusing damaged checkpoint {folder.name}: {err}; trying the previous one")
+                    continue
+                chosen = str(folder)
+                break
+        chosen = distributed.broadcast_object(chosen)
+        if chosen is None:
+            self._print(f"no usable checkpoint in {self.output / 'checkpoints'}; starting from scratch")
+            return None
+        folder = Path(chosen)
+        self.load_checkpoint(folder)
+        self._print(f"resumed from {folder} (step {self.step})")
+        return folder
 
     def export(self) -> Path | None:
         if not self.is_main:
@@ -377,6 +393,7 @@ class Trainer:
         tuner = ThreadTuner(torch.get_num_threads(), cfg.thread_probe_every, log=self._print) if cfg.auto_threads and self.device.type == "cpu" else None
         window_start, window_steps = time.monotonic(), 0
         logs: dict[str, float] = {}
+        announced = False
         while self.step < cfg.max_steps:
             t0 = time.monotonic()
             lr = lr_at(self.step, cfg)
@@ -388,14 +405,23 @@ class Trainer:
                 batch = self.get_batch(index)
                 if hasattr(batch, "to"):
                     batch = batch.to(self.device)
-                with self._autocast():
-                    out = self.loss_fn(self.model, batch)
-                (out["loss"].float() / cfg.grad_accum).backward()
+                if not announced:
+                    self._announce_batch(batch)
+                    announced = True
+                # DDP all-reduces gradients in backward: only on the step's last micro-batch
+                last = micro == cfg.grad_accum - 1
+                sync = contextlib.nullcontext() if last or not hasattr(self.loss_module, "no_sync") else self.loss_module.no_sync()
+                with sync:
+                    with self._autocast():
+                        out = self.loss_module(batch)
+                    (out["loss"].float() / cfg.grad_accum).backward()
                 for k, v in out.items():
                     sums[k] = sums.get(k, 0.0) + float(v.detach()) / cfg.grad_accum
             grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf")))
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
+            if (self.step + 1) % cfg.log_every == 0 or self.step + 1 == cfg.max_steps:
+                sums = distributed.mean_over_ranks(sums, self.device)  # log the global batch's loss
             self.step += 1
             self.ema.update(self.model, self.step)
             self.elapsed += time.monotonic() - t0
@@ -422,7 +448,30 @@ class Trainer:
         if self.is_main and (not list_checkpoints(self.output) or list_checkpoints(self.output)[-1].name != f"{STEP_PREFIX}{self.step:06d}"):
             self.save_checkpoint()
         self.export()
+        distributed.barrier()  # every rank returns once rank 0's checkpoint and export are on disk
         return logs
+
+    def _announce_batch(self, batch: Any) -> None:
+        size = _batch_size(batch)
+        if size is None:
+            return
+        cfg = self.config
+        self._print(f"global batch = {size} per rank x {self.world_size} ranks x {cfg.grad_accum} accumulation = {size * self.world_size * cfg.grad_accum}")
+
+
+def _batch_size(batch: Any) -> int | None:
+    """Clips in a micro-batch: the length of its `.video`, or of its first tensor field."""
+    video = getattr(batch, "video", None)
+    if torch.is_tensor(video):
+        return int(video.shape[0])
+    if dataclasses.is_dataclass(batch):
+        for f in dataclasses.fields(batch):
+            value = getattr(batch, f.name)
+            if torch.is_tensor(value) and value.ndim > 0:
+                return int(value.shape[0])
+    if torch.is_tensor(batch) and batch.ndim > 0:
+        return int(batch.shape[0])
+    return None
 
 
 def _jsonable(obj):

@@ -1,0 +1,161 @@
+"""Training in several processes, with PyTorch's own engine: `torchrun` starts the processes,
+`torch.distributed` connects them (gloo on CPU, nccl on CUDA) and `DistributedDataParallel`
+averages the gradients.
+
+    torchrun --standalone --nproc-per-node 2 -m kinema.train tokenizer --output runs/tok
+
+A plain `python -m kinema.train ...` is a world of one process: nothing here does anything.
+
+Data shards. A run's data stream is cut into `shards` sub-streams: global batch `i` is the
+concatenation of batch `i` of every shard (shard `s` is the dataset built with
+`rank=s, world_size=shards`), and rank `r` of `W` trains on shards `r*S/W ... (r+1)*S/W - 1`.
+By default `shards == W`, so rank `r` reads its own dataset (`rank=r`), exactly as a dataset
+built for that rank. Fixing `shards` instead makes the data a function of the global batch
+alone, whatever the number of processes: 2 processes with batch 2 and 1 process with batch
+4 and `shards=2` see the same 4 clips at every step, in the same order — which is how
+`tests/test_distributed.py` proves the two runs train to the same weights.
+"""
+
+from __future__ import annotations
+
+import atexit
+import dataclasses
+import os
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+
+def dist_info() -> tuple[int, int]:
+    """(rank, world_size) as torchrun sets them; (0, 1) for a plain process."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", 0))
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def init_distributed() -> tuple[int, int]:
+    """Join torchrun's process group when WORLD_SIZE > 1 (nccl with one GPU per process,
+    `LOCAL_RANK`'s, else gloo); returns (rank, world_size). Idempotent; the group is destroyed
+    at exit."""
+    rank, world_size = dist_info()
+    if world_size <= 1 or dist.is_initialized():
+        return rank, world_size
+    if "MASTER_ADDR" not in os.environ:
+        raise RuntimeError(f"WORLD_SIZE={world_size} but no MASTER_ADDR: start multi-process training with torchrun")
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank())
+        backend = "nccl"
+    else:
+        backend = "gloo"
+    dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
+    atexit.register(cleanup)
+    return rank, world_size
+
+
+def cleanup() -> None:
+    """Leave the process group (after a barrier, so no rank exits while others still talk)."""
+    if dist.is_available() and dist.is_initialized():
+        try:
+            barrier()
+        finally:
+            dist.destroy_process_group()
+
+
+def barrier() -> None:
+    if is_distributed():
+        dist.barrier()
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    """`obj` of rank `src`, on every rank (a no-op in one process)."""
+    if not is_distributed():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def mean_over_ranks(values: dict[str, float], device: torch.device) -> dict[str, float]:
+    """Each value averaged over the ranks (for logging what the whole global batch did)."""
+    if not is_distributed() or not values:
+        return values
+    keys = sorted(values)
+    t = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    t /= dist.get_world_size()
+    return dict(zip(keys, t.tolist()))
+
+
+class LossModule(nn.Module):
+    """`loss_fn(model, batch)` as a module's forward. DDP synchronises gradients of what runs
+    through its wrapper's forward; a loss may call any method of the model (`model.loss(...)`),
+    so the wrapper wraps the loss, not the model. Parameter names gain a `model.` prefix."""
+
+    def __init__(self, model: nn.Module, loss_fn: Callable[[nn.Module, Any], dict[str, torch.Tensor]]):
+        super().__init__()
+        self.model = model
+        self.loss_fn = loss_fn
+
+    def forward(self, batch: Any) -> dict[str, torch.Tensor]:
+        return self.loss_fn(self.model, batch)
+
+
+def wrap_ddp(module: nn.Module, device: torch.device, find_unused_parameters: bool = False) -> nn.Module:
+    """`module` in DistributedDataParallel when the process group has several ranks (its
+    parameters are broadcast from rank 0 here, so every rank starts equal), else itself."""
+    if not is_distributed():
+        return module
+    device_ids = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else None
+    return DistributedDataParallel(module, device_ids=device_ids, find_unused_parameters=find_unused_parameters)
+
+
+def concat_batches(batches: list[Any]) -> Any:
+    """One batch from several of the same dataclass: tensors concatenated along the batch
+    axis, lists joined, other fields (the batch index) taken from the first."""
+    if len(batches) == 1:
+        return batches[0]
+    first = batches[0]
+    if not dataclasses.is_dataclass(first):
+        raise TypeError(f"cannot concatenate batches of type {type(first).__name__}: expected a dataclass")
+    values = {}
+    for f in dataclasses.fields(first):
+        parts = [getattr(b, f.name) for b in batches]
+        if torch.is_tensor(parts[0]):
+            shapes = {tuple(p.shape[1:]) for p in parts}
+            if len(shapes) > 1:
+                raise ValueError(f"shards gave batches of different shapes for {f.name!r} ({sorted(shapes)}); use one shard per rank")
+            values[f.name] = torch.cat(parts)
+        elif isinstance(parts[0], list):
+            values[f.name] = [x for p in parts for x in p]
+        else:
+            values[f.name] = parts[0]
+    return type(first)(**values)
+
+
+class ShardedBatches:
+    """`get_batch(i)` of rank `rank` of `world_size` over a data stream of `shards` shards
+    (see the module docstring). `make_dataset(shard, shards, batch_size)` builds one shard's
+    dataset; `batch_size` is this rank's micro-batch, split evenly over its shards."""
+
+    def __init__(self, make_dataset: Callable[[int, int, int], Any], batch_size: int, *, rank: int = 0, world_size: int = 1, shards: int | None = None):
+        shards = world_size if shards is None else shards
+        if shards < world_size or shards % world_size:
+            raise ValueError(f"--data-shards ({shards}) must be a multiple of the number of processes ({world_size})")
+        per_rank = shards // world_size
+        if batch_size % per_rank:
+            raise ValueError(f"--batch-size ({batch_size}) must be a multiple of the shards per process ({per_rank})")
+        self.shards = shards
+        self.datasets = [make_dataset(s, shards, batch_size // per_rank) for s in range(rank * per_rank, (rank + 1) * per_rank)]
+
+    def __call__(self, index: int) -> Any:
+        return concat_batches([d.batch(index) for d in self.datasets])
