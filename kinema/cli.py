@@ -222,16 +222,12 @@ def info() -> None:
         out.print(f"{key:>15}: {value}", highlight=False)
 
 
-from .models.imagen_video.train import imagen_video as _train_imagen_video  # noqa: E402
-from .models.phenaki.train import phenaki as _train_phenaki  # noqa: E402
 from .train.cli import train_app  # noqa: E402
 
 from .data.cli import data_app  # noqa: E402
 from .eval.cli import eval_command  # noqa: E402
 from .serve.cli import serve_command  # noqa: E402  (fastapi loads only when it serves)
 
-train_app.command("phenaki")(_train_phenaki)
-train_app.command("imagen-video")(_train_imagen_video)
 app.command("serve")(serve_command)
 app.command("eval")(eval_command)
 app.add_typer(data_app, name="data", help="Real training data: check a folder of captioned videos or images.")

@@ -104,3 +104,16 @@ def tokenizer(
     trainer = Trainer(model, config, get_batch, tokenizer_loss, export_name="tokenizer", export_extra={"trained_on": trained_on})
     logs = trainer.train(resume=resume)
     echo(f"done at step {trainer.step}: " + ", ".join(f"{k}={v:.4g}" for k, v in logs.items()))
+
+
+def _register_families() -> None:
+    """Each family's train command lives beside its model; all of them hang off this app,
+    so `kinema train X` and `torchrun -m kinema.train X` are the same command."""
+    from ..models.imagen_video.train import imagen_video
+    from ..models.phenaki.train import phenaki
+
+    train_app.command("phenaki")(phenaki)
+    train_app.command("imagen-video")(imagen_video)
+
+
+_register_families()
