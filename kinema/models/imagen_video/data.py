@@ -18,7 +18,7 @@ function of (seed, r, i), noise augmentation included, so resumed runs see the s
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -163,6 +163,7 @@ class ImagenVideoData:
     story_share: float = 0.3  # share of examples that are a story's step (context = previous last frame)
     max_story: int = 6
     aug_max_timestep: int = 512
+    source: Any = None  # a real captioned-video dataset (kinema.data.load_dataset); None = the Shapes world
 
     def __post_init__(self):
         check_stage(self.stage)
@@ -171,12 +172,19 @@ class ImagenVideoData:
     @torch.no_grad()
     def batch(self, index: int) -> DiffusionBatch:
         rng = np.random.default_rng([self.seed, self.rank, index])
-        examples = [captioned_example(rng, self.story_share, self.max_story) for _ in range(self.batch_size)]
+        if self.source is not None:  # real footage: single clips, no story context
+            real = self.source.batch(index)
+            events, captions = real.video, real.captions
+            has_context = torch.zeros(len(captions), dtype=torch.bool)
+            context = events[:, :, -1:]
+        else:
+            examples = [captioned_example(rng, self.story_share, self.max_story) for _ in range(self.batch_size)]
+            events = to_model_range(np.stack([e for e, _, _ in examples]))
+            captions = [c for _, _, c in examples]
+            has_context = torch.tensor([c is not None for _, c, _ in examples])
+            context = to_model_range(np.stack([c if c is not None else e[-1:] for e, c, _ in examples]))
         generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
-        events = to_model_range(np.stack([e for e, _, _ in examples]))
-        has_context = torch.tensor([c is not None for _, c, _ in examples])
-        context = to_model_range(np.stack([c if c is not None else e[-1:] for e, c, _ in examples]))
         x0, cond = stage_inputs(self.stage, events, context, has_context, self.augment, generator)
-        text = self.text_encoder.encode([c for _, _, c in examples])
+        text = self.text_encoder.encode(captions)
         tokens, mask = trim_text(text.tokens, text.mask)
         return DiffusionBatch(x0, {**cond, "text": tokens, "text_mask": mask, "text_pooled": text.pooled})

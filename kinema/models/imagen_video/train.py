@@ -84,6 +84,7 @@ def imagen_video(
     config_json: str = typer.Option("{}", help='VideoUNetConfig overrides as JSON, e.g. \'{"channels": 64}\''),
     cond_drop: float = typer.Option(0.1, help="share of examples trained without text (classifier-free guidance)"),
     story_share: float = typer.Option(0.3, help="share of examples that continue a story from the previous last frame"),
+    data: str = typer.Option("shapes", help="training data: 'shapes' (the Shapes world) or a folder of captioned videos"),
     teacher: Optional[Path] = typer.Option(None, help="distill: the teacher (inference folder or checkpoint); default OUTPUT/<distill-stage>/final"),
     distill_stage: str = typer.Option("base", help="distill: which stage to distill"),
     teacher_steps: int = typer.Option(64, help="distill: DDIM steps of the teacher"),
@@ -109,11 +110,16 @@ def imagen_video(
         typer.echo(f"model folder: {folder}")
         return
     diffusion = ImagenVideoSampler().diffusion()
-    rank, _ = dist_info()
+    rank, world_size = dist_info()
     target = distill_stage if stage == "distill" else stage
     if target not in STAGES:
         raise typer.BadParameter(f"--distill-stage must be base, tsr or ssr, not {target!r}")
-    data = ImagenVideoData(target, get_text_encoder(), diffusion, batch_size=batch_size, seed=seed, rank=rank, story_share=story_share)
+    source = None
+    if data.strip().lower() != "shapes":
+        from ...data import load_dataset
+
+        source = load_dataset(data, batch_size=batch_size, seed=seed, rank=rank, world_size=world_size, size=64, frames=16)
+    batches = ImagenVideoData(target, get_text_encoder(), diffusion, batch_size=batch_size, seed=seed, rank=rank, story_share=story_share, source=source)
 
     def train_config(run: Path, **kw) -> TrainConfig:
         return TrainConfig(
@@ -125,7 +131,7 @@ def imagen_video(
     if stage != "distill":
         model = VideoUNet(stage_config(stage, preset, **json.loads(config_json)))
         typer.echo(f"{stage}: {model.num_parameters() / 1e6:.2f} M parameters; {json.dumps(model.config.to_dict())}")
-        trainer = Trainer(model, train_config(output / stage), data.batch, diffusion_loss(diffusion, cond_drop), export_name=stage,
+        trainer = Trainer(model, train_config(output / stage), batches.batch, diffusion_loss(diffusion, cond_drop), export_name=stage,
                           export_extra={"trained_on": "shapes-world-v1", "stage": stage})
         trainer.train(resume=resume)
     else:
@@ -139,7 +145,7 @@ def imagen_video(
             typer.echo(f"distilling {target}: {steps * 2} -> {steps} DDIM steps")
             student = make_student(teacher_model)
             loss = distillation_loss(teacher_model, diffusion, steps, teacher_guidance=guidance if i == 0 else 1.0)
-            trainer = Trainer(student, train_config(run), data.batch, loss, export_name=name,
+            trainer = Trainer(student, train_config(run), batches.batch, loss, export_name=name,
                               export_extra={"distilled_steps": steps, "teacher_guidance": guidance})
             trainer.train(resume=resume)
             teacher_model = trainer.ema.model.eval()
