@@ -183,3 +183,14 @@ def test_strip_metadata_records_the_layout(tmp_path, clip: Video) -> None:
     layout = json.loads(Image.open(path).info["kinema-strip"])
     assert layout["columns"] == 4 and layout["scale"] == 3 and layout["frames"] == 16
     assert Image.open(path).size == (4 * 192 + 3 * 2, 4 * 192 + 3 * 2)
+
+
+def test_written_files_get_ordinary_permissions(tmp_path) -> None:
+    """Atomic writes go through a private temp file; the result must not stay private."""
+    import os
+    import stat
+
+    umask = os.umask(0)
+    os.umask(umask)
+    path = Video(np.zeros((2, 8, 8, 3), np.uint8)).save(tmp_path / "clip.npy")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, "as open() would have made it"
