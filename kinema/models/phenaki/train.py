@@ -57,6 +57,7 @@ def phenaki(
     dim: int = typer.Option(256),
     depth: int = typer.Option(8),
     story_share: float = typer.Option(0.5, help="share of examples continuing a story from a context frame"),
+    data: str = typer.Option("shapes", help="training data: 'shapes' (the Shapes world) or a folder of captioned videos"),
     threads: Optional[int] = typer.Option(None, help="torch CPU threads"),
     precision: str = typer.Option("bf16", help="bf16 | fp32"),
     progress: bool = typer.Option(True),
@@ -69,15 +70,20 @@ def phenaki(
     tok = load_tokenizer(tokenizer)
     config = MaskGitConfig(fsq_levels=tok.config.fsq_levels, grid=tok.config.grid_size, event_grids=tok.config.token_frames(16), dim=dim, depth=depth)
     model = MaskGit(config)
-    rank, _ = dist_info()
-    data = PhenakiData(tok, get_text_encoder(), batch_size=batch_size, seed=seed, rank=rank, story_share=story_share)
+    rank, world_size = dist_info()
+    source = None
+    if data.strip().lower() != "shapes":
+        from ...data import load_dataset
+
+        source = load_dataset(data, batch_size=batch_size, seed=seed, rank=rank, world_size=world_size, size=tok.config.image_size, frames=16)
+    batches = PhenakiData(tok, get_text_encoder(), batch_size=batch_size, seed=seed, rank=rank, story_share=story_share, source=source)
     train_config = TrainConfig(
         output=str(output), max_steps=max_steps, lr=lr, warmup_steps=warmup_steps, grad_accum=grad_accum, ema_decay=ema_decay,
         save_every=save_every, save_every_minutes=save_every_minutes, seed=seed, precision=precision, progress=progress,
     )
     params = sum(p.numel() for p in model.parameters())
     typer.echo(f"MaskGIT: {params / 1e6:.2f} M parameters, {config.event_tokens} tokens per event + {config.context_tokens} of context; {json.dumps(config.to_dict())}")
-    trainer = Trainer(model, train_config, data.batch, maskgit_loss, export_name="transformer", export_extra={"trained_on": "shapes-world-v1"})
+    trainer = Trainer(model, train_config, batches.batch, maskgit_loss, export_name="transformer", export_extra={"trained_on": "shapes-world-v1" if source is None else Path(data).name})
     trainer.train(resume=resume)
     if trainer.is_main:
         folder = assemble(tok, trainer.ema.model, output / "pipeline", {"step": trainer.step, "elapsed_seconds": round(trainer.elapsed, 1)})
