@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 MAX_STORY_SENTENCES = 1000
+SHAPES_WORLD = "shapes-world-v1"  # what `trained_on` says of a model trained on the Shapes world
 
 # Progress hook: called after each unit of work with (done, total).
 Callback = Callable[[int, int], None]
@@ -42,6 +43,7 @@ class Pipeline:
     """Base of every text-to-video pipeline: input checks, stories, streaming to files."""
 
     name: str = "pipeline"
+    trained_on: str = SHAPES_WORLD  # a model folder's model_index.json says otherwise for real data
     fps: float = FPS
     frames_per_event: int = EVENT_FRAMES
 
@@ -124,7 +126,7 @@ class Pipeline:
             sentences = split_story(sentences)
         sentences = self.check_inputs(sentences)
         self.check_sampling(options.get("num_inference_steps"), options.get("guidance_scale"))
-        if self.name != WorldPipeline.name:  # the world itself refuses what it cannot act out
+        if self.trained_on == SHAPES_WORLD and self.name != WorldPipeline.name:  # the world refuses what it cannot act out
             self.warn_outside_world(sentences)
         chunks = self.events(sentences, seed=seed, callback=callback, **options)
         if output is None:
@@ -196,7 +198,9 @@ def load_pipeline(name_or_path: str | os.PathLike = "world", **kwargs) -> Pipeli
     _import_families()
     if class_name not in PIPELINE_CLASSES:
         raise ValueError(f"{index_path} names an unknown pipeline {class_name!r}; known: {', '.join(sorted(PIPELINE_CLASSES))}")
-    return PIPELINE_CLASSES[class_name].from_pretrained(folder, **kwargs)
+    pipe = PIPELINE_CLASSES[class_name].from_pretrained(folder, **kwargs)
+    pipe.trained_on = str(index.get("trained_on", SHAPES_WORLD))
+    return pipe
 
 
 def _import_families() -> None:

@@ -23,6 +23,7 @@ from ...diffusion import DiffusionBatch, GaussianDiffusion, distillation_loss, h
 from ...nn.unet import VideoUNet
 from ...train.trainer import Trainer, TrainConfig, dist_info, load_checkpoint_model
 from .data import STAGES, ImagenVideoData, stage_config
+from ...pipelines import SHAPES_WORLD
 from .pipeline import STAGE_ORDER, ImagenVideoPipeline, ImagenVideoSampler
 
 
@@ -60,11 +61,12 @@ def assemble(output: Path, sampler: ImagenVideoSampler | None = None) -> Path | 
         if (folder / ckpt.MODEL_INDEX).is_file():
             stages[name] = load_stage(folder, name)
             index = ckpt.read_json(folder / ckpt.MODEL_INDEX)
-            trained[name] = {"step": index.get("step"), "elapsed_seconds": index.get("elapsed_seconds")}
+            trained[name] = {"step": index.get("step"), "elapsed_seconds": index.get("elapsed_seconds"), "trained_on": index.get("trained_on", SHAPES_WORLD)}
             if "distilled_steps" in index:
                 sampler.distilled_steps[name.removesuffix("_distilled")] = int(index["distilled_steps"])
     pipe = ImagenVideoPipeline(stages, get_text_encoder(), sampler)
-    return pipe.save_pretrained(output / "pipeline", {"trained_on": "shapes-world-v1", "stages": trained})
+    data = {t["trained_on"] for t in trained.values()}
+    return pipe.save_pretrained(output / "pipeline", {"trained_on": data.pop() if len(data) == 1 else "mixed", "stages": trained})
 
 
 def imagen_video(
@@ -119,6 +121,7 @@ def imagen_video(
         from ...data import load_dataset
 
         source = load_dataset(data, batch_size=batch_size, seed=seed, rank=rank, world_size=world_size, size=64, frames=16)
+    trained_on = SHAPES_WORLD if source is None else Path(data).name
     batches = ImagenVideoData(target, get_text_encoder(), diffusion, batch_size=batch_size, seed=seed, rank=rank, story_share=story_share, source=source)
 
     def train_config(run: Path, **kw) -> TrainConfig:
@@ -132,7 +135,7 @@ def imagen_video(
         model = VideoUNet(stage_config(stage, preset, **json.loads(config_json)))
         typer.echo(f"{stage}: {model.num_parameters() / 1e6:.2f} M parameters; {json.dumps(model.config.to_dict())}")
         trainer = Trainer(model, train_config(output / stage), batches.batch, diffusion_loss(diffusion, cond_drop), export_name=stage,
-                          export_extra={"trained_on": "shapes-world-v1", "stage": stage})
+                          export_extra={"trained_on": trained_on, "stage": stage})
         trainer.train(resume=resume)
     else:
         name = f"{target}_distilled"
@@ -151,7 +154,7 @@ def imagen_video(
             teacher_model = trainer.ema.model.eval()
         if rank == 0:
             ckpt.save_pretrained(output / name / "final", {name: teacher_model},
-                                 index_extra={"distilled_steps": student_steps, "teacher_guidance": guidance, "trained_on": "shapes-world-v1"},
+                                 index_extra={"distilled_steps": student_steps, "teacher_guidance": guidance, "trained_on": trained_on},
                                  dtype=getattr(torch, export_dtype) if export_dtype else None)
     if rank == 0:
         folder = assemble(output)

@@ -14,6 +14,7 @@ from ...tokenizer.cvivit import CViViT
 from ...train.trainer import Trainer, TrainConfig, dist_info, load_checkpoint_model
 from .data import PhenakiData, TokenBatch
 from .maskgit import MaskGit, MaskGitConfig
+from ...pipelines import SHAPES_WORLD
 from .pipeline import PhenakiPipeline, PhenakiSampler, trim
 
 
@@ -83,8 +84,9 @@ def phenaki(
     )
     params = sum(p.numel() for p in model.parameters())
     typer.echo(f"MaskGIT: {params / 1e6:.2f} M parameters, {config.event_tokens} tokens per event + {config.context_tokens} of context; {json.dumps(config.to_dict())}")
-    trainer = Trainer(model, train_config, batches.batch, maskgit_loss, export_name="transformer", export_extra={"trained_on": "shapes-world-v1" if source is None else Path(data).name})
+    trained_on = SHAPES_WORLD if source is None else Path(data).name
+    trainer = Trainer(model, train_config, batches.batch, maskgit_loss, export_name="transformer", export_extra={"trained_on": trained_on})
     trainer.train(resume=resume)
     if trainer.is_main:
-        folder = assemble(tok, trainer.ema.model, output / "pipeline", {"step": trainer.step, "elapsed_seconds": round(trainer.elapsed, 1)})
+        folder = assemble(tok, trainer.ema.model, output / "pipeline", {"step": trainer.step, "elapsed_seconds": round(trainer.elapsed, 1), "trained_on": trained_on})
         typer.echo(f"model folder: {folder} (kinema generate --model {folder} ...)")
