@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..world.spec import DEFAULT_SIZE
-from .video_folder import CaptionedFolderDataset, MediaInfo, scaled_size, aspect_bucket, center_crop
+from .video_folder import CaptionedFolderDataset, MediaInfo, aspect_bucket, center_crop, check_file, scaled_size
 
 # EXIF orientations that turn the picture a quarter turn (width and height swap)
 _QUARTER_TURNS = (5, 6, 7, 8)
@@ -29,12 +29,7 @@ _EXIF_ORIENTATION = 0x0112
 def probe_image(path: Path) -> tuple[int, int]:
     """(width, height) of an image as it is shown (after its EXIF orientation), from its header;
     ValueError with a short reason if it is not a readable image."""
-    if not path.exists():
-        raise ValueError("missing file")
-    if path.is_dir():
-        raise ValueError("is a folder")
-    if path.stat().st_size == 0:
-        raise ValueError("empty file (0 bytes)")
+    check_file(path)
     try:
         with Image.open(path) as im:
             width, height = im.size

@@ -191,15 +191,20 @@ def _av_errors() -> tuple[type[BaseException], ...]:
     return (av.FFmpegError, OSError, ValueError, IndexError, ZeroDivisionError, EOFError, RuntimeError)
 
 
-def probe_video(path: Path) -> dict[str, Any]:
-    """Header facts of a video file: width, height (display), fps, duration, stored size. Raises
-    ValueError with a short reason when the file is not a usable video."""
+def check_file(path: Path) -> None:
+    """ValueError with a short reason if `path` cannot be a media file at all."""
     if not path.exists():
         raise ValueError("missing file")
     if path.is_dir():
         raise ValueError("is a folder")
     if path.stat().st_size == 0:
         raise ValueError("empty file (0 bytes)")
+
+
+def probe_video(path: Path) -> dict[str, Any]:
+    """Header facts of a video file: width, height (display), fps, duration, stored size. Raises
+    ValueError with a short reason when the file is not a usable video."""
+    check_file(path)
     try:
         with _open(path) as container:
             stream = container.streams.video[0] if container.streams.video else None
