@@ -20,7 +20,6 @@ from .spec import (
     EVENT_FRAMES,
     GROWTH,
     MOTION_VECTORS,
-    MOTIONS,
     SIZES,
     TRAVEL,
     ZOOM,
@@ -196,16 +195,3 @@ def _named(state: State, color: str, shape: str) -> Thing:
         raise InfeasibleError(f"there is no {color} {shape} in the scene")
     return thing
 
-
-def feasible_motions(state: State, color: str) -> list[str]:
-    """The motions the object of this colour could make from here."""
-    thing = state.find(color)
-    assert thing is not None
-    ok = []
-    for motion in MOTIONS:
-        try:
-            advance(state, MoveSentence(color, thing.shape, motion), np.random.default_rng(0))
-            ok.append(motion)
-        except InfeasibleError:
-            pass
-    return ok

@@ -40,7 +40,6 @@ class MaskGitConfig:
     ff_mult: float = 3.0
     text_dim: int = 384  # all-MiniLM-L6-v2's width
     cond_drop: float = 0.1  # captions dropped in training, for classifier-free guidance
-    context_drop: float = 0.5  # share of story pairs trained without their context, so one model does both
 
     def __post_init__(self):
         self.fsq_levels = tuple(self.fsq_levels)
