@@ -114,3 +114,32 @@ def test_bf16_export_loads_as_fp32(tiny, clips, tmp_path):
     loaded = load_component(folder, "tokenizer")
     assert all(p.dtype == torch.float32 for p in loaded.parameters())
     assert loaded.decode_from_indices(loaded.encode(clips)).shape == clips.shape
+
+
+def test_foreground_weight_makes_a_missing_object_cost_more(clips):
+    """A reconstruction that drops the objects but keeps the backdrop must cost more with the
+    foreground weight on: that is the whole point of the weight."""
+    from kinema.tokenizer.losses import ReconstructionLoss, foreground_mask
+
+    mask = foreground_mask(clips)
+    assert 0.005 < mask.mean() < 0.5  # objects (and their rims), not the backdrop
+    median = clips.flatten(3).median(dim=-1).values[..., None, None]
+    backdrop_only = median.expand_as(clips)
+    plain = ReconstructionLoss()(backdrop_only, clips)["loss"]
+    weighted = ReconstructionLoss(foreground=16)(backdrop_only, clips)["loss"]
+    assert weighted > 3 * plain
+    assert ReconstructionLoss(foreground=16)(clips, clips)["loss"] == 0
+
+
+def test_freeze_encoder_keeps_codes_while_the_decoder_learns(clips):
+    torch.manual_seed(0)
+    tiny = CViViT(CViViTConfig.preset("tiny")).freeze_encoder().train()
+    before = tiny.encode(clips)
+    decoder_before = tiny.decoder.conv_out.weight.detach().clone()
+    opt = torch.optim.AdamW([p for p in tiny.parameters() if p.requires_grad], lr=1e-2)
+    for _ in range(3):
+        tiny(clips)[1]["loss"].backward()
+        opt.step()
+        opt.zero_grad()
+    assert torch.equal(tiny.encode(clips), before)
+    assert not torch.equal(tiny.decoder.conv_out.weight, decoder_before)

@@ -61,6 +61,9 @@ class CViViTConfig:
     l1_weight: float = 1.0
     mse_weight: float = 0.0
     gradient_weight: float = 1.0
+    # extra loss weight on pixels that differ from their frame's median colour (objects and
+    # their edges; see losses.py): 0 weights every pixel alike
+    foreground_weight: float = 0.0
     # training only: decode this many random frames of each clip (0 = all). The decoder runs
     # frame by frame, so this cuts its cost ~16/k with little loss of signal: frames of one
     # clip are near-duplicates. The encoder always sees every frame.
@@ -190,7 +193,16 @@ class CViViT(nn.Module):
         self.enc_transformer = Transformer(c.dim, c.depth, **block)
         self.dec_transformer = Transformer(c.dim, c.depth, **block)
         self.quantizer = FSQ(levels=list(c.fsq_levels), dim=c.dim)
-        self.loss = ReconstructionLoss(l1=c.l1_weight, mse=c.mse_weight, gradient=c.gradient_weight)
+        self.loss = ReconstructionLoss(l1=c.l1_weight, mse=c.mse_weight, gradient=c.gradient_weight, foreground=c.foreground_weight)
+
+    def freeze_encoder(self) -> "CViViT":
+        """Stop training everything up to the token indices. Fine-tuning the decoder then
+        leaves every code unchanged, so a MaskGIT trained on this tokenizer's tokens stays
+        valid while the decoder keeps learning to draw them."""
+        for module in (self.encoder, self.to_image_token, self.to_video_token, self.enc_transformer, self.quantizer.project_in):
+            module.requires_grad_(False)
+        self.spatial_pos.requires_grad_(False)  # shared by both transformers: tokens depend on it
+        return self
 
     # -- helpers -----------------------------------------------------------------------
     def _positions(self, token_frames: int, device) -> torch.Tensor:

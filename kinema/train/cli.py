@@ -14,7 +14,7 @@ from ..data import load_dataset
 from ..tokenizer.cvivit import CViViT, CViViTConfig
 from . import distributed
 from ..pipelines import SHAPES_WORLD
-from .trainer import Trainer, TrainConfig, list_checkpoints, verify_checkpoint
+from .trainer import Trainer, TrainConfig, list_checkpoints, load_checkpoint_model, verify_checkpoint
 
 train_app = typer.Typer(help="Train kinema's models (one process, or many under torchrun).", no_args_is_help=True)
 
@@ -53,6 +53,8 @@ def tokenizer(
     save_every: int = typer.Option(1000, help="steps between checkpoints"),
     save_every_minutes: float = typer.Option(10.0, help="also checkpoint after this many minutes (0 = off)"),
     resume: bool = typer.Option(False, "--resume", help="continue from the newest valid checkpoint in --output"),
+    init_from: Optional[Path] = typer.Option(None, help="start from the weights of this training checkpoint folder (a fresh optimizer and schedule), e.g. to fine-tune with another loss"),
+    freeze_encoder: bool = typer.Option(False, "--freeze-encoder", help="train only the decoder side: the codes stay fixed, so a MaskGIT trained on them stays valid"),
     seed: int = typer.Option(0),
     preset: str = typer.Option("small", help="C-ViViT size: tiny | small"),
     dim: Optional[int] = typer.Option(None, help="transformer width (overrides the preset)"),
@@ -86,6 +88,15 @@ def tokenizer(
             model_config = model.config
     torch.manual_seed(seed)  # the same initial weights on every rank (DDP broadcasts rank 0's anyway)
     model = CViViT(model_config)
+    if init_from is not None and not (resume and list_checkpoints(output)):
+        try:
+            verify_checkpoint(init_from)
+            model.load_state_dict(load_checkpoint_model(init_from, ema=False).state_dict())
+        except (ckpt.CheckpointError, RuntimeError) as err:
+            raise typer.BadParameter(f"--init-from {init_from}: {err}".splitlines()[0]) from err
+        echo(f"weights from {init_from}")
+    if freeze_encoder:
+        model.freeze_encoder()
     try:
         get_batch = distributed.ShardedBatches(
             lambda shard, shards, size: load_dataset(data, batch_size=size, seed=seed, rank=shard, world_size=shards),
