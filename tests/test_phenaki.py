@@ -48,6 +48,15 @@ def test_training_data_mixes_single_events_and_story_steps() -> None:
     assert torch.equal(batch.codes, again.codes) and batch.captions == again.captions, "batch i is a pure function of i"
 
 
+def test_reused_batches_cycle_and_match_fresh_ones() -> None:
+    tokenizer = CViViT(CViViTConfig.preset("tiny")).eval()
+    fresh = PhenakiData(tokenizer, get_text_encoder(), batch_size=4, seed=2)
+    cycled = PhenakiData(tokenizer, get_text_encoder(), batch_size=4, seed=2, reuse=2)
+    assert torch.equal(cycled.batch(1).codes, fresh.batch(1).codes)
+    assert torch.equal(cycled.batch(3).codes, fresh.batch(1).codes) and cycled.batch(3).captions == fresh.batch(1).captions
+    assert not torch.equal(fresh.batch(3).codes, fresh.batch(1).codes)
+
+
 def test_maskgit_learns(tmp_path: Path) -> None:
     """A few hundred tokens of one fixed event: the loss must fall."""
     torch.manual_seed(0)

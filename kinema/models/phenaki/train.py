@@ -59,9 +59,11 @@ def phenaki(
     depth: int = typer.Option(8),
     story_share: float = typer.Option(0.5, help="share of examples continuing a story from a context frame"),
     data: str = typer.Option("shapes", help="training data: 'shapes' (the Shapes world) or a folder of captioned videos"),
+    reuse_batches: int = typer.Option(0, help="cycle over this many distinct batches, each tokenized once and kept in memory (0 = fresh data every step)"),
     threads: Optional[int] = typer.Option(None, help="torch CPU threads"),
     precision: str = typer.Option("bf16", help="bf16 | fp32"),
     progress: bool = typer.Option(True),
+    fsdp: bool = typer.Option(False, "--fsdp", help="under torchrun: shard parameters, gradients and optimizer state over the processes (PyTorch FSDP2) instead of copying them to each (DDP); for models too large for one device"),
 ) -> None:
     """Train Phenaki's MaskGIT (text + last frame → event tokens) on the Shapes world."""
     from ...text import get_text_encoder
@@ -77,10 +79,10 @@ def phenaki(
         from ...data import load_dataset
 
         source = load_dataset(data, batch_size=batch_size, seed=seed, rank=rank, world_size=world_size, size=tok.config.image_size, frames=16)
-    batches = PhenakiData(tok, get_text_encoder(), batch_size=batch_size, seed=seed, rank=rank, story_share=story_share, source=source)
+    batches = PhenakiData(tok, get_text_encoder(), batch_size=batch_size, seed=seed, rank=rank, story_share=story_share, source=source, reuse=reuse_batches)
     train_config = TrainConfig(
         output=str(output), max_steps=max_steps, lr=lr, warmup_steps=warmup_steps, grad_accum=grad_accum, ema_decay=ema_decay,
-        save_every=save_every, save_every_minutes=save_every_minutes, seed=seed, precision=precision, progress=progress,
+        save_every=save_every, save_every_minutes=save_every_minutes, seed=seed, precision=precision, progress=progress, fsdp=fsdp,
     )
     params = sum(p.numel() for p in model.parameters())
     typer.echo(f"MaskGIT: {params / 1e6:.2f} M parameters, {config.event_tokens} tokens per event + {config.context_tokens} of context; {json.dumps(config.to_dict())}")
