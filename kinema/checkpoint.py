@@ -107,11 +107,13 @@ def load_weights(module: nn.Module, tensors: dict[str, torch.Tensor], path: Path
     module.load_state_dict({k: v.to(own[k].dtype) for k, v in tensors.items()}, strict=True)
 
 
-def state_tensors(module: nn.Module, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
-    """The state dict as contiguous CPU tensors, floating ones cast to `dtype` if given;
-    tensors that share storage are cloned apart (safetensors refuses shared storage)."""
+def state_tensors(module: nn.Module | dict[str, torch.Tensor], dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """The state dict (of a module, or one already gathered) as contiguous CPU tensors,
+    floating ones cast to `dtype` if given; tensors that share storage are cloned apart
+    (safetensors refuses shared storage)."""
     out = {}
-    for key, value in module.state_dict().items():
+    state = module.state_dict() if isinstance(module, nn.Module) else module
+    for key, value in state.items():
         value = value.detach().cpu()
         if dtype is not None and value.is_floating_point():
             value = value.to(dtype)

@@ -14,6 +14,7 @@ from typing import Annotated, Iterator, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from .checkpoint import CheckpointError
 
@@ -40,7 +41,7 @@ def user_errors() -> Iterator[None]:
         raise
     except (UsageError, ValueError, FileNotFoundError, IsADirectoryError, PermissionError, KeyError, CheckpointError) as e:
         message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-        console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+        console.print(f"[bold red]error:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
         raise typer.Exit(USAGE_EXIT) from None
 
 
@@ -171,6 +172,7 @@ def bench(
     runs: Annotated[int, typer.Option(help="Warm clips to time (the median is reported).", min=1)] = 10,
     story_sentences: Annotated[int, typer.Option(help="Sentences in the long story.", min=10)] = 60,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write the report as JSON.")] = None,
+    vs: Annotated[Optional[str], typer.Option("--vs", help="Also time another implementation built to the same size: phenaki-pytorch (needs the `vs` extra; see the README).")] = None,
 ) -> None:
     """Speed and memory on this machine: load, cold start, warm clip, long story, training steps."""
     from rich.table import Table
@@ -180,7 +182,7 @@ def bench(
 
     with user_errors():
         with console.status("bench") as status:
-            report = run_bench(model, warm_runs=runs, story_sentences=story_sentences, progress=lambda what: status.update(f"bench: {what}"))
+            report = run_bench(model, warm_runs=runs, story_sentences=story_sentences, vs=vs, progress=lambda what: status.update(f"bench: {what}"))
     table = Table(title=f"kinema bench {model}")
     table.add_column("measure")
     table.add_column("value", justify="right")

@@ -4,7 +4,8 @@ Everything is measured in the same run, so ratios are honest: load time, the CLI
 start to a clip on disk, the warm 16-frame clip (median of N) against real time (8 fps),
 a long story's time and peak memory (at 10 and at 60 sentences: the memory must not grow),
 and one training step of each trained component, with its achieved TFLOP/s against this
-machine's bf16 matmul peak, measured here first.
+machine's bf16 matmul peak, measured here first. With `vs`, the same size of another
+implementation is timed beside it (versus.py).
 """
 
 from __future__ import annotations
@@ -18,12 +19,16 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..world import FPS, caption, random_story
+
+if TYPE_CHECKING:
+    from .versus import VersusReport
 
 
 def bf16_matmul_peak(n: int = 2048, seconds: float = 1.5) -> float:
@@ -109,6 +114,7 @@ class BenchReport:
     short_story_peak_rss_mb: float
     bf16_peak_tflops: float
     training_steps: list[StepTiming] = field(default_factory=list)
+    versus: VersusReport | None = None  # `--vs`: the same size of another implementation
 
     def rows(self) -> list[tuple[str, str]]:
         rows = [
@@ -123,11 +129,19 @@ class BenchReport:
         ]
         for step in self.training_steps:
             rows.append((f"train step: {step.name}", f"{step.seconds:.2f} s, {step.tflop:.3f} TFLOP, {step.tflops:.2f} TFLOP/s = {100 * step.of_peak:.0f} % of peak"))
+        if self.versus is not None:
+            rows += self.versus.rows()
         return rows
 
 
-def bench(model: str, *, warm_runs: int = 10, story_sentences: int = 60, progress: Callable[[str], None] = lambda _: None) -> BenchReport:
+def bench(
+    model: str, *, warm_runs: int = 10, story_sentences: int = 60, vs: str | None = None, progress: Callable[[str], None] = lambda _: None
+) -> BenchReport:
     from ..pipelines import load_pipeline
+    from . import versus
+
+    if vs is not None:  # an unknown name or a missing extra fails now, not after minutes of timing
+        versus.check_competitor(vs)
 
     prompt = "a red circle moves to the right on a black background"
     progress("bf16 matmul peak")
@@ -137,6 +151,8 @@ def bench(model: str, *, warm_runs: int = 10, story_sentences: int = 60, progres
     start = time.perf_counter()
     pipe = load_pipeline(model)
     load_seconds = time.perf_counter() - start
+    if vs is not None:
+        versus.check_pipeline(pipe, vs)
 
     progress("warm clips")
     pipe(prompt, seed=0)  # warm-up
@@ -165,6 +181,7 @@ def bench(model: str, *, warm_runs: int = 10, story_sentences: int = 60, progres
     for name, module, loss_fn in pipe.training_examples():
         progress(f"training step: {name}")
         steps.append(time_training_step(name, module, loss_fn, peak))
+    against = versus.compare(pipe, vs, peak=peak, runs=warm_runs, progress=progress) if vs is not None else None
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     return BenchReport(
@@ -172,6 +189,7 @@ def bench(model: str, *, warm_runs: int = 10, story_sentences: int = 60, progres
         warm_clip_seconds=warm, warm_clip_runs=warm_runs, clip_fps=16 / warm, realtime_factor=(16 / FPS) / warm,
         story_sentences=story_sentences, story_seconds=long["seconds"], story_peak_rss_mb=long["peak_rss_mb"],
         short_story_peak_rss_mb=short["peak_rss_mb"], bf16_peak_tflops=peak, training_steps=steps,
+        versus=against,
     )
 
 

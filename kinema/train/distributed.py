@@ -1,6 +1,8 @@
 """Training in several processes, with PyTorch's own engine: `torchrun` starts the processes,
 `torch.distributed` connects them (gloo on CPU, nccl on CUDA) and `DistributedDataParallel`
-averages the gradients.
+averages the gradients — or, with `--fsdp`, FSDP2 (`torch.distributed.fsdp.fully_shard`)
+shards parameters, gradients and optimizer state over the ranks, for models whose training
+state does not fit one device.
 
     torchrun --standalone --nproc-per-node 2 -m kinema.train tokenizer --output runs/tok
 
@@ -19,14 +21,18 @@ alone, whatever the number of processes: 2 processes with batch 2 and 1 process 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import dataclasses
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import FSDPModule, fully_shard
+from torch.distributed.tensor import DTensor, distribute_tensor
 from torch.nn.parallel import DistributedDataParallel
 
 
@@ -117,6 +123,114 @@ def wrap_ddp(module: nn.Module, device: torch.device, find_unused_parameters: bo
         return module
     device_ids = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else None
     return DistributedDataParallel(module, device_ids=device_ids, find_unused_parameters=find_unused_parameters)
+
+
+def fsdp_units(module: nn.Module) -> list[nn.Module]:
+    """The blocks FSDP gathers one at a time: the modules held in `module`'s outermost
+    ModuleLists (transformer layers, U-Net levels; through nested ModuleLists, which have no
+    forward of their own), so only one block's full weights exist at once. Everything else
+    (embeddings, heads, norms) is gathered with the root."""
+    units: list[nn.Module] = []
+    taken: list[str] = []
+    for name, child in module.named_modules():
+        if not isinstance(child, nn.ModuleList) or any(name.startswith(t + ".") for t in taken):
+            continue
+        taken.append(name)
+        stack = list(child)
+        while stack:
+            item = stack.pop(0)
+            if isinstance(item, nn.ModuleList):
+                stack = list(item) + stack
+            elif any(True for _ in item.parameters()):
+                units.append(item)
+    return units
+
+
+def broadcast_module(module: nn.Module) -> None:
+    """Rank 0's parameters and buffers on every rank (DDP does this itself; FSDP does not)."""
+    if is_distributed():
+        with torch.no_grad():
+            for t in [*module.parameters(), *module.buffers()]:
+                dist.broadcast(t.data, src=0)
+
+
+def wrap_fsdp(module: nn.Module, device: torch.device, units: bool = True) -> nn.Module:
+    """`module` sharded in place with FSDP2 over all ranks (one process per device): every
+    parameter becomes a DTensor holding 1/world of it along dim 0, gathered whole only while
+    its block runs; gradients are reduce-scattered, so the optimizer keeps 1/world of its
+    moments. `units=False` shards the parameters as one group (for a copy that never runs,
+    the EMA). Call `broadcast_module` first: FSDP shards each rank's own initial weights."""
+    mesh = init_device_mesh(device.type, (dist.get_world_size(),))
+    for unit in fsdp_units(module) if units else []:
+        fully_shard(unit, mesh=mesh)
+    fully_shard(module, mesh=mesh)
+    return module
+
+
+@contextlib.contextmanager
+def gradient_sync(module: nn.Module, enabled: bool) -> Iterator[None]:
+    """Backward without the gradient all-reduce (DDP) or reduce-scatter (FSDP) unless
+    `enabled`: accumulation communicates once, on a step's last micro-batch."""
+    if enabled:
+        yield
+    elif isinstance(module, FSDPModule):
+        module.set_requires_gradient_sync(False)
+        try:
+            yield
+        finally:
+            module.set_requires_gradient_sync(True)
+    elif isinstance(module, DistributedDataParallel):
+        with module.no_sync():
+            yield
+    else:
+        yield
+
+
+def local(t: torch.Tensor) -> torch.Tensor:
+    """This rank's shard of an FSDP DTensor; any other tensor as it is."""
+    return t.to_local() if isinstance(t, DTensor) else t
+
+
+def full_tensor(t: torch.Tensor) -> torch.Tensor:
+    """A DTensor gathered whole (a collective: every rank must call it); a plain tensor as it is."""
+    return t.full_tensor() if isinstance(t, DTensor) else t
+
+
+def full_state(state: dict[str, Any], keep: bool = True) -> dict[str, Any]:
+    """`state` with every DTensor gathered whole, one tensor at a time on CPU. A collective
+    under FSDP: every rank calls it with the same keys; ranks with `keep=False` (all but the
+    writer of a checkpoint) drop what they gather and get {}."""
+    out = {}
+    for key, value in state.items():
+        if torch.is_tensor(value):
+            value = full_tensor(value.detach())
+            if keep:
+                out[key] = value.cpu()
+        elif keep:
+            out[key] = value
+    return out
+
+
+def shard_like(reference: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Full `tensors` (read from a checkpoint on every rank) cut into this rank's shards where
+    the `reference` entry of the same key is a DTensor; no communication."""
+    out = {}
+    for key, value in tensors.items():
+        ref = reference.get(key)
+        if isinstance(ref, DTensor):
+            value = distribute_tensor(value.to(ref.device), ref.device_mesh, ref.placements, src_data_rank=None)
+        out[key] = value
+    return out
+
+
+def agree(flag: bool, device: torch.device) -> bool:
+    """Rank 0's `flag` on every rank: collectives (FSDP's checkpoint gathers) must be entered
+    by all ranks, whatever each one's clock or file system says."""
+    if not is_distributed():
+        return flag
+    t = torch.tensor([int(flag)], device=device)
+    dist.broadcast(t, src=0)
+    return bool(t.item())
 
 
 def concat_batches(batches: list[Any]) -> Any:

@@ -28,6 +28,13 @@ own shard, so one optimizer step sees a global batch of
 per-rank batch x world size x grad_accum clips. Parameters, optimizer moments, EMA and
 torch RNG stay identical on every rank, so rank 0 alone logs and writes checkpoints, and on
 `resume` every rank loads the checkpoint rank 0 chose.
+
+FSDP (`TrainConfig.fsdp`, `--fsdp`): instead of a full copy per rank, PyTorch's FSDP2 keeps
+1/world of every parameter, gradient, optimizer moment and EMA weight on each rank (see
+`distributed.wrap_fsdp`). Checkpoints stay the same files: all ranks gather each tensor whole
+and rank 0 writes it; on resume every rank reads the full files and keeps its own shard.
+When training ends the EMA is gathered into a plain model on every rank, so `trainer.ema.model`
+and `final/` are what a one-process run gives.
 """
 
 from __future__ import annotations
@@ -90,6 +97,7 @@ class TrainConfig:
     auto_threads: bool = False
     thread_probe_every: int = 100
     find_unused_parameters: bool = False  # DDP: set when some parameters get no gradient in a step
+    fsdp: bool = False  # several processes: shard parameters, gradients and optimizer state (FSDP2) instead of DDP's copies
 
     def __post_init__(self):
         self.betas = tuple(self.betas)
@@ -205,6 +213,8 @@ class EMA:
     def update(self, model: nn.Module, step: int) -> None:
         decay = min(self.decay, (1 + step) / (10 + step))
         for (name, ema_v), v in zip(self.model.state_dict().items(), model.state_dict().values()):
+            # under FSDP both are sharded alike: each rank averages its own shard
+            ema_v, v = distributed.local(ema_v), distributed.local(v)
             if ema_v.is_floating_point():
                 ema_v.lerp_(v.detach().float(), 1 - decay)
             else:
@@ -235,9 +245,19 @@ class Trainer:
         self.model = model.to(self.device)
         self.get_batch = get_batch
         self.loss_fn = loss_fn
-        # what runs the loss: the loss itself in one process, the loss in DDP under torchrun
-        # (built before the EMA copy: DDP broadcasts rank 0's weights)
-        self.loss_module = distributed.wrap_ddp(distributed.LossModule(self.model, loss_fn), self.device, config.find_unused_parameters)
+        # what runs the loss: the loss itself in one process, the loss in DDP (or FSDP) under
+        # torchrun (built before the EMA copy: every rank must copy rank 0's weights)
+        self.fsdp = config.fsdp and self.world_size > 1
+        if config.fsdp and not self.fsdp:
+            self._print("fsdp: one process, nothing to shard; training as usual")
+        loss_module = distributed.LossModule(self.model, loss_fn)
+        if self.fsdp:
+            distributed.broadcast_module(loss_module)
+            self.ema = EMA(self.model, config.ema_decay)  # a plain copy first, then sharded as the model is
+            distributed.wrap_fsdp(self.ema.model, self.device, units=False)
+            self.loss_module = distributed.wrap_fsdp(loss_module, self.device)
+        else:
+            self.loss_module = distributed.wrap_ddp(loss_module, self.device, config.find_unused_parameters)
         self.export_name = export_name
         self.export_extra = export_extra or {}
         self.output = Path(config.output)
@@ -250,7 +270,8 @@ class Trainer:
             lr=config.lr,
             betas=config.betas,
         )
-        self.ema = EMA(self.model, config.ema_decay)
+        if not self.fsdp:
+            self.ema = EMA(self.model, config.ema_decay)
         self.step = 0
         self.elapsed = 0.0  # training wall time over all sessions
         self._seed_everything(config.seed)
@@ -271,14 +292,21 @@ class Trainer:
         return contextlib.nullcontext()
 
     def save_checkpoint(self) -> Path | None:
+        """Rank 0 writes the next checkpoint folder. Under FSDP every rank must call this:
+        the shards are gathered whole (one tensor at a time) before rank 0 writes them."""
+        if not (self.is_main or self.fsdp):
+            return None
+        model_state = distributed.full_state(self.model.state_dict(), keep=self.is_main)
+        ema_state = distributed.full_state(self.ema.model.state_dict(), keep=self.is_main)
+        optim = self.optimizer.state_dict()
+        optim["state"] = {pid: distributed.full_state(optim["state"][pid], keep=self.is_main) for pid in sorted(optim["state"])}
         if not self.is_main:
             return None
         folder = self.output / "checkpoints" / f"{STEP_PREFIX}{self.step:06d}"
         with atomic_dir(folder) as tmp:
             (tmp / ckpt.CONFIG_NAME).write_text(json.dumps(ckpt.config_dict(self.model), indent=2) + "\n")
-            save_file(ckpt.state_tensors(self.model), str(tmp / "model.safetensors"))
-            save_file(ckpt.state_tensors(self.ema.model), str(tmp / "ema.safetensors"))
-            optim = self.optimizer.state_dict()
+            save_file(ckpt.state_tensors(model_state), str(tmp / "model.safetensors"))
+            save_file(ckpt.state_tensors(ema_state), str(tmp / "ema.safetensors"))
             tensors: dict[str, torch.Tensor] = {"rng/torch": torch.get_rng_state()}
             if torch.cuda.is_available():
                 for i, s in enumerate(torch.cuda.get_rng_state_all()):
@@ -317,14 +345,18 @@ class Trainer:
                 shutil.rmtree(old, ignore_errors=True)
 
     def load_checkpoint(self, folder: Path) -> None:
+        """Load a checkpoint on this rank (under FSDP each rank keeps its shards of the full files)."""
         state = verify_checkpoint(folder)
-        ckpt.load_weights(self.model, ckpt.read_tensors(folder / "model.safetensors"), folder / "model.safetensors")
-        ckpt.load_weights(self.ema.model, ckpt.read_tensors(folder / "ema.safetensors"), folder / "ema.safetensors")
+        for module, name in ((self.model, "model.safetensors"), (self.ema.model, "ema.safetensors")):
+            ckpt.load_weights(module, distributed.shard_like(module.state_dict(), ckpt.read_tensors(folder / name)), folder / name)
         tensors = ckpt.read_tensors(folder / "training_state.safetensors")
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]  # optimizer ids number these
         optim_state: dict[int, dict[str, Any]] = {}
         for key, value in tensors.items():
             if key.startswith("optimizer/"):
                 _, pid, name = key.split("/", 2)
+                if int(pid) < len(params) and value.shape == params[int(pid)].shape:  # moments are sharded as their parameter
+                    value = distributed.shard_like({name: params[int(pid)]}, {name: value})[name]
                 optim_state.setdefault(int(pid), {})[name] = value
         for pid, values in state["optimizer"]["scalars"].items():
             optim_state.setdefault(int(pid), {}).update(values)
@@ -408,16 +440,14 @@ class Trainer:
                 if not announced:
                     self._announce_batch(batch)
                     announced = True
-                # DDP all-reduces gradients in backward: only on the step's last micro-batch
-                last = micro == cfg.grad_accum - 1
-                sync = contextlib.nullcontext() if last or not hasattr(self.loss_module, "no_sync") else self.loss_module.no_sync()
-                with sync:
+                # DDP / FSDP reduce gradients in backward: only on the step's last micro-batch
+                with distributed.gradient_sync(self.loss_module, enabled=micro == cfg.grad_accum - 1):
                     with self._autocast():
                         out = self.loss_module(batch)
                     (out["loss"].float() / cfg.grad_accum).backward()
                 for k, v in out.items():
                     sums[k] = sums.get(k, 0.0) + float(v.detach()) / cfg.grad_accum
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf")))
+            grad_norm = float(distributed.full_tensor(torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))))
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
             if (self.step + 1) % cfg.log_every == 0 or self.step + 1 == cfg.max_steps:
@@ -441,22 +471,39 @@ class Trainer:
                     self._print(" ".join(f"{k}={v}" for k, v in record.items()))
             due = cfg.save_every and self.step % cfg.save_every == 0
             due = due or (cfg.save_every_minutes and time.monotonic() - last_save_time >= 60 * cfg.save_every_minutes)
+            if self.fsdp and cfg.save_every_minutes:
+                due = distributed.agree(bool(due), self.device)  # clocks differ; FSDP saves together
             if due and self.step < cfg.max_steps:
                 self.save_checkpoint()
                 last_save_time = time.monotonic()
         bar.close()
-        if self.is_main and (not list_checkpoints(self.output) or list_checkpoints(self.output)[-1].name != f"{STEP_PREFIX}{self.step:06d}"):
+        final = self.is_main and (not list_checkpoints(self.output) or list_checkpoints(self.output)[-1].name != f"{STEP_PREFIX}{self.step:06d}")
+        if self.fsdp:
+            final = distributed.agree(final, self.device)  # every rank gathers, rank 0 writes
+        if final:
             self.save_checkpoint()
+        if self.fsdp:
+            self._gather_ema()
         self.export()
         distributed.barrier()  # every rank returns once rank 0's checkpoint and export are on disk
         return logs
+
+    def _gather_ema(self) -> None:
+        """Replace the sharded EMA with a plain, whole model on every rank (a collective), so
+        export and the caller (a pipeline, the next distillation round) use it as in one process."""
+        full = distributed.full_state(self.ema.model.state_dict())
+        with torch.random.fork_rng(devices=[]):  # building draws initial weights: leave the RNG as it was
+            plain = ckpt.build_from_config(ckpt.config_dict(self.model), "EMA")
+        ckpt.load_weights(plain, full, "EMA")
+        self.ema.model = plain.to(self.device).float().eval().requires_grad_(False)
 
     def _announce_batch(self, batch: Any) -> None:
         size = _batch_size(batch)
         if size is None:
             return
         cfg = self.config
-        self._print(f"global batch = {size} per rank x {self.world_size} ranks x {cfg.grad_accum} accumulation = {size * self.world_size * cfg.grad_accum}")
+        self._print(f"global batch = {size} per rank x {self.world_size} ranks x {cfg.grad_accum} accumulation = {size * self.world_size * cfg.grad_accum}"
+                    + (f"; FSDP: parameters, gradients and optimizer state sharded over {self.world_size} ranks" if self.fsdp else ""))
 
 
 def _batch_size(batch: Any) -> int | None:

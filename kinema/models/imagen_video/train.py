@@ -96,6 +96,7 @@ def imagen_video(
     precision: str = typer.Option("bf16", help="bf16 | fp32"),
     export_dtype: Optional[str] = typer.Option("bfloat16", help="dtype of final/ weights"),
     progress: bool = typer.Option(True),
+    fsdp: bool = typer.Option(False, "--fsdp", help="under torchrun: shard parameters, gradients and optimizer state over the processes (PyTorch FSDP2) instead of copying them to each (DDP); for models too large for one device"),
 ) -> None:
     """Train one stage of the Imagen Video cascade (base, tsr, ssr), distill one, or assemble them."""
     from ...text import get_text_encoder
@@ -128,10 +129,11 @@ def imagen_video(
         return TrainConfig(
             output=str(run), max_steps=max_steps, lr=lr, warmup_steps=warmup_steps, grad_accum=grad_accum, ema_decay=ema_decay,
             save_every=save_every, save_every_minutes=save_every_minutes, seed=seed, precision=precision, progress=progress,
-            export_dtype=export_dtype, **kw,
+            export_dtype=export_dtype, fsdp=fsdp, **kw,
         )
 
     if stage != "distill":
+        torch.manual_seed(seed)  # --seed fixes the initial weights too
         model = VideoUNet(stage_config(stage, preset, **json.loads(config_json)))
         typer.echo(f"{stage}: {model.num_parameters() / 1e6:.2f} M parameters; {json.dumps(model.config.to_dict())}")
         trainer = Trainer(model, train_config(output / stage), batches.batch, diffusion_loss(diffusion, cond_drop), export_name=stage,

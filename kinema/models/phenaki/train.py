@@ -72,6 +72,7 @@ def phenaki(
         torch.set_num_threads(threads)
     tok = load_tokenizer(tokenizer)
     config = MaskGitConfig(fsq_levels=tok.config.fsq_levels, grid=tok.config.grid_size, event_grids=tok.config.token_frames(16), dim=dim, depth=depth)
+    torch.manual_seed(seed)  # --seed fixes the initial weights too
     model = MaskGit(config)
     rank, world_size = dist_info()
     source = None
