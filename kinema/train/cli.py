@@ -53,7 +53,7 @@ def tokenizer(
     save_every: int = typer.Option(1000, help="steps between checkpoints"),
     save_every_minutes: float = typer.Option(10.0, help="also checkpoint after this many minutes (0 = off)"),
     resume: bool = typer.Option(False, "--resume", help="continue from the newest valid checkpoint in --output"),
-    init_from: Optional[Path] = typer.Option(None, help="start from the weights of this training checkpoint folder (a fresh optimizer and schedule), e.g. to fine-tune with another loss"),
+    init_from: Optional[Path] = typer.Option(None, help="start from the EMA weights of this training checkpoint folder (the ones its tokens come from; a fresh optimizer and schedule), e.g. to fine-tune with another loss or, with --freeze-encoder, the decoder alone"),
     freeze_encoder: bool = typer.Option(False, "--freeze-encoder", help="train only the decoder side: the codes stay fixed, so a MaskGIT trained on them stays valid"),
     seed: int = typer.Option(0),
     preset: str = typer.Option("small", help="C-ViViT size: tiny | small"),
@@ -92,7 +92,7 @@ def tokenizer(
     if init_from is not None and not (resume and list_checkpoints(output)):
         try:
             verify_checkpoint(init_from)
-            model.load_state_dict(load_checkpoint_model(init_from, ema=False).state_dict())
+            model.load_state_dict(load_checkpoint_model(init_from, ema=True).state_dict())
         except (ckpt.CheckpointError, RuntimeError) as err:
             raise typer.BadParameter(f"--init-from {init_from}: {err}".splitlines()[0]) from err
         echo(f"weights from {init_from}")
