@@ -103,6 +103,24 @@ def test_cli_trains_and_resumes(tmp_path):
     assert "resumed from" in result.output and "done at step 3" in result.output
 
 
+def test_cli_fine_tunes_the_decoder_of_a_checkpoint_without_changing_its_codes(tmp_path):
+    """--init-from + --freeze-encoder: the decoder learns on, the codes a MaskGIT was trained
+    on stay exactly the same."""
+    runner = CliRunner()
+    base = ["--preset", "tiny", "--batch-size", "1", "--max-steps", "2", "--save-every", "2", "--warmup-steps", "1", "--no-progress"]
+    assert runner.invoke(train_app, ["tokenizer", "--output", str(tmp_path / "a"), *base]).exit_code == 0
+    start = list_checkpoints(tmp_path / "a")[-1]
+    result = runner.invoke(train_app, ["tokenizer", "--output", str(tmp_path / "b"), "--init-from", str(start), "--freeze-encoder",
+                                       "--config-json", '{"foreground_weight": 8}', "--lr", "1e-2", *base])
+    assert result.exit_code == 0, result.output
+    before, after = load_checkpoint_model(start), load_checkpoint_model(list_checkpoints(tmp_path / "b")[-1])
+    clips = ShapesVideoDataset(batch_size=2, seed=5).batch(0).video
+    assert torch.equal(before.encode(clips), after.encode(clips))
+    assert not torch.equal(before.decoder.conv_out.weight, after.decoder.conv_out.weight)
+    bad = runner.invoke(train_app, ["tokenizer", "--output", str(tmp_path / "c"), "--init-from", str(tmp_path / "nowhere"), *base])
+    assert bad.exit_code == 2 and "--init-from" in bad.output
+
+
 def test_thread_tuner_keeps_the_faster_choice():
     from kinema.train.trainer import ThreadTuner
 
