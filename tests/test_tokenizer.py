@@ -119,7 +119,8 @@ def test_bf16_export_loads_as_fp32(tiny, clips, tmp_path):
 def test_foreground_weight_makes_a_missing_object_cost_more(clips):
     """A reconstruction that drops the objects but keeps the backdrop must cost more with the
     foreground weight on: that is the whole point of the weight."""
-    from kinema.tokenizer.losses import ReconstructionLoss, foreground_mask
+    from kinema.nn.weighting import foreground_mask
+    from kinema.tokenizer.losses import ReconstructionLoss
 
     mask = foreground_mask(clips)
     assert 0.005 < mask.mean() < 0.5  # objects (and their rims), not the backdrop

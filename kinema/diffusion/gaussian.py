@@ -18,7 +18,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
+
+from ..nn.weighting import foreground_weights, weighted_mean
 
 # 1024 rather than the usual 1000: every power-of-two step count (64, 32, …, 1) then strides
 # the timesteps exactly, so progressive distillation's halved grids are subsets of each
@@ -165,6 +166,7 @@ class GaussianDiffusion:
         cond: dict[str, Any] | None = None,
         *,
         cond_drop_prob: float = 0.0,
+        foreground_weight: float = 0.0,
         generator: torch.Generator | None = None,
     ) -> dict[str, torch.Tensor]:
         """MSE between the network's output at a random (t, ε) and its target (v or ε).
@@ -172,7 +174,9 @@ class GaussianDiffusion:
         non-zero at t = T (where ε-prediction's x0 is meaningless).
 
         With `cond_drop_prob` > 0, that share of rows trains unconditionally (the model is
-        told `text_drop=True`) so classifier-free guidance has an unconditional model."""
+        told `text_drop=True`) so classifier-free guidance has an unconditional model.
+        `foreground_weight` > 0 weights the pixels where x0 is not backdrop that much more
+        (kinema.nn.weighting): small objects otherwise hardly register in the mean."""
         cond = dict(cond or {})
         B = x0.shape[0]
         t = self.sample_timesteps(B, x0.device, generator)
@@ -180,8 +184,8 @@ class GaussianDiffusion:
         if cond_drop_prob > 0:
             cond["text_drop"] = drop_mask(B, cond_drop_prob, x0.device, generator)
         out = model(self.q_sample(x0, t, noise), t, **cond)
-        loss = F.mse_loss(out.float(), self.target(x0, noise, t).float())
-        return {"loss": loss}
+        error = (out.float() - self.target(x0, noise, t).float()) ** 2
+        return {"loss": weighted_mean(error, foreground_weights(x0, foreground_weight))}
 
 
 # ---- classifier-free guidance (Ho & Salimans 2021)

@@ -27,11 +27,12 @@ from ...pipelines import SHAPES_WORLD
 from .pipeline import STAGE_ORDER, ImagenVideoPipeline, ImagenVideoSampler
 
 
-def diffusion_loss(diffusion: GaussianDiffusion, cond_drop_prob: float):
-    """The Trainer's loss_fn for one stage: v-prediction MSE, text dropped with a probability."""
+def diffusion_loss(diffusion: GaussianDiffusion, cond_drop_prob: float, foreground_weight: float = 0.0):
+    """The Trainer's loss_fn for one stage: v-prediction MSE, text dropped with a probability,
+    objects weighted up by `foreground_weight`."""
 
     def loss_fn(model: VideoUNet, batch: DiffusionBatch) -> dict[str, torch.Tensor]:
-        return diffusion.loss(model, batch.x0, batch.cond, cond_drop_prob=cond_drop_prob)
+        return diffusion.loss(model, batch.x0, batch.cond, cond_drop_prob=cond_drop_prob, foreground_weight=foreground_weight)
 
     return loss_fn
 
@@ -85,6 +86,7 @@ def imagen_video(
     preset: str = typer.Option("small", help="stage size: small | tiny"),
     config_json: str = typer.Option("{}", help='VideoUNetConfig overrides as JSON, e.g. \'{"channels": 64}\''),
     cond_drop: float = typer.Option(0.1, help="share of examples trained without text (classifier-free guidance)"),
+    foreground_weight: float = typer.Option(0.0, help="extra loss weight on pixels that are not backdrop (small objects; kinema.nn.weighting)"),
     story_share: float = typer.Option(0.3, help="share of examples that continue a story from the previous last frame"),
     data: str = typer.Option("shapes", help="training data: 'shapes' (the Shapes world) or a folder of captioned videos"),
     teacher: Optional[Path] = typer.Option(None, help="distill: the teacher (inference folder or checkpoint); default OUTPUT/<distill-stage>/final"),
@@ -136,7 +138,7 @@ def imagen_video(
         torch.manual_seed(seed)  # --seed fixes the initial weights too
         model = VideoUNet(stage_config(stage, preset, **json.loads(config_json)))
         typer.echo(f"{stage}: {model.num_parameters() / 1e6:.2f} M parameters; {json.dumps(model.config.to_dict())}")
-        trainer = Trainer(model, train_config(output / stage), batches.batch, diffusion_loss(diffusion, cond_drop), export_name=stage,
+        trainer = Trainer(model, train_config(output / stage), batches.batch, diffusion_loss(diffusion, cond_drop, foreground_weight), export_name=stage,
                           export_extra={"trained_on": trained_on, "stage": stage})
         trainer.train(resume=resume)
     else:

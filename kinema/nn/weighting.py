@@ -1,0 +1,42 @@
+"""Per-pixel loss weights that put small objects on an equal footing with the backdrop.
+
+A Shapes-world object covers 2-10 % of a 64x64 frame. With every pixel weighted alike,
+nearly all of a reconstruction or denoising loss is the flat background, and a model
+learns the backdrop long before the things in it: a tokenizer trained that way drew
+drifting-colour blobs that the judge read as missing objects (7 % pass after an hour),
+and the same fine-tune with objects weighted up passed 52 % half an hour later. The
+foreground is what differs from its frame's dominant (median) colour, plus a pixel of rim,
+so the rule needs no labels and means the same on real footage: what is not backdrop.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+
+FOREGROUND_THRESHOLD = 0.1  # in [-1, 1] units summed over RGB: ~13/255 per channel on average
+
+
+def foreground_mask(target: torch.Tensor, threshold: float = FOREGROUND_THRESHOLD) -> torch.Tensor:
+    """1 where a pixel (or a neighbour of it) is far from its frame's median colour, else 0.
+    target: [B, C, T, H, W] or [B, C, H, W] -> mask [B, 1, T, H, W] / [B, 1, H, W]."""
+    video = target.ndim == 5
+    frames = rearrange(target, "b c t h w -> (b t) c h w") if video else target
+    median = frames.flatten(2).median(dim=-1).values[..., None, None]
+    far = ((frames - median).abs().sum(dim=1, keepdim=True) > threshold).float()
+    far = F.max_pool2d(far, 3, stride=1, padding=1)  # include the edge pixels just outside
+    return rearrange(far, "(b t) c h w -> b c t h w", b=target.shape[0]) if video else far
+
+
+def foreground_weights(target: torch.Tensor, weight: float) -> torch.Tensor | None:
+    """1 + `weight` on the foreground of `target` (None when `weight` is 0: plain means)."""
+    return 1 + weight * foreground_mask(target.float()) if weight else None
+
+
+def weighted_mean(error: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    """Mean of `error` under per-pixel `weight` (broadcast over channels); plain mean if None."""
+    if weight is None:
+        return error.mean()
+    weight = weight.expand_as(error)
+    return (error * weight).sum() / weight.sum()
