@@ -157,9 +157,13 @@ def test_model_card_is_written_from_measured_reports(tiny: Path, tmp_path: Path)
     report = evaluate(kinema.load_pipeline("world"), prompts=2, stories=1, story_length=2, long_story=0, fvd=False)
     eval_json = tmp_path / "eval.json"
     report.write_json(eval_json)
-    card = write_card(tiny, title="Tiny Phenaki", commands=["kinema train phenaki --max-steps 3"], hardware="test CPU", eval_json=eval_json)
+    from kinema.train import list_checkpoints
+
+    run = list_checkpoints(tiny.parent)[-1]
+    card = write_card(tiny, title="Tiny Phenaki", commands=["kinema train phenaki --max-steps 3"], hardware="test CPU", runs=[("MaskGIT", run)], eval_json=eval_json)
     text = card.read_text()
     assert "kinema train phenaki --max-steps 3" in text and "| one object | 100.0 % |" in text
+    assert "| MaskGIT | 3 |" in text
     assert "size on disk" in text
     assert kinema.load_pipeline(tiny) is not None, "a card does not disturb the model folder"
 

@@ -6,7 +6,11 @@ reports as they came out (their JSON files), so no number in it is typed by hand
 
     python -m kinema.eval.card kinema/pretrained/phenaki-shapes --title "Phenaki (Shapes)" \\
         --command "kinema train tokenizer ..." --command "kinema train phenaki ..." \\
+        --run "tokenizer=~/kinema-runs/tok/checkpoints/step-004000" --run "MaskGIT=..." \\
         --eval eval.json --bench bench.json --hardware "2-core CPU (AMD EPYC), bf16"
+
+Each `--run LABEL=CHECKPOINT` reads the steps and training wall time from that training
+checkpoint's trainer_state.json.
 """
 
 from __future__ import annotations
@@ -23,8 +27,16 @@ def _size_mb(folder: Path) -> float:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 2**20
 
 
+def runs_section(runs: Sequence[tuple[str, Path]]) -> list[str]:
+    lines = ["| run | Steps | Wall time |", "|---|---|---|"]
+    for label, checkpoint in runs:
+        state = json.loads((Path(checkpoint).expanduser() / "trainer_state.json").read_text())
+        lines.append(f"| {label} | {state['step']} | {state['elapsed_seconds'] / 3600:.2f} h |")
+    return lines
+
+
 def eval_section(report: dict) -> list[str]:
-    lines = ["## Scores (`kinema eval`)", "", "| category | pass | 95 % CI | passed | most common failures |", "|---|---|---|---|---|"]
+    lines = ["## Judge scores (`kinema eval`)", "", "| category | pass | 95 % CI | passed | most common failures |", "|---|---|---|---|---|"]
     for name, c in report["categories"].items():
         lo, hi = c["ci95"]
         failures = "; ".join(f"{f['pattern']} ({f['count']})" for f in c.get("failures", [])[:3]) or "—"
@@ -51,10 +63,22 @@ def bench_section(report: dict) -> list[str]:
     return ["## Speed (`kinema bench`)", "", "| measure | value |", "|---|---|", *[f"| {k} | {v} |" for k, v in rows]]
 
 
-def write_card(folder: str | Path, *, title: str, commands: Sequence[str], hardware: str, eval_json: Path | None = None, bench_json: Path | None = None, notes: str = "") -> Path:
+def write_card(
+    folder: str | Path,
+    *,
+    title: str,
+    commands: Sequence[str],
+    hardware: str,
+    runs: Sequence[tuple[str, Path]] = (),
+    eval_json: Path | None = None,
+    bench_json: Path | None = None,
+    notes: str = "",
+) -> Path:
     folder = Path(folder)
     index = json.loads((folder / "model_index.json").read_text())
     lines = [f"# {title}", "", notes.strip(), "", "## Training", "", f"Hardware: {hardware}.", "", "```bash", *commands, "```", ""]
+    if runs:
+        lines += [*runs_section(runs), ""]
     for key in ("step", "elapsed_seconds", "stages", "trained_on"):
         if key in index:
             lines.append(f"- {key.replace('_', ' ')}: {json.dumps(index[key])}")
@@ -74,11 +98,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--title", required=True)
     parser.add_argument("--command", action="append", default=[], help="a training command, exactly as run (repeatable)")
     parser.add_argument("--hardware", required=True)
+    parser.add_argument("--run", action="append", default=[], help="LABEL=CHECKPOINT: a training checkpoint whose steps and wall time go in the card (repeatable)")
     parser.add_argument("--eval", type=Path)
     parser.add_argument("--bench", type=Path)
     parser.add_argument("--notes", default="")
     args = parser.parse_args(argv)
-    print(write_card(args.folder, title=args.title, commands=args.command, hardware=args.hardware, eval_json=args.eval, bench_json=args.bench, notes=args.notes))
+    runs = []
+    for item in args.run:
+        label, sep, path = item.partition("=")
+        if not sep:
+            parser.error(f"--run takes LABEL=CHECKPOINT, got {item!r}")
+        runs.append((label, Path(path)))
+    print(write_card(args.folder, title=args.title, commands=args.command, hardware=args.hardware, runs=runs, eval_json=args.eval, bench_json=args.bench, notes=args.notes))
 
 
 if __name__ == "__main__":
