@@ -32,7 +32,7 @@ def tiny(tmp_path_factory) -> Path:
     model = MaskGit(config)
     data = PhenakiData(tokenizer, get_text_encoder(), batch_size=4)
     run = tmp_path_factory.mktemp("run")
-    trainer = Trainer(model, TrainConfig(output=str(run), max_steps=3, warmup_steps=1, progress=False, save_every=0), data.batch, maskgit_loss, export_name="transformer")
+    trainer = Trainer(model, TrainConfig(output=str(run), max_steps=3, warmup_steps=1, progress=False, save_every=0), data.batch, maskgit_loss(4.0), export_name="transformer")
     trainer.train()
     return assemble(tokenizer, trainer.ema.model, run / "pipeline")
 
@@ -46,6 +46,39 @@ def test_training_data_mixes_single_events_and_story_steps() -> None:
     assert 0 < int(batch.has_context.sum()) < 16
     again = data.batch(0)
     assert torch.equal(batch.codes, again.codes) and batch.captions == again.captions, "batch i is a pure function of i"
+
+
+def test_foreground_tokens_mark_the_object_not_the_stars() -> None:
+    from kinema.models.phenaki.data import foreground_tokens
+    from kinema.world import render_event
+    from kinema.world.sample import random_event
+    from kinema.data.shapes import to_model_range
+
+    for i in range(20):  # a night scene with one object: its tokens, not the stars'
+        spec, event = random_event(np.random.default_rng([9, i]))
+        if spec.background == "night" and len(spec.objects) == 1:
+            break
+    video = to_model_range(render_event(event)[None])
+    fg = foreground_tokens(video, grid=8, temporal_patch=5)
+    assert fg.shape == (1, 4, 8, 8)
+    assert 1 <= int(fg[0, 0].sum()) <= 9, "the first frame's object covers a few tokens of 64"
+    assert fg.float().mean() < 0.2
+
+
+def test_token_weights_shift_the_loss_to_the_weighted_tokens() -> None:
+    torch.manual_seed(0)
+    model = MaskGit(MaskGitConfig(fsq_levels=(5, 5, 5), grid=8, dim=32, depth=1, heads=2, dim_head=16))
+    codes = torch.randint(0, 125, (2, model.config.event_tokens))
+    text, mask = torch.randn(2, 3, 384), torch.ones(2, 3, dtype=torch.bool)
+    heavy = torch.zeros(2, model.config.event_tokens)
+    heavy[:, :8] = 1000.0  # nearly all weight on the first 8 tokens
+    torch.manual_seed(1)
+    plain = model.loss(codes, text, mask)["loss"]
+    torch.manual_seed(1)
+    assert torch.allclose(model.loss(codes, text, mask, weight=torch.ones_like(heavy))["loss"], plain)
+    torch.manual_seed(1)
+    weighted = model.loss(codes, text, mask, weight=1 + heavy)["loss"]
+    assert not torch.allclose(weighted, plain)
 
 
 def test_reused_batches_cycle_and_match_fresh_ones() -> None:

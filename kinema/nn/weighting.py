@@ -18,14 +18,15 @@ from einops import rearrange
 FOREGROUND_THRESHOLD = 0.1  # in [-1, 1] units summed over RGB: ~13/255 per channel on average
 
 
-def foreground_mask(target: torch.Tensor, threshold: float = FOREGROUND_THRESHOLD) -> torch.Tensor:
-    """1 where a pixel (or a neighbour of it) is far from its frame's median colour, else 0.
-    target: [B, C, T, H, W] or [B, C, H, W] -> mask [B, 1, T, H, W] / [B, 1, H, W]."""
+def foreground_mask(target: torch.Tensor, threshold: float = FOREGROUND_THRESHOLD, rim: bool = True) -> torch.Tensor:
+    """1 where a pixel (or, with `rim`, a neighbour of it) is far from its frame's median
+    colour, else 0. target: [B, C, T, H, W] or [B, C, H, W] -> mask [B, 1, T, H, W] / [B, 1, H, W]."""
     video = target.ndim == 5
     frames = rearrange(target, "b c t h w -> (b t) c h w") if video else target
     median = frames.flatten(2).median(dim=-1).values[..., None, None]
     far = ((frames - median).abs().sum(dim=1, keepdim=True) > threshold).float()
-    far = F.max_pool2d(far, 3, stride=1, padding=1)  # include the edge pixels just outside
+    if rim:  # include the edge pixels just outside
+        far = F.max_pool2d(far, 3, stride=1, padding=1)
     return rearrange(far, "(b t) c h w -> b c t h w", b=target.shape[0]) if video else far
 
 

@@ -19,8 +19,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from einops import reduce
 
 from ...data.shapes import captioned_example, to_model_range
+from ...nn.weighting import foreground_mask
 from ...tokenizer.cvivit import CViViT
 
 if TYPE_CHECKING:
@@ -35,10 +37,26 @@ class TokenBatch:
     text: torch.Tensor  # [B, L, D]
     text_mask: torch.Tensor  # [B, L]
     captions: list[str]
+    foreground: torch.Tensor  # [B, N] bool: the event token's patch shows an object (foreground_tokens)
 
     def to(self, device) -> TokenBatch:
         move = lambda t: t.to(device)  # noqa: E731
-        return TokenBatch(move(self.codes), move(self.context), move(self.has_context), move(self.text), move(self.text_mask), self.captions)
+        return TokenBatch(move(self.codes), move(self.context), move(self.has_context), move(self.text), move(self.text_mask), self.captions, move(self.foreground))
+
+
+FOREGROUND_PIXELS = 6  # a token shows an object when, in one of its frames, this many of its patch's pixels are foreground
+
+
+def foreground_tokens(video: torch.Tensor, grid: int, temporal_patch: int) -> torch.Tensor:
+    """[B, T', grid, grid] bool, token for token as C-ViViT codes `video` [B, 3, T, H, W]: True
+    where the token's patch shows foreground (kinema.nn.weighting) in any of its frames. A
+    star (at most 2x2 pixels, zoomed) stays below the bar; an object's edge (objects are at
+    least 7 pixels across) does not."""
+    mask = foreground_mask(video.float(), rim=False)[:, 0]
+    counts = reduce(mask, "b t (h p) (w q) -> b t h w", "sum", h=grid, w=grid)
+    first = counts[:, :1]
+    rest = reduce(counts[:, 1:], "b (g k) h w -> b g h w", "max", k=temporal_patch)
+    return torch.cat([first, rest], dim=1) >= FOREGROUND_PIXELS
 
 
 @dataclass
@@ -54,21 +72,21 @@ class PhenakiData:
     reuse: int = 0  # > 0: cycle over this many distinct batches, each encoded once (0 = endless)
 
     def __post_init__(self):
-        self._cache: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]] = {}
+        self._cache: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str], torch.Tensor]] = {}
 
     def batch(self, index: int) -> TokenBatch:
         if self.reuse:
             index %= self.reuse
             if index not in self._cache:
                 self._cache[index] = self._tokens(index)
-            codes, context, has_context, captions = self._cache[index]
+            codes, context, has_context, captions, foreground = self._cache[index]
         else:
-            codes, context, has_context, captions = self._tokens(index)
+            codes, context, has_context, captions, foreground = self._tokens(index)
         text = self.text_encoder.encode(captions)
-        return TokenBatch(codes, context, has_context, text.tokens, text.mask, captions)
+        return TokenBatch(codes, context, has_context, text.tokens, text.mask, captions, foreground)
 
     @torch.no_grad()
-    def _tokens(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
+    def _tokens(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str], torch.Tensor]:
         if self.source is not None:  # real footage: single clips, no story context
             real = self.source.batch(index)
             events, captions = real.video, real.captions
@@ -84,4 +102,6 @@ class PhenakiData:
         with torch.autocast("cpu", dtype=torch.bfloat16):
             codes = self.tokenizer.encode(events).flatten(1)
             context = self.tokenizer.encode(contexts).flatten(1)
-        return codes, context, has_context, list(captions)
+        c = self.tokenizer.config
+        foreground = foreground_tokens(events, c.grid_size, c.temporal_patch).flatten(1)
+        return codes, context, has_context, list(captions), foreground

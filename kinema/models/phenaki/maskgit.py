@@ -129,8 +129,10 @@ class MaskGit(nn.Module):
         text_mask: torch.Tensor,
         context: torch.Tensor | None = None,
         has_context: torch.Tensor | None = None,
+        weight: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Mask a cosine-scheduled share of each event's tokens; cross-entropy on them."""
+        """Mask a cosine-scheduled share of each event's tokens; cross-entropy on them,
+        weighted per token by `weight` [B, N] if given (objects are a few tokens of 256)."""
         b, n = codes.shape
         ratio = cosine_mask_ratio(torch.rand(b, device=codes.device))
         count = (ratio * n).ceil().clamp(min=1)
@@ -139,7 +141,9 @@ class MaskGit(nn.Module):
         drop = torch.rand(b, device=codes.device) < self.config.cond_drop
         logits = self.forward(codes, masked, text, text_mask & ~drop[:, None], context, has_context)
         digits = self.to_digits(codes)
-        loss = sum(F.cross_entropy(lg[masked].float(), digits[..., i][masked]) for i, lg in enumerate(logits))
+        w = torch.ones_like(codes, dtype=torch.float) if weight is None else weight.float()
+        w = w[masked] / w[masked].sum()
+        loss = sum((F.cross_entropy(lg[masked].float(), digits[..., i][masked], reduction="none") * w).sum() for i, lg in enumerate(logits))
         with torch.no_grad():
             correct = torch.stack([lg[masked].argmax(-1) == digits[..., i][masked] for i, lg in enumerate(logits)]).all(0)
         return {"loss": loss, "token_acc": correct.float().mean()}

@@ -29,9 +29,16 @@ def load_tokenizer(path: Path) -> CViViT:
     return model.eval()
 
 
-def maskgit_loss(model: MaskGit, batch: TokenBatch) -> dict[str, torch.Tensor]:
-    text, mask = trim(batch.text, batch.text_mask)
-    return model.loss(batch.codes, text, mask, batch.context, batch.has_context)
+def maskgit_loss(foreground_weight: float = 0.0):
+    """The Trainer's loss_fn: MaskGIT's masked-token cross-entropy, tokens that show an
+    object weighted 1 + `foreground_weight` (kinema.nn.weighting, per token)."""
+
+    def loss_fn(model: MaskGit, batch: TokenBatch) -> dict[str, torch.Tensor]:
+        text, mask = trim(batch.text, batch.text_mask)
+        weight = 1 + foreground_weight * batch.foreground.float() if foreground_weight else None
+        return model.loss(batch.codes, text, mask, batch.context, batch.has_context, weight)
+
+    return loss_fn
 
 
 def assemble(tokenizer: CViViT, transformer: MaskGit, output: Path, extra: dict | None = None) -> Path:
@@ -59,6 +66,7 @@ def phenaki(
     depth: int = typer.Option(8),
     story_share: float = typer.Option(0.5, help="share of examples continuing a story from a context frame"),
     data: str = typer.Option("shapes", help="training data: 'shapes' (the Shapes world) or a folder of captioned videos"),
+    foreground_weight: float = typer.Option(0.0, help="extra loss weight on tokens whose patch shows an object (a few of 256 tokens)"),
     reuse_batches: int = typer.Option(0, help="cycle over this many distinct batches, each tokenized once and kept in memory (0 = fresh data every step)"),
     threads: Optional[int] = typer.Option(None, help="torch CPU threads"),
     precision: str = typer.Option("bf16", help="bf16 | fp32"),
@@ -88,7 +96,7 @@ def phenaki(
     params = sum(p.numel() for p in model.parameters())
     typer.echo(f"MaskGIT: {params / 1e6:.2f} M parameters, {config.event_tokens} tokens per event + {config.context_tokens} of context; {json.dumps(config.to_dict())}")
     trained_on = SHAPES_WORLD if source is None else Path(data).name
-    trainer = Trainer(model, train_config, batches.batch, maskgit_loss, export_name="transformer", export_extra={"trained_on": trained_on})
+    trainer = Trainer(model, train_config, batches.batch, maskgit_loss(foreground_weight), export_name="transformer", export_extra={"trained_on": trained_on})
     trainer.train(resume=resume)
     if trainer.is_main:
         folder = assemble(tok, trainer.ema.model, output / "pipeline", {"step": trainer.step, "elapsed_seconds": round(trainer.elapsed, 1), "trained_on": trained_on})
