@@ -58,6 +58,20 @@ class Pipeline:
         return []
 
     # ---- what every family shares
+    def _save_folder(self, folder: str | os.PathLike, components: dict, sampler, extra: dict | None, dtype) -> Path:
+        """A diffusers-style model folder: model_index.json naming this pipeline class, a
+        subfolder per component, and the sampling defaults as scheduler/config.json."""
+        from dataclasses import asdict
+
+        from . import checkpoint as ckpt
+
+        index = {"_class_name": type(self).__name__, "text_encoder": self.text_encoder.name, **(extra or {})}
+        folder = ckpt.save_pretrained(folder, components, index_extra=index, dtype=dtype)
+        scheduler = folder / "scheduler"
+        scheduler.mkdir(exist_ok=True)
+        (scheduler / "config.json").write_text(json.dumps(asdict(sampler), indent=2) + "\n")
+        return folder
+
     def check_inputs(self, sentences: Sequence[str]) -> list[str]:
         """One clear error for input no model can use; sentences are stripped."""
         if isinstance(sentences, str):

@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..world.spec import DEFAULT_SIZE
 from .video_folder import CaptionedFolderDataset, MediaInfo, aspect_bucket, center_crop, check_file, scaled_size
 
 # EXIF orientations that turn the picture a quarter turn (width and height swap)

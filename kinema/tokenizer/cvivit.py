@@ -23,7 +23,7 @@ no codebook collapse, no commitment loss, deterministic indices.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F

@@ -64,7 +64,6 @@ from tqdm.auto import tqdm
 from .. import checkpoint as ckpt
 from ..fsutil import atomic_dir
 from . import distributed
-from .distributed import dist_info  # noqa: F401  (re-exported: the model families import it from here)
 
 STATE_JSON = "trainer_state.json"
 STEP_PREFIX = "step-"

@@ -15,10 +15,9 @@ base_distilled/ (tsr_distilled/, ssr_distilled/), and scheduler/config.json.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -106,16 +105,7 @@ class ImagenVideoPipeline(Pipeline):
 
     def save_pretrained(self, folder: str | os.PathLike, extra: dict | None = None, dtype: torch.dtype | None = torch.bfloat16) -> Path:
         """Write the cascade; weights in bf16 by default (half the size, loaded back as fp32)."""
-        folder = ckpt.save_pretrained(
-            folder,
-            self.stages,
-            index_extra={"_class_name": type(self).__name__, "text_encoder": self.text_encoder.name, **(extra or {})},
-            dtype=dtype,
-        )
-        scheduler = folder / "scheduler"
-        scheduler.mkdir(exist_ok=True)
-        (scheduler / "config.json").write_text(json.dumps(asdict(self.sampler), indent=2) + "\n")
-        return folder
+        return self._save_folder(folder, self.stages, self.sampler, extra, dtype)
 
     # ---- one stage
     def _plan(self, stage: str, steps: int | None, guidance: float | None, scheduler: str | None = None) -> tuple[VideoUNet, str, int, float]:

@@ -21,7 +21,8 @@ import typer
 from ... import checkpoint as ckpt
 from ...diffusion import DiffusionBatch, GaussianDiffusion, distillation_loss, halving_schedule, make_student
 from ...nn.unet import VideoUNet
-from ...train.trainer import Trainer, TrainConfig, dist_info, load_checkpoint_model
+from ...train.distributed import dist_info
+from ...train.trainer import Trainer, TrainConfig, load_checkpoint_model
 from .data import STAGES, ImagenVideoData, stage_config
 from ...pipelines import SHAPES_WORLD
 from .pipeline import STAGE_ORDER, ImagenVideoPipeline, ImagenVideoSampler

@@ -8,10 +8,9 @@ stays zoomed). Only that one frame is carried, so memory does not grow with the 
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -79,16 +78,9 @@ class PhenakiPipeline(Pipeline):
         text_encoder = get_text_encoder(index.get("text_encoder", "minilm"))
         return cls(tokenizer, transformer, text_encoder, PhenakiSampler.load(folder / "scheduler" / "config.json"), device)
 
-    def save_pretrained(self, folder: str | os.PathLike, extra: dict | None = None) -> Path:
-        folder = ckpt.save_pretrained(
-            folder,
-            {"tokenizer": self.tokenizer, "transformer": self.transformer},
-            index_extra={"_class_name": type(self).__name__, "text_encoder": self.text_encoder.name, **(extra or {})},
-        )
-        scheduler = folder / "scheduler"
-        scheduler.mkdir(exist_ok=True)
-        (scheduler / "config.json").write_text(json.dumps(asdict(self.sampler), indent=2) + "\n")
-        return folder
+    def save_pretrained(self, folder: str | os.PathLike, extra: dict | None = None, dtype: torch.dtype | None = torch.bfloat16) -> Path:
+        """Write the model folder; weights in bf16 by default (half the size, loaded back as fp32)."""
+        return self._save_folder(folder, {"tokenizer": self.tokenizer, "transformer": self.transformer}, self.sampler, extra, dtype)
 
     @torch.inference_mode()
     def events(

@@ -11,7 +11,8 @@ import typer
 
 from ... import checkpoint as ckpt
 from ...tokenizer.cvivit import CViViT
-from ...train.trainer import Trainer, TrainConfig, dist_info, load_checkpoint_model
+from ...train.distributed import dist_info
+from ...train.trainer import Trainer, TrainConfig, load_checkpoint_model
 from .data import PhenakiData, TokenBatch
 from .maskgit import MaskGit, MaskGitConfig
 from ...pipelines import SHAPES_WORLD
