@@ -221,3 +221,9 @@ def test_train_command_on_real_footage(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert json.loads((run / "final" / "model_index.json").read_text())["trained_on"] == "videos"
     assert kinema.load_pipeline(run / "pipeline")("a man talks in a car", num_inference_steps=1).frames.shape == (16, 64, 64, 3)
+    # the run keeps its own copy of the tokenizer: --resume works after the source is gone
+    shutil.rmtree(tokenizer)
+    args[args.index("--max-steps") + 1] = "3"
+    result = CliRunner().invoke(app, [*args, "--resume"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((run / "final" / "model_index.json").read_text())["step"] == 3

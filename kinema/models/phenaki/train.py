@@ -30,6 +30,19 @@ def load_tokenizer(path: Path) -> CViViT:
     return model.eval()
 
 
+def run_tokenizer(tokenizer: Path, output: Path, resume: bool, is_main: bool) -> CViViT:
+    """The tokenizer a run trains on, kept whole in the run folder (OUTPUT/tokenizer/): a
+    MaskGIT is only valid with these exact weights, and the checkpoint they came from may be
+    pruned by the tokenizer's own run. `--resume` uses the run's copy."""
+    copy = Path(output) / "tokenizer"
+    if resume and (copy / ckpt.MODEL_INDEX).is_file():
+        return load_tokenizer(copy)
+    tok = load_tokenizer(tokenizer)
+    if is_main:
+        ckpt.save_pretrained(copy, {"tokenizer": tok}, index_extra={"source": str(tokenizer)})
+    return tok
+
+
 def maskgit_loss(foreground_weight: float = 0.0):
     """The Trainer's loss_fn: MaskGIT's masked-token cross-entropy, tokens that show an
     object weighted 1 + `foreground_weight` (kinema.nn.weighting, per token)."""
@@ -51,7 +64,7 @@ def assemble(tokenizer: CViViT, transformer: MaskGit, output: Path, extra: dict 
 
 
 def phenaki(
-    tokenizer: Path = typer.Option(..., help="trained C-ViViT: an inference folder or a training checkpoint"),
+    tokenizer: Path = typer.Option(..., help="trained C-ViViT: an inference folder or a training checkpoint (copied into OUTPUT/tokenizer; --resume uses the copy)"),
     output: Path = typer.Option(..., "--output", "-o", help="run folder: checkpoints/, final/, pipeline/"),
     max_steps: int = typer.Option(20_000, help="optimizer steps (the cosine LR schedule ends here)"),
     batch_size: int = typer.Option(16, help="events per micro-batch"),
@@ -79,11 +92,11 @@ def phenaki(
 
     if threads:
         torch.set_num_threads(threads)
-    tok = load_tokenizer(tokenizer)
+    rank, world_size = dist_info()
+    tok = run_tokenizer(tokenizer, output, resume, is_main=rank == 0)
     config = MaskGitConfig(fsq_levels=tok.config.fsq_levels, grid=tok.config.grid_size, event_grids=tok.config.token_frames(16), dim=dim, depth=depth)
     torch.manual_seed(seed)  # --seed fixes the initial weights too
     model = MaskGit(config)
-    rank, world_size = dist_info()
     source = None
     if data.strip().lower() != "shapes":
         from ...data import load_dataset
