@@ -48,9 +48,9 @@ class Server:
     """`python -m kinema.serve` in a subprocess on a free loopback port; logs go to
     `log` (never a pipe: a full pipe would stall the server)."""
 
-    def __init__(self, data: str | os.PathLike, *args: str, token: str | None = None, host: str = "127.0.0.1") -> None:
+    def __init__(self, data: str | os.PathLike, *args: str, token: str | None = None, host: str = "127.0.0.1", model: str = "world") -> None:
         self.data = Path(data)
-        self.args = list(args)
+        self.args = [*args, "--default-model", model]  # the service, not a model, is under test
         self.token = token
         self.host = host
         self.port = free_port()

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from kinema.io import read_video
-from kinema.pipelines import load_pipeline
+from kinema.pipelines import available_models, load_pipeline
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
@@ -131,7 +131,7 @@ def test_list_models_health_docs_and_page(client):
     made = [client.post("/v1/videos", json={"prompt": PROMPT, "seed": s, "format": "npy"}).json()["id"] for s in (10, 11)]
     recent = client.get("/v1/videos", params={"limit": 2}).json()
     assert [j["id"] for j in recent] == made[::-1]  # newest first
-    assert client.get("/v1/models").json() == {"models": ["world"], "default": "world"}
+    assert client.get("/v1/models").json() == {"models": available_models(), "default": "world"}
     health = client.get("/healthz").json()
     assert health["status"] == "ok" and set(health["jobs"]) == {"queued", "running", "done", "failed"}
     assert "/v1/videos" in client.get("/openapi.json").json()["paths"]
@@ -229,6 +229,14 @@ def test_refuses_a_public_host_without_a_token(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: refusing to listen on 0.0.0.0 without a token"), result.stderr
     assert not (tmp_path / "data").exists()
+
+
+def test_unknown_default_model_is_refused_in_one_line(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "kinema.serve", "--port", "0", "--data", str(tmp_path / "data"), "--default-model", "nope"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "unknown model 'nope'" in lines[0], result.stderr
 
 
 def test_one_server_per_data_folder(server):

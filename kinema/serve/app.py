@@ -57,7 +57,11 @@ PAGE = Path(__file__).parent / "static" / "index.html"
 JOB_ID = re.compile(r"[0-9a-f]{32}")
 
 
-def default_model() -> str:
+def default_model(preferred: str | None = None) -> str:
+    """The model for requests that name none: `preferred` (kinema serve --default-model),
+    else phenaki-shapes when it is installed, else the world's renderer."""
+    if preferred is not None:
+        return preferred
     return PREFERRED_MODEL if PREFERRED_MODEL in available_models() else "world"
 
 
@@ -73,7 +77,7 @@ class VideoRequest(BaseModel):
     story: list[str] | Annotated[str, Field(max_length=MAX_STORY_CHARS)] | None = Field(
         None, description="A list of sentences, or one paragraph split at full stops (at most 100 sentences)."
     )
-    model: str | None = Field(None, description="A name from GET /v1/models; 'phenaki-shapes' if installed, else 'world'.")
+    model: str | None = Field(None, description="A name from GET /v1/models; the server's default (GET /v1/models) if not given.")
     seed: int = Field(0, ge=0, le=2**31 - 1)
     steps: int | None = Field(None, ge=1, le=100, description="Sampling steps (the model's default if not given).")
     guidance: float | None = Field(None, ge=0, le=30, description="Classifier-free guidance scale (the model's default if not given).")
@@ -92,7 +96,6 @@ class VideoRequest(BaseModel):
             raise ValueError("give exactly one of 'prompt' (one sentence) or 'story' (a list of sentences or a paragraph)")
         if self.prompt is not None and not self.prompt.strip():
             raise ValueError("the prompt is empty")
-        self.model = self.model or default_model()
         return self
 
     def sentences(self) -> list[str]:
@@ -195,11 +198,14 @@ class _BodyLimit:
         await self.app(scope, receive, send)
 
 
-def create_app(data_dir: str | Path, *, workers: int = 1, queue_size: int = 100, token: str | None = None) -> FastAPI:
+def create_app(data_dir: str | Path, *, workers: int = 1, queue_size: int = 100, token: str | None = None, model: str | None = None) -> FastAPI:
     """The service over `data_dir` (jobs.db and videos/). Raises DataDirBusy if another
-    server holds that folder. Workers start with the app and stop with it."""
+    server holds that folder. Workers start with the app and stop with it. `model` is the
+    default for requests that name none."""
     if token is not None and not token:
         raise ValueError("the token is empty")
+    if model is not None and model not in (known := available_models()):
+        raise ValueError(f"unknown model {model!r}; known models: {', '.join(known)}")
     page = PAGE.read_text(encoding="utf-8")
     service = JobService(data_dir, workers=workers, queue_size=queue_size)
 
@@ -256,7 +262,7 @@ def create_app(data_dir: str | Path, *, workers: int = 1, queue_size: int = 100,
             sentences = request.sentences()
         except ValueError as e:
             return JSONResponse({"detail": str(e), "errors": [{"loc": ["body", "story"], "msg": str(e), "type": "value_error"}]}, status_code=422)
-        spec = JobSpec(sentences=sentences, model=request.model, format=request.format, seed=request.seed,
+        spec = JobSpec(sentences=sentences, model=request.model or default_model(model), format=request.format, seed=request.seed,
                        steps=request.steps, guidance=request.guidance, is_story=request.story is not None)
         try:
             job = service.submit(spec)
@@ -319,7 +325,7 @@ def create_app(data_dir: str | Path, *, workers: int = 1, queue_size: int = 100,
     @api.get("/v1/models", tags=["models"])
     def list_models() -> dict:
         """Models a job may name, and the one used when it names none."""
-        return {"models": available_models(), "default": default_model()}
+        return {"models": available_models(), "default": default_model(model)}
 
     @api.get("/openapi.json", include_in_schema=False)
     def openapi() -> JSONResponse:

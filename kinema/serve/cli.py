@@ -45,6 +45,7 @@ def serve_command(
         typer.Option(help="Require 'Authorization: Bearer TOKEN' on every route but /healthz (open the page as /#token=TOKEN).", envvar="KINEMA_TOKEN"),
     ] = None,
     queue_size: Annotated[int, typer.Option(help="Jobs that may wait; beyond this, requests get 429 with Retry-After.", min=1)] = 100,
+    default_model: Annotated[Optional[str], typer.Option(help="Model for requests that name none (default: phenaki-shapes when installed, else world).")] = None,
 ) -> None:
     """Serve the HTTP API (/v1/videos, docs at /docs) and the web page (/); jobs survive restarts."""
     if token is not None and not token.strip():
@@ -58,7 +59,7 @@ def serve_command(
     except ModuleNotFoundError as e:
         _fail(f"the service needs {e.name}: pip install 'kinema[serve]'")
     try:
-        app = create_app(data, workers=workers, queue_size=queue_size, token=token)
+        app = create_app(data, workers=workers, queue_size=queue_size, token=token, model=default_model)
     except (ValueError, OSError) as e:
         _fail(str(e))
     shown = f"[{host}]" if ":" in host else host
