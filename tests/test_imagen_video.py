@@ -80,6 +80,20 @@ def test_story_continues_from_the_last_frame(folder: Path) -> None:
     assert not np.array_equal(film.frames[16:], alone), "the second event sees the first's last frame"
 
 
+def test_eval_and_bench_hold_imagen_video_to_the_same_scoreboard(folder: Path) -> None:
+    """`kinema eval` and `kinema bench` serve every family: a (random) cascade is scored and
+    timed like Phenaki — and being random, it passes nothing."""
+    from kinema.eval import evaluate
+    from kinema.eval.bench import time_training_step
+
+    pipe = kinema.load_pipeline(folder)
+    report = evaluate(pipe, prompts=2, stories=1, story_length=2, long_story=0, fvd=False)
+    assert report.categories["one object"].total == 2 and report.categories["one object"].passed == 0
+    assert report.categories["story events"].total == 2
+    steps = [time_training_step(name, module, loss, peak=1.0, repeats=1) for name, module, loss in pipe.training_examples()]
+    assert [s.name.split(" ")[0] for s in steps] == ["base", "tsr", "ssr"] and all(s.tflop > 0 and s.seconds > 0 for s in steps)
+
+
 def test_training_data_of_each_stage() -> None:
     d = GaussianDiffusion()
     data = ImagenVideoData("base", get_text_encoder(), d, batch_size=6, seed=0, story_share=0.5)

@@ -180,6 +180,17 @@ class ImagenVideoPipeline(Pipeline):
             yield frames
             context = to_model_range(frames[-1:])[None].to(self.device)
 
+    def training_examples(self):
+        """One training step of each stage (base, tsr, ssr) on its training batch (8 clips)."""
+        from .data import ImagenVideoData
+
+        examples = []
+        for stage in STAGE_ORDER:
+            batch = ImagenVideoData(stage, self.text_encoder, self.diffusion, batch_size=8).batch(0).to(self.device)
+            model = self.stages[stage]
+            examples.append((f"{stage} (U-Net, 8 clips)", model, lambda m=model, b=batch: self.diffusion.loss(m, b.x0, b.cond, cond_drop_prob=0.1)["loss"]))
+        return examples
+
     def _autocast(self):
         if self.device.type == "cpu" or torch.cuda.is_bf16_supported():
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
