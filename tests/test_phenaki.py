@@ -227,3 +227,14 @@ def test_train_command_on_real_footage(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, [*args, "--resume"])
     assert result.exit_code == 0, result.output
     assert json.loads((run / "final" / "model_index.json").read_text())["step"] == 3
+    # a new run can start from the MaskGIT's weights (after its tokenizer trained further)
+    from kinema.train import list_checkpoints
+
+    warm = tmp_path / "warm"
+    again = ["train", "phenaki", "--tokenizer", str(run / "tokenizer"), "--init-from", str(list_checkpoints(run)[-1]), "-o", str(warm),
+             "--max-steps", "1", "--batch-size", "2", "--warmup-steps", "1", "--no-progress"]
+    result = CliRunner().invoke(app, again)
+    assert result.exit_code == 0, result.output
+    assert '"dim": 32' in result.output, "the warm start keeps its own width"
+    result = CliRunner().invoke(app, [*again[:4], "--init-from", str(run / "tokenizer" / "tokenizer"), *again[6:]])
+    assert result.exit_code == 2 and "--init-from" in result.output.split("Error")[-1], result.output

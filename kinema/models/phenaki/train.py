@@ -12,7 +12,7 @@ import typer
 from ... import checkpoint as ckpt
 from ...tokenizer.cvivit import CViViT
 from ...train.distributed import dist_info
-from ...train.trainer import Trainer, TrainConfig, load_checkpoint_model
+from ...train.trainer import Trainer, TrainConfig, list_checkpoints, load_checkpoint_model
 from .data import PhenakiData, TokenBatch
 from .maskgit import MaskGit, MaskGitConfig
 from ...pipelines import SHAPES_WORLD
@@ -41,6 +41,22 @@ def run_tokenizer(tokenizer: Path, output: Path, resume: bool, is_main: bool) ->
     if is_main:
         ckpt.save_pretrained(copy, {"tokenizer": tok}, index_extra={"source": str(tokenizer)})
     return tok
+
+
+def warm_start(checkpoint: Path, config: MaskGitConfig) -> MaskGit:
+    """A MaskGIT from the EMA weights of a training checkpoint, e.g. to adapt it to a tokenizer
+    trained further: the digits of most codes move by at most one level, so it relearns fast.
+    Its own width and depth are kept; the token layout must match the tokenizer's."""
+    try:
+        model = load_checkpoint_model(checkpoint, ema=True)
+    except ckpt.CheckpointError as err:
+        raise typer.BadParameter(f"--init-from: {err}") from err
+    if not isinstance(model, MaskGit):
+        raise typer.BadParameter(f"--init-from {checkpoint}: holds a {type(model).__name__}, not a MaskGit")
+    got = model.config
+    if (got.fsq_levels, got.grid, got.event_grids) != (config.fsq_levels, config.grid, config.event_grids):
+        raise typer.BadParameter(f"--init-from {checkpoint}: its token layout {got.fsq_levels} on {got.event_grids}x{got.grid}x{got.grid} does not match the tokenizer's")
+    return model.train()
 
 
 def maskgit_loss(foreground_weight: float = 0.0):
@@ -75,6 +91,7 @@ def phenaki(
     save_every: int = typer.Option(1000),
     save_every_minutes: float = typer.Option(10.0),
     resume: bool = typer.Option(False, "--resume", help="continue from the newest valid checkpoint in --output"),
+    init_from: Optional[Path] = typer.Option(None, help="start from the EMA weights of this MaskGIT training checkpoint (fresh optimizer), e.g. after the tokenizer trained further"),
     seed: int = typer.Option(0),
     dim: int = typer.Option(256),
     depth: int = typer.Option(8),
@@ -97,6 +114,8 @@ def phenaki(
     config = MaskGitConfig(fsq_levels=tok.config.fsq_levels, grid=tok.config.grid_size, event_grids=tok.config.token_frames(16), dim=dim, depth=depth)
     torch.manual_seed(seed)  # --seed fixes the initial weights too
     model = MaskGit(config)
+    if init_from is not None and not (resume and list_checkpoints(output)):
+        model = warm_start(init_from, config)
     source = None
     if data.strip().lower() != "shapes":
         from ...data import load_dataset
@@ -108,7 +127,7 @@ def phenaki(
         save_every=save_every, save_every_minutes=save_every_minutes, seed=seed, precision=precision, progress=progress, fsdp=fsdp,
     )
     params = sum(p.numel() for p in model.parameters())
-    typer.echo(f"MaskGIT: {params / 1e6:.2f} M parameters, {config.event_tokens} tokens per event + {config.context_tokens} of context; {json.dumps(config.to_dict())}")
+    typer.echo(f"MaskGIT: {params / 1e6:.2f} M parameters, {model.config.event_tokens} tokens per event + {model.config.context_tokens} of context; {json.dumps(model.config.to_dict())}")
     trained_on = SHAPES_WORLD if source is None else Path(data).name
     trainer = Trainer(model, train_config, batches.batch, maskgit_loss(foreground_weight), export_name="transformer", export_extra={"trained_on": trained_on})
     trainer.train(resume=resume)
