@@ -116,6 +116,7 @@ def phenaki(
     model = MaskGit(config)
     if init_from is not None and not (resume and list_checkpoints(output)):
         model = warm_start(init_from, config)
+        typer.echo(f"weights from {init_from} (EMA); a fresh optimizer and schedule")
     source = None
     if data.strip().lower() != "shapes":
         from ...data import load_dataset
