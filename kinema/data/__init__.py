@@ -33,9 +33,22 @@ from .video_folder import (
 
 __all__ = [
     "ASPECT_BUCKETS", "CaptionedBatch", "CaptionedImageDataset", "DataWarning", "ShapesBatch", "ShapesVideoDataset",
-    "VideoFolderDataset", "aspect_bucket", "is_image_dataset", "load_dataset", "read_captions", "to_model_range",
-    "to_uint8_frames",
+    "VideoFolderDataset", "aspect_bucket", "data_label", "is_image_dataset", "is_shapes", "load_dataset", "read_captions",
+    "to_model_range", "to_uint8_frames",
 ]
+
+
+def is_shapes(spec: str | os.PathLike) -> bool:
+    """Whether a `--data` spec names the built-in Shapes world."""
+    return str(spec).strip().lower() == "shapes"
+
+
+def data_label(spec: str | os.PathLike) -> str:
+    """What a model trained on `spec` records as `trained_on`: the Shapes world's version, or
+    the real dataset's folder name (which turns off the Shapes-vocabulary warning)."""
+    from ..pipelines import SHAPES_WORLD
+
+    return SHAPES_WORLD if is_shapes(spec) else Path(spec).name
 
 
 def is_image_dataset(path: str | os.PathLike) -> bool:
@@ -60,7 +73,7 @@ def load_dataset(
     datasets (e.g. `short="loop"`, `allow_empty_captions=True`). The Shapes world renders at
     its own 8 fps and is already different on every rank, so it ignores `fps` and `world_size`;
     image datasets ignore `frames` and `fps` (T = 1)."""
-    if str(spec).strip().lower() == "shapes":
+    if is_shapes(spec):
         if options:
             raise ValueError(f"the Shapes world takes no options {sorted(options)}")
         return ShapesVideoDataset(batch_size=batch_size, seed=seed, rank=rank, size=size, frames=frames)

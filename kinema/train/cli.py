@@ -10,10 +10,9 @@ import torch
 import typer
 
 from .. import checkpoint as ckpt
-from ..data import load_dataset
+from ..data import data_label, load_dataset
 from ..tokenizer.cvivit import CViViT, CViViTConfig
 from . import distributed
-from ..pipelines import SHAPES_WORLD
 from .trainer import Trainer, TrainConfig, list_checkpoints, load_checkpoint_model, verify_checkpoint
 
 train_app = typer.Typer(help="Train kinema's models (one process, or many under torchrun).", no_args_is_help=True)
@@ -113,8 +112,7 @@ def tokenizer(
     params = sum(p.numel() for p in model.parameters())
     echo(f"C-ViViT: {params / 1e6:.2f} M parameters, {model_config.tokens_per_clip(16)} tokens per 16-frame clip, "
                f"{model_config.codebook_size} codes; config {json.dumps(model_config.to_dict())}")
-    trained_on = SHAPES_WORLD if data.strip().lower() == "shapes" else Path(data).name
-    trainer = Trainer(model, config, get_batch, tokenizer_loss, export_name="tokenizer", export_extra={"trained_on": trained_on})
+    trainer = Trainer(model, config, get_batch, tokenizer_loss, export_name="tokenizer", export_extra={"trained_on": data_label(data)})
     logs = trainer.train(resume=resume)
     echo(f"done at step {trainer.step}: " + ", ".join(f"{k}={v:.4g}" for k, v in logs.items()))
 

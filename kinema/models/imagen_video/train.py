@@ -19,6 +19,7 @@ import torch
 import typer
 
 from ... import checkpoint as ckpt
+from ...data import data_label, is_shapes, load_dataset
 from ...diffusion import DiffusionBatch, GaussianDiffusion, distillation_loss, halving_schedule, make_student
 from ...nn.unet import VideoUNet
 from ...train.distributed import dist_info
@@ -121,11 +122,9 @@ def imagen_video(
     if target not in STAGES:
         raise typer.BadParameter(f"--distill-stage must be base, tsr or ssr, not {target!r}")
     source = None
-    if data.strip().lower() != "shapes":
-        from ...data import load_dataset
-
+    if not is_shapes(data):
         source = load_dataset(data, batch_size=batch_size, seed=seed, rank=rank, world_size=world_size, size=64, frames=16)
-    trained_on = SHAPES_WORLD if source is None else Path(data).name
+    trained_on = data_label(data)
     batches = ImagenVideoData(target, get_text_encoder(), diffusion, batch_size=batch_size, seed=seed, rank=rank, story_share=story_share, source=source)
 
     def train_config(run: Path, **kw) -> TrainConfig:

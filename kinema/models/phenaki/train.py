@@ -10,12 +10,12 @@ import torch
 import typer
 
 from ... import checkpoint as ckpt
+from ...data import data_label, is_shapes, load_dataset
 from ...tokenizer.cvivit import CViViT
 from ...train.distributed import dist_info
 from ...train.trainer import Trainer, TrainConfig, list_checkpoints, load_checkpoint_model
 from .data import PhenakiData, TokenBatch
 from .maskgit import MaskGit, MaskGitConfig
-from ...pipelines import SHAPES_WORLD
 from .pipeline import PhenakiPipeline, PhenakiSampler, trim
 
 
@@ -112,15 +112,14 @@ def phenaki(
     rank, world_size = dist_info()
     tok = run_tokenizer(tokenizer, output, resume, is_main=rank == 0)
     config = MaskGitConfig(fsq_levels=tok.config.fsq_levels, grid=tok.config.grid_size, event_grids=tok.config.token_frames(16), dim=dim, depth=depth)
-    torch.manual_seed(seed)  # --seed fixes the initial weights too
-    model = MaskGit(config)
     if init_from is not None and not (resume and list_checkpoints(output)):
         model = warm_start(init_from, config)
         typer.echo(f"weights from {init_from} (EMA); a fresh optimizer and schedule")
+    else:
+        torch.manual_seed(seed)  # --seed fixes the initial weights too
+        model = MaskGit(config)
     source = None
-    if data.strip().lower() != "shapes":
-        from ...data import load_dataset
-
+    if not is_shapes(data):
         source = load_dataset(data, batch_size=batch_size, seed=seed, rank=rank, world_size=world_size, size=tok.config.image_size, frames=16)
     batches = PhenakiData(tok, get_text_encoder(), batch_size=batch_size, seed=seed, rank=rank, story_share=story_share, source=source, reuse=reuse_batches)
     train_config = TrainConfig(
@@ -129,7 +128,7 @@ def phenaki(
     )
     params = sum(p.numel() for p in model.parameters())
     typer.echo(f"MaskGIT: {params / 1e6:.2f} M parameters, {model.config.event_tokens} tokens per event + {model.config.context_tokens} of context; {json.dumps(model.config.to_dict())}")
-    trained_on = SHAPES_WORLD if source is None else Path(data).name
+    trained_on = data_label(data)
     trainer = Trainer(model, train_config, batches.batch, maskgit_loss(foreground_weight), export_name="transformer", export_extra={"trained_on": trained_on})
     trainer.train(resume=resume)
     if trainer.is_main:
