@@ -25,6 +25,7 @@ from einops import rearrange
 from torch import nn
 
 from ...nn.transformer import Transformer
+from ...nn.weighting import weighted_mean
 
 
 @dataclass
@@ -141,9 +142,8 @@ class MaskGit(nn.Module):
         drop = torch.rand(b, device=codes.device) < self.config.cond_drop
         logits = self.forward(codes, masked, text, text_mask & ~drop[:, None], context, has_context)
         digits = self.to_digits(codes)
-        w = torch.ones_like(codes, dtype=torch.float) if weight is None else weight.float()
-        w = w[masked] / w[masked].sum()
-        loss = sum((F.cross_entropy(lg[masked].float(), digits[..., i][masked], reduction="none") * w).sum() for i, lg in enumerate(logits))
+        w = None if weight is None else weight[masked].float()
+        loss = sum(weighted_mean(F.cross_entropy(lg[masked].float(), digits[..., i][masked], reduction="none"), w) for i, lg in enumerate(logits))
         with torch.no_grad():
             correct = torch.stack([lg[masked].argmax(-1) == digits[..., i][masked] for i, lg in enumerate(logits)]).all(0)
         return {"loss": loss, "token_acc": correct.float().mean()}
