@@ -57,12 +57,17 @@ PAGE = Path(__file__).parent / "static" / "index.html"
 JOB_ID = re.compile(r"[0-9a-f]{32}")
 
 
-def default_model(preferred: str | None = None) -> str:
-    """The model for requests that name none: `preferred` (kinema serve --default-model),
-    else phenaki-shapes when it is installed, else the world's renderer."""
-    if preferred is not None:
-        return preferred
+def default_model() -> str:
+    """The model for requests that name none, unless `kinema serve --default-model` says:
+    phenaki-shapes when it is installed, else the world's renderer."""
     return PREFERRED_MODEL if PREFERRED_MODEL in available_models() else "world"
+
+
+def check_model(model: str) -> str:
+    """`model` if it is one `load_pipeline` knows by name; else ValueError listing those."""
+    if model not in (known := available_models()):
+        raise ValueError(f"unknown model {model!r}; known models: {', '.join(known)}")
+    return model
 
 
 # ---------------------------------------------------------------- request and response
@@ -86,9 +91,7 @@ class VideoRequest(BaseModel):
     @field_validator("model")
     @classmethod
     def _known_model(cls, model: str | None) -> str | None:
-        if model is not None and model not in (known := available_models()):
-            raise ValueError(f"unknown model {model!r}; known models: {', '.join(known)}")
-        return model
+        return None if model is None else check_model(model)
 
     @model_validator(mode="after")
     def _prompt_or_story(self) -> VideoRequest:
@@ -204,8 +207,7 @@ def create_app(data_dir: str | Path, *, workers: int = 1, queue_size: int = 100,
     default for requests that name none."""
     if token is not None and not token:
         raise ValueError("the token is empty")
-    if model is not None and model not in (known := available_models()):
-        raise ValueError(f"unknown model {model!r}; known models: {', '.join(known)}")
+    default = default_model() if model is None else check_model(model)
     page = PAGE.read_text(encoding="utf-8")
     service = JobService(data_dir, workers=workers, queue_size=queue_size)
 
@@ -262,7 +264,7 @@ def create_app(data_dir: str | Path, *, workers: int = 1, queue_size: int = 100,
             sentences = request.sentences()
         except ValueError as e:
             return JSONResponse({"detail": str(e), "errors": [{"loc": ["body", "story"], "msg": str(e), "type": "value_error"}]}, status_code=422)
-        spec = JobSpec(sentences=sentences, model=request.model or default_model(model), format=request.format, seed=request.seed,
+        spec = JobSpec(sentences=sentences, model=request.model or default, format=request.format, seed=request.seed,
                        steps=request.steps, guidance=request.guidance, is_story=request.story is not None)
         try:
             job = service.submit(spec)
@@ -325,7 +327,7 @@ def create_app(data_dir: str | Path, *, workers: int = 1, queue_size: int = 100,
     @api.get("/v1/models", tags=["models"])
     def list_models() -> dict:
         """Models a job may name, and the one used when it names none."""
-        return {"models": available_models(), "default": default_model(model)}
+        return {"models": available_models(), "default": default}
 
     @api.get("/openapi.json", include_in_schema=False)
     def openapi() -> JSONResponse:
