@@ -143,3 +143,20 @@ def test_freeze_encoder_keeps_codes_while_the_decoder_learns(clips):
         opt.zero_grad()
     assert torch.equal(tiny.encode(clips), before)
     assert not torch.equal(tiny.decoder.conv_out.weight, decoder_before)
+
+
+def test_local_codes_depend_only_on_their_own_patch(clips):
+    """encoder_depth=0: a patch far from any change keeps its code, so the same content
+    always gets the same code (with attention before FSQ, any change anywhere can move it)."""
+    torch.manual_seed(0)
+    local = CViViT(CViViTConfig.preset("tiny", encoder_depth=0)).eval()
+    changed = clips.clone()
+    changed[:, :, :, :16, :16] = torch.rand_like(changed[:, :, :, :16, :16]) * 2 - 1  # top-left 2x2 tokens
+    far = torch.zeros(8, 8, dtype=torch.bool)
+    far[5:, 5:] = True  # beyond the conv encoder's receptive field of the change
+    with torch.no_grad():
+        a, b = local.encode_continuous(clips), local.encode_continuous(changed)
+        assert torch.equal(a[:, :, far], b[:, :, far])  # pre-quantization: so the codes too
+        assert not torch.equal(a[:, :, :2, :2], b[:, :, :2, :2])
+        mixed = CViViT(CViViTConfig.preset("tiny")).eval()
+        assert not torch.equal(mixed.encode_continuous(clips)[:, :, far], mixed.encode_continuous(changed)[:, :, far])

@@ -121,6 +121,23 @@ def test_cli_fine_tunes_the_decoder_of_a_checkpoint_without_changing_its_codes(t
     assert bad.exit_code == 2 and "--init-from" in bad.output
 
 
+def test_cli_warm_starts_into_a_changed_config(tmp_path):
+    """--init-from into a config without the encoder's transformer: every weight the two
+    share is copied, the dropped layer is reported; a shape change is one clear error."""
+    runner = CliRunner()
+    base = ["--preset", "tiny", "--batch-size", "1", "--max-steps", "1", "--save-every", "1", "--warmup-steps", "1", "--no-progress", "--lr", "0"]
+    assert runner.invoke(train_app, ["tokenizer", "--output", str(tmp_path / "a"), *base]).exit_code == 0
+    start = list_checkpoints(tmp_path / "a")[-1]
+    result = runner.invoke(train_app, ["tokenizer", "--output", str(tmp_path / "b"), "--init-from", str(start), "--config-json", '{"encoder_depth": 0}', *base])
+    assert result.exit_code == 0, result.output
+    assert "0 tensors new here start fresh" in result.output and "are unused" in result.output
+    before, after = load_checkpoint_model(start), load_checkpoint_model(list_checkpoints(tmp_path / "b")[-1])
+    assert after.config.encoder_depth == 0 and len(after.enc_transformer.blocks) == 0
+    torch.testing.assert_close(after.decoder.conv_out.weight, before.decoder.conv_out.weight)
+    bad = runner.invoke(train_app, ["tokenizer", "--output", str(tmp_path / "c"), "--init-from", str(start), "--config-json", '{"dim": 48}', *base])
+    assert bad.exit_code == 2 and "--init-from" in bad.output and "here" in bad.output
+
+
 def test_thread_tuner_keeps_the_faster_choice():
     from kinema.train.trainer import ThreadTuner
 

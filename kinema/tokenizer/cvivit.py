@@ -52,7 +52,13 @@ class CViViTConfig:
     decoder_widths: tuple[int, ...] = (192, 128, 64, 32)
     decoder_blocks: tuple[int, ...] = (1, 2, 1, 1)
     dim: int = 256  # transformer width = the width of one token before quantizing
-    depth: int = 1  # causal transformer layers before the quantizer and again after it
+    depth: int = 1  # causal transformer layers after the quantizer (and before it, unless encoder_depth says)
+    # causal transformer layers before the quantizer (None: `depth`). 0 keeps every code a
+    # function of its own patch (through the conv encoder's few-patch receptive field): the
+    # same content always gets the same code, which is what a MaskGIT can learn. With global
+    # attention before FSQ, a flat background patch took whichever code carried news of the
+    # objects elsewhere: at one place, its code matched the next group's only 38 % of the time.
+    encoder_depth: int | None = None
     heads: int = 4
     dim_head: int = 64
     # FSQ levels: 8*8*8*5*5*5 = 64,000 codes (the FSQ paper's recommendation for ~2^16)
@@ -190,7 +196,7 @@ class CViViT(nn.Module):
         self.from_video_token = nn.Linear(c.dim, feat * c.temporal_patch)
         self.spatial_pos = nn.Parameter(torch.randn(c.grid_size**2, c.dim) * 0.02)
         block = dict(heads=c.heads, dim_head=c.dim_head)
-        self.enc_transformer = Transformer(c.dim, c.depth, **block)
+        self.enc_transformer = Transformer(c.dim, c.depth if c.encoder_depth is None else c.encoder_depth, **block)
         self.dec_transformer = Transformer(c.dim, c.depth, **block)
         self.quantizer = FSQ(levels=list(c.fsq_levels), dim=c.dim)
         self.loss = ReconstructionLoss(l1=c.l1_weight, mse=c.mse_weight, gradient=c.gradient_weight, foreground=c.foreground_weight)
@@ -212,6 +218,8 @@ class CViViT(nn.Module):
         return (time[:, None, :] + self.spatial_pos[None]).flatten(0, 1)
 
     def _mix(self, transformer: Transformer, tokens: torch.Tensor) -> torch.Tensor:
+        if not transformer.blocks:  # nothing mixes: every token stays local (and position-free)
+            return transformer(tokens)
         b, t, h, w, d = tokens.shape
         x = tokens.reshape(b, t * h * w, d) + self._positions(t, tokens.device).to(tokens.dtype)
         x = transformer(x, mask=block_causal_mask(t, h * w, device=tokens.device))

@@ -13,7 +13,7 @@ from .. import checkpoint as ckpt
 from ..data import data_label, load_dataset
 from ..tokenizer.cvivit import CViViT, CViViTConfig
 from . import distributed
-from .trainer import Trainer, TrainConfig, list_checkpoints, load_checkpoint_model, verify_checkpoint
+from .trainer import Trainer, TrainConfig, list_checkpoints, load_checkpoint_model, verify_checkpoint, warm_start
 
 train_app = typer.Typer(help="Train kinema's models (one process, or many under torchrun).", no_args_is_help=True)
 
@@ -52,7 +52,7 @@ def tokenizer(
     save_every: int = typer.Option(1000, help="steps between checkpoints"),
     save_every_minutes: float = typer.Option(10.0, help="also checkpoint after this many minutes (0 = off)"),
     resume: bool = typer.Option(False, "--resume", help="continue from the newest valid checkpoint in --output"),
-    init_from: Optional[Path] = typer.Option(None, help="start from the EMA weights of this training checkpoint folder (the ones its tokens come from; a fresh optimizer and schedule), e.g. to fine-tune with another loss or, with --freeze-encoder, the decoder alone"),
+    init_from: Optional[Path] = typer.Option(None, help="start from the EMA weights of this training checkpoint folder (the ones its tokens come from; a fresh optimizer and schedule), e.g. to fine-tune with another loss, into a changed config (weights match by name; what it adds starts fresh) or, with --freeze-encoder, the decoder alone"),
     freeze_encoder: bool = typer.Option(False, "--freeze-encoder", help="train only the decoder side: the codes stay fixed, so a MaskGIT trained on them stays valid"),
     seed: int = typer.Option(0),
     preset: str = typer.Option("small", help="C-ViViT size: tiny | small"),
@@ -91,10 +91,10 @@ def tokenizer(
     if init_from is not None and not (resume and list_checkpoints(output)):
         try:
             verify_checkpoint(init_from)
-            model.load_state_dict(load_checkpoint_model(init_from, ema=True).state_dict())
-        except (ckpt.CheckpointError, RuntimeError) as err:
+            fresh, unused = warm_start(model, load_checkpoint_model(init_from, ema=True))
+        except (ckpt.CheckpointError, RuntimeError, ValueError) as err:
             raise typer.BadParameter(f"--init-from {init_from}: {err}".splitlines()[0]) from err
-        echo(f"weights from {init_from}")
+        echo(f"weights from {init_from}" + (f" ({len(fresh)} tensors new here start fresh, {len(unused)} of the checkpoint's are unused)" if fresh or unused else ""))
     if freeze_encoder:
         model.freeze_encoder()
     try:

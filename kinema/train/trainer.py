@@ -161,6 +161,22 @@ def load_checkpoint_model(folder: str | os.PathLike, ema: bool = True) -> nn.Mod
     return model.eval()
 
 
+
+def warm_start(model: nn.Module, source: nn.Module) -> tuple[list[str], list[str]]:
+    """Copy `source`'s weights into `model` wherever a name exists in both, so a model
+    whose architecture changed a little (a layer removed or added) starts from the trained
+    one. Returns (names new in `model`, kept fresh; names of `source` left unused). A tensor
+    of the same name but another shape, or no name in common, is an error."""
+    ours, theirs = model.state_dict(), source.state_dict()
+    common = ours.keys() & theirs.keys()
+    if not common:
+        raise ValueError(f"no weights in common: it holds a {type(source).__name__}, not a {type(model).__name__}")
+    for name in sorted(common):
+        if ours[name].shape != theirs[name].shape:
+            raise ValueError(f"{name} is {list(theirs[name].shape)} there but {list(ours[name].shape)} here")
+    model.load_state_dict({name: theirs[name] for name in common}, strict=False)
+    return sorted(ours.keys() - common), sorted(theirs.keys() - common)
+
 class ThreadTuner:
     """Chooses between 1 thread and `max_threads` by timing steps (see TrainConfig.auto_threads)."""
 
@@ -389,7 +405,7 @@ class Trainer:
                 break
         chosen = distributed.broadcast_object(chosen)
         if chosen is None:
-            self._print(f"no usable checkpoint in {self.output / 'checkpoints'}; starting from scratch")
+            self._print(f"no usable checkpoint in {self.output / 'checkpoints'}; starting at step 0")
             return None
         folder = Path(chosen)
         self.load_checkpoint(folder)
