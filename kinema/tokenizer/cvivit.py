@@ -59,6 +59,10 @@ class CViViTConfig:
     # attention before FSQ, a flat background patch took whichever code carried news of the
     # objects elsewhere: at one place, its code matched the next group's only 38 % of the time.
     encoder_depth: int | None = None
+    # the encoder's conv blocks normalise with 'group' (GroupNorm: statistics of the whole
+    # frame, so an object anywhere shifts every code) or 'channel' (per pixel: with
+    # encoder_depth 0, a code then depends only on the pixels within its receptive field)
+    encoder_norm: str = "group"
     heads: int = 4
     dim_head: int = 64
     # FSQ levels: 8*8*8*5*5*5 = 64,000 codes (the FSQ paper's recommendation for ~2^16)
@@ -145,7 +149,7 @@ class FrameEncoder(nn.Module):
         self.conv_in = nn.Conv2d(c.channels * c.stem_factor**2, c.encoder_widths[0], 3, padding=1)
         layers: list[nn.Module] = []
         for i, (width, blocks) in enumerate(zip(c.encoder_widths, c.encoder_blocks)):
-            layers += [ResnetBlock2d(width) for _ in range(blocks)]
+            layers += [ResnetBlock2d(width, norm=c.encoder_norm) for _ in range(blocks)]
             if i + 1 < len(c.encoder_widths):
                 layers.append(Downsample2d(width, c.encoder_widths[i + 1]))
         self.blocks = nn.Sequential(*layers)
