@@ -9,7 +9,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from kinema.checkpoint import load_component
+from kinema.checkpoint import load_component, save_pretrained
 from kinema.data.shapes import ShapesVideoDataset
 from kinema.tokenizer import CViViT, CViViTConfig
 from kinema.train import Trainer, TrainConfig, list_checkpoints, load_checkpoint_model, lr_at
@@ -136,6 +136,10 @@ def test_cli_warm_starts_into_a_changed_config(tmp_path):
     torch.testing.assert_close(after.decoder.conv_out.weight, before.decoder.conv_out.weight)
     bad = runner.invoke(train_app, ["tokenizer", "--output", str(tmp_path / "c"), "--init-from", str(start), "--config-json", '{"dim": 48}', *base])
     assert bad.exit_code == 2 and "--init-from" in bad.output and "here" in bad.output
+    folder = save_pretrained(tmp_path / "model", {"tokenizer": after})  # a model folder: its tokenizer
+    result = runner.invoke(train_app, ["tokenizer", "--output", str(tmp_path / "d"), "--init-from", str(folder), "--config-json", '{"encoder_depth": 0}', *base])
+    assert result.exit_code == 0 and "0 tensors new here start fresh" not in result.output, result.output
+    torch.testing.assert_close(load_checkpoint_model(list_checkpoints(tmp_path / "d")[-1]).decoder.conv_out.weight, after.decoder.conv_out.weight)
 
 
 def test_thread_tuner_keeps_the_faster_choice():

@@ -52,7 +52,7 @@ def tokenizer(
     save_every: int = typer.Option(1000, help="steps between checkpoints"),
     save_every_minutes: float = typer.Option(10.0, help="also checkpoint after this many minutes (0 = off)"),
     resume: bool = typer.Option(False, "--resume", help="continue from the newest valid checkpoint in --output"),
-    init_from: Optional[Path] = typer.Option(None, help="start from the EMA weights of this training checkpoint folder (the ones its tokens come from; a fresh optimizer and schedule), e.g. to fine-tune with another loss, into a changed config (weights match by name; what it adds starts fresh) or, with --freeze-encoder, the decoder alone"),
+    init_from: Optional[Path] = typer.Option(None, help="start from the EMA weights of this training checkpoint folder (the ones its tokens come from), or from the tokenizer of a model folder; a fresh optimizer and schedule, e.g. to fine-tune with another loss, into a changed config (weights match by name; what it adds starts fresh) or, with --freeze-encoder, the decoder alone"),
     freeze_encoder: bool = typer.Option(False, "--freeze-encoder", help="train only the decoder side: the codes stay fixed, so a MaskGIT trained on them stays valid"),
     seed: int = typer.Option(0),
     preset: str = typer.Option("small", help="C-ViViT size: tiny | small"),
@@ -90,8 +90,12 @@ def tokenizer(
     model = CViViT(model_config)
     if init_from is not None and not (resume and list_checkpoints(output)):
         try:
-            verify_checkpoint(init_from)
-            fresh, unused = warm_start(model, load_checkpoint_model(init_from, ema=True))
+            if (init_from / ckpt.MODEL_INDEX).is_file():  # a model folder: its tokenizer
+                source = ckpt.load_component(init_from, "tokenizer")
+            else:
+                verify_checkpoint(init_from)
+                source = load_checkpoint_model(init_from, ema=True)
+            fresh, unused = warm_start(model, source)
         except (ckpt.CheckpointError, RuntimeError, ValueError) as err:
             raise typer.BadParameter(f"--init-from {init_from}: {err}".splitlines()[0]) from err
         echo(f"weights from {init_from}" + (f" ({len(fresh)} tensors new here start fresh, {len(unused)} of the checkpoint's are unused)" if fresh or unused else ""))

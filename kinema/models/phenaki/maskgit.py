@@ -7,10 +7,11 @@ Sampling starts from all-masked and, over a few steps, keeps the tokens it is mo
 of and re-masks the rest (Chang et al. 2022). With the context, each new sentence
 continues the film from its last frame, so a story has no cuts (Villegas et al. 2022).
 
-The tokenizer quantizes with FSQ, so a code is a tuple of digits (e.g. 8*8*8*5*5*5 =
-64 000 codes). Tokens are embedded as a sum of per-digit embeddings and predicted as one
-softmax per digit: 39 output classes instead of 64 000, which keeps the model small
-enough to train on a CPU and lets each digit be sampled with its own top-k.
+The tokenizer quantizes with FSQ, so a code is a tuple of digits (e.g. 4^6 = 4096 codes,
+or 8*8*8*5*5*5 = 64 000). Tokens are embedded as a sum of per-digit embeddings and
+predicted as one softmax per digit: 24 output classes instead of 4096 (39 instead of
+64 000), which keeps the model small enough to train on a CPU and lets each digit be
+sampled with its own top-k.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from ...nn.weighting import weighted_mean
 
 @dataclass
 class MaskGitConfig:
-    fsq_levels: tuple[int, ...] = (8, 8, 8, 5, 5, 5)  # the tokenizer's FSQ levels: one digit each
+    fsq_levels: tuple[int, ...] = (4, 4, 4, 4, 4, 4)  # the tokenizer's FSQ levels: one digit each
     grid: int = 8  # an 8x8 token grid per frame group
     event_grids: int = 4  # grids per 16-frame event: first frame + 3 groups of 5 frames
     context_grids: int = 1  # grids of context: the last frame of the film so far
