@@ -70,9 +70,10 @@ class MaskGit(nn.Module):
         # one embedding table per digit; index `levels` of each table is [MASK]
         self.digit_embeddings = nn.ModuleList([nn.Embedding(levels + 1, c.dim) for levels in c.fsq_levels])
         for emb in self.digit_embeddings:
-            # the scale of the position embeddings: at nn.Embedding's N(0, 1), six digits summed
-            # to ~25x the positions (still ~20x after thousands of steps), so every [MASK] looked alike after the first LayerNorm and
-            # the model could not tell where a masked token was, nor copy from its neighbours
+            # the scale of the position embeddings: at nn.Embedding's N(0, 1), six digits summed to
+            # ~25x the positions (still ~20x after thousands of steps), so every [MASK] looked
+            # alike after the first LayerNorm: the model could not tell where a masked token
+            # was, nor copy from its neighbours
             nn.init.normal_(emb.weight, std=0.02)
         self.time_embedding = nn.Parameter(torch.randn(c.context_grids + c.event_grids, c.dim) * 0.02)
         self.space_embedding = nn.Parameter(torch.randn(c.grid * c.grid, c.dim) * 0.02)
