@@ -108,7 +108,6 @@ def test_maskgit_learns(tmp_path: Path) -> None:
     assert float(loss.detach()) < 0.5 * first
 
 
-
 def test_a_masked_token_knows_its_place() -> None:
     """Every token's code is set by its place: a model that can tell masked tokens apart by
     position predicts them all from nothing; one whose [MASK] inputs look alike cannot."""
@@ -127,6 +126,7 @@ def test_a_masked_token_knows_its_place() -> None:
         logits = model(codes, torch.ones_like(codes, dtype=torch.bool), text, mask)
     predicted = model.to_codes(torch.stack([lg.argmax(-1) for lg in logits], -1))
     assert (predicted == codes).float().mean() > 0.9
+
 
 def test_generate_is_seeded_and_shaped(tiny: Path) -> None:
     pipe = kinema.load_pipeline(tiny)

@@ -13,7 +13,7 @@ from .. import checkpoint as ckpt
 from ..data import data_label, load_dataset
 from ..tokenizer.cvivit import CViViT, CViViTConfig
 from . import distributed
-from .trainer import Trainer, TrainConfig, list_checkpoints, load_checkpoint_model, verify_checkpoint, warm_start
+from .trainer import Trainer, TrainConfig, list_checkpoints, load_trained, verify_checkpoint, warm_start
 
 train_app = typer.Typer(help="Train kinema's models (one process, or many under torchrun).", no_args_is_help=True)
 
@@ -90,12 +90,7 @@ def tokenizer(
     model = CViViT(model_config)
     if init_from is not None and not (resume and list_checkpoints(output)):
         try:
-            if (init_from / ckpt.MODEL_INDEX).is_file():  # a model folder: its tokenizer
-                source = ckpt.load_component(init_from, "tokenizer")
-            else:
-                verify_checkpoint(init_from)
-                source = load_checkpoint_model(init_from, ema=True)
-            fresh, unused = warm_start(model, source)
+            fresh, unused = warm_start(model, load_trained(init_from, "tokenizer"))
         except (ckpt.CheckpointError, RuntimeError, ValueError) as err:
             raise typer.BadParameter(f"--init-from {init_from}: {err}".splitlines()[0]) from err
         echo(f"weights from {init_from}" + (f" ({len(fresh)} tensors new here start fresh, {len(unused)} of the checkpoint's are unused)" if fresh or unused else ""))

@@ -161,6 +161,15 @@ def load_checkpoint_model(folder: str | os.PathLike, ema: bool = True) -> nn.Mod
     return model.eval()
 
 
+def load_trained(folder: str | os.PathLike, component: str) -> nn.Module:
+    """`component` of a model folder (model_index.json), or the EMA weights of a training
+    checkpoint folder after checking its files (CheckpointError names a damaged one)."""
+    folder = Path(folder)
+    if (folder / ckpt.MODEL_INDEX).is_file():
+        return ckpt.load_component(folder, component)
+    verify_checkpoint(folder)
+    return load_checkpoint_model(folder, ema=True)
+
 
 def warm_start(model: nn.Module, source: nn.Module) -> tuple[list[str], list[str]]:
     """Copy `source`'s weights into `model` wherever a name exists in both, so a model
@@ -176,6 +185,7 @@ def warm_start(model: nn.Module, source: nn.Module) -> tuple[list[str], list[str
             raise ValueError(f"{name} is {list(theirs[name].shape)} there but {list(ours[name].shape)} here")
     model.load_state_dict({name: theirs[name] for name in common}, strict=False)
     return sorted(ours.keys() - common), sorted(theirs.keys() - common)
+
 
 class ThreadTuner:
     """Chooses between 1 thread and `max_threads` by timing steps (see TrainConfig.auto_threads)."""

@@ -23,7 +23,7 @@ from ...data import data_label, is_shapes, load_dataset
 from ...diffusion import DiffusionBatch, GaussianDiffusion, distillation_loss, halving_schedule, make_student
 from ...nn.unet import VideoUNet
 from ...train.distributed import dist_info
-from ...train.trainer import Trainer, TrainConfig, load_checkpoint_model
+from ...train.trainer import Trainer, TrainConfig, load_trained
 from .data import STAGES, ImagenVideoData, stage_config
 from ...pipelines import SHAPES_WORLD
 from .pipeline import STAGE_ORDER, ImagenVideoPipeline, ImagenVideoSampler
@@ -43,7 +43,7 @@ def load_stage(path: Path, name: str) -> VideoUNet:
     """A stage from an inference folder (model_index.json with component `name`) or a
     training checkpoint folder (its EMA weights)."""
     path = Path(path)
-    model = ckpt.load_component(path, name) if (path / ckpt.MODEL_INDEX).is_file() else load_checkpoint_model(path, ema=True)
+    model = load_trained(path, name)
     if not isinstance(model, VideoUNet):
         raise ckpt.CheckpointError(f"{path}: holds a {type(model).__name__}, not a VideoUNet")
     return model.float().eval()

@@ -13,7 +13,7 @@ from ... import checkpoint as ckpt
 from ...data import data_label, is_shapes, load_dataset
 from ...tokenizer.cvivit import CViViT
 from ...train.distributed import dist_info
-from ...train.trainer import Trainer, TrainConfig, list_checkpoints, load_checkpoint_model
+from ...train.trainer import Trainer, TrainConfig, list_checkpoints, load_checkpoint_model, load_trained
 from .data import PhenakiData, TokenBatch
 from .maskgit import MaskGit, MaskGitConfig
 from .pipeline import PhenakiPipeline, PhenakiSampler, trim
@@ -22,7 +22,7 @@ from .pipeline import PhenakiPipeline, PhenakiSampler, trim
 def load_tokenizer(path: Path) -> CViViT:
     """A tokenizer from an inference folder (model_index.json) or a training checkpoint (its EMA)."""
     path = Path(path)
-    model = ckpt.load_component(path, "tokenizer") if (path / ckpt.MODEL_INDEX).is_file() else load_checkpoint_model(path, ema=True)
+    model = load_trained(path, "tokenizer")
     if not isinstance(model, CViViT):
         raise ckpt.CheckpointError(f"{path}: holds a {type(model).__name__}, not a CViViT tokenizer")
     for p in model.parameters():
@@ -43,7 +43,7 @@ def run_tokenizer(tokenizer: Path, output: Path, resume: bool, is_main: bool) ->
     return tok
 
 
-def warm_start(checkpoint: Path, config: MaskGitConfig) -> MaskGit:
+def maskgit_from_checkpoint(checkpoint: Path, config: MaskGitConfig) -> MaskGit:
     """A MaskGIT from the EMA weights of a training checkpoint, e.g. to adapt it to a tokenizer
     trained further: the digits of most codes move by at most one level, so it relearns fast.
     Its own width and depth are kept; the token layout must match the tokenizer's."""
@@ -113,7 +113,7 @@ def phenaki(
     tok = run_tokenizer(tokenizer, output, resume, is_main=rank == 0)
     config = MaskGitConfig(fsq_levels=tok.config.fsq_levels, grid=tok.config.grid_size, event_grids=tok.config.token_frames(16), dim=dim, depth=depth)
     if init_from is not None and not (resume and list_checkpoints(output)):
-        model = warm_start(init_from, config)
+        model = maskgit_from_checkpoint(init_from, config)
         typer.echo(f"weights from {init_from} (EMA); a fresh optimizer and schedule")
     else:
         torch.manual_seed(seed)  # --seed fixes the initial weights too
