@@ -16,12 +16,12 @@ from kinema.train import Trainer, TrainConfig, list_checkpoints, load_checkpoint
 from kinema.train.cli import tokenizer_loss, train_app
 
 
-def make_trainer(output, max_steps, save_every=0, lr=3e-3, seed=0, batch_size=2, init_seed=None) -> Trainer:
+def make_trainer(output, max_steps, save_every=0, lr=3e-3, seed=0, batch_size=2, init_seed=None, data_workers=0) -> Trainer:
     torch.manual_seed(seed if init_seed is None else init_seed)
     model = CViViT(CViViTConfig.preset("tiny"))
     data = ShapesVideoDataset(batch_size=batch_size, seed=seed)
     config = TrainConfig(output=str(output), max_steps=max_steps, lr=lr, warmup_steps=3, save_every=save_every,
-                         ema_decay=0.9, seed=seed, progress=False, log_every=5)
+                         ema_decay=0.9, seed=seed, progress=False, log_every=5, data_workers=data_workers)
     return Trainer(model, config, data.batch, tokenizer_loss, export_name="tokenizer")
 
 
@@ -75,6 +75,19 @@ def test_resume_reproduces_an_unbroken_run(tmp_path):
         torch.testing.assert_close(p, q, atol=0, rtol=0)
     for p, q in zip(unbroken.ema.model.parameters(), second.ema.model.parameters()):
         torch.testing.assert_close(p, q, atol=0, rtol=0)
+
+
+def test_worker_processes_make_the_same_batches_in_the_same_order(tmp_path):
+    """--data-workers only moves batch making into other processes: the run is unchanged,
+    resumed runs included (the workers start at the saved data position)."""
+    plain = make_trainer(tmp_path / "plain", max_steps=6)
+    plain.train()
+    ahead = make_trainer(tmp_path / "ahead", max_steps=3, save_every=3, data_workers=2)
+    ahead.train()
+    ahead = make_trainer(tmp_path / "ahead", max_steps=6, data_workers=2)
+    ahead.train(resume=True)
+    for (name, a), b in zip(plain.model.state_dict().items(), ahead.model.state_dict().values()):
+        assert torch.equal(a, b), name
 
 
 def test_truncated_newest_checkpoint_is_skipped(tmp_path, capsys):

@@ -32,7 +32,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO, Protocol
 
-import av
 import numpy as np
 from PIL import Image, PngImagePlugin
 
@@ -230,7 +229,9 @@ class _AvSink:
                 f"H.264 (.mp4, yuv420p) needs even height and width, got {height}x{width}; "
                 "crop or pad the frames, or save as .webm, .npy or a PNG folder"
             )
-        self.fmt = fmt
+        import av  # PyAV (FFmpeg) loads only when a video file is written: training never needs it
+
+        self.av, self.fmt = av, fmt
         self.container = av.open(str(path), mode="w", options={"movflags": "+faststart"} if fmt == "mp4" else {})
         try:
             rate = _av_rate(fps)
@@ -250,7 +251,7 @@ class _AvSink:
 
     def write(self, frames: np.ndarray) -> None:
         for frame in frames:
-            av_frame = av.VideoFrame.from_ndarray(frame, format="rgb24")
+            av_frame = self.av.VideoFrame.from_ndarray(frame, format="rgb24")
             av_frame.pts, av_frame.time_base = self.count, self.time_base
             self.container.mux(self.stream.encode(av_frame))
             self.count += 1
@@ -262,7 +263,7 @@ class _AvSink:
     def abort(self) -> None:
         try:
             self.container.close()
-        except av.FFmpegError:
+        except self.av.FFmpegError:
             pass  # the file is being thrown away; its trailer does not matter
 
 
@@ -559,6 +560,8 @@ def _read_strip(path: Path) -> Video:
 
 
 def _read_av(path: Path) -> Video:
+    import av
+
     try:
         with av.open(str(path), mode="r") as container:
             if not container.streams.video:

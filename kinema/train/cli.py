@@ -65,6 +65,7 @@ def tokenizer(
     export_dtype: Optional[str] = typer.Option("bfloat16", help="dtype of final/ weights (bfloat16 halves the size)"),
     progress: bool = typer.Option(True, help="progress bar"),
     fsdp: bool = typer.Option(False, "--fsdp", help="under torchrun: shard parameters, gradients and optimizer state over the processes (PyTorch FSDP2) instead of copying them to each (DDP); for models too large for one device"),
+    data_workers: int = typer.Option(0, help="processes that make batches ahead of the step (for a GPU, which outruns one CPU core; 0 = made in the loop)"),
 ) -> None:
     """Train the C-ViViT video tokenizer on endless Shapes-world events (or on real videos, --data).
 
@@ -106,7 +107,7 @@ def tokenizer(
     config = TrainConfig(
         output=str(output), max_steps=max_steps, lr=lr, warmup_steps=warmup_steps, min_lr_ratio=min_lr_ratio,
         grad_accum=grad_accum, ema_decay=ema_decay, save_every=save_every, save_every_minutes=save_every_minutes,
-        seed=seed, precision=precision, progress=progress, export_dtype=export_dtype, auto_threads=auto_threads, fsdp=fsdp,
+        seed=seed, precision=precision, progress=progress, export_dtype=export_dtype, auto_threads=auto_threads, fsdp=fsdp, data_workers=data_workers,
     )
     params = sum(p.numel() for p in model.parameters())
     echo(f"C-ViViT: {params / 1e6:.2f} M parameters, {model_config.tokens_per_clip(16)} tokens per 16-frame clip, "

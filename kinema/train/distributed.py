@@ -59,6 +59,12 @@ def init_distributed() -> tuple[int, int]:
     if "MASTER_ADDR" not in os.environ:
         raise RuntimeError(f"WORLD_SIZE={world_size} but no MASTER_ADDR: start multi-process training with torchrun")
     if torch.cuda.is_available():
+        gpus = torch.cuda.device_count()
+        if local_rank() >= gpus:  # NCCL wants one GPU per process
+            raise RuntimeError(
+                f"torchrun started process {local_rank()} on a node with {gpus} GPU{'s' * (gpus != 1)}: "
+                f"use --nproc-per-node {gpus}, or CUDA_VISIBLE_DEVICES= to train on the CPU (gloo)"
+            )
         torch.cuda.set_device(local_rank())
         backend = "nccl"
     else:
@@ -66,6 +72,11 @@ def init_distributed() -> tuple[int, int]:
     dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
     atexit.register(cleanup)
     return rank, world_size
+
+
+def backend() -> str | None:
+    """The process group's backend ("gloo", "nccl"), None outside torchrun."""
+    return dist.get_backend() if dist.is_available() and dist.is_initialized() else None
 
 
 def cleanup() -> None:

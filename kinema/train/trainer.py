@@ -64,6 +64,7 @@ from tqdm.auto import tqdm
 from .. import checkpoint as ckpt
 from ..fsutil import atomic_dir
 from . import distributed
+from .prefetch import batch_stream
 
 STATE_JSON = "trainer_state.json"
 STEP_PREFIX = "step-"
@@ -97,6 +98,7 @@ class TrainConfig:
     thread_probe_every: int = 100
     find_unused_parameters: bool = False  # DDP: set when some parameters get no gradient in a step
     fsdp: bool = False  # several processes: shard parameters, gradients and optimizer state (FSDP2) instead of DDP's copies
+    data_workers: int = 0  # processes making batches ahead of the step (prefetch.py); for GPUs, whose steps outrun one CPU core
 
     def __post_init__(self):
         self.betas = tuple(self.betas)
@@ -104,6 +106,8 @@ class TrainConfig:
             raise ValueError(f"precision must be 'bf16' or 'fp32', got {self.precision!r}")
         if self.grad_accum < 1 or self.max_steps < 0:
             raise ValueError("grad_accum must be >= 1 and max_steps >= 0")
+        if self.data_workers < 0:
+            raise ValueError(f"data_workers must be >= 0, got {self.data_workers}")
 
 
 def default_device() -> torch.device:
@@ -451,6 +455,7 @@ class Trainer:
         window_start, window_steps = time.monotonic(), 0
         logs: dict[str, float] = {}
         announced = False
+        stream = batch_stream(self.get_batch, self.step * cfg.grad_accum, cfg.max_steps * cfg.grad_accum, cfg.data_workers)
         while self.step < cfg.max_steps:
             t0 = time.monotonic()
             lr = lr_at(self.step, cfg)
@@ -458,8 +463,7 @@ class Trainer:
                 group["lr"] = lr
             sums: dict[str, float] = {}
             for micro in range(cfg.grad_accum):
-                index = self.step * cfg.grad_accum + micro
-                batch = self.get_batch(index)
+                batch = next(stream)  # micro-batch self.step * grad_accum + micro
                 if hasattr(batch, "to"):
                     batch = batch.to(self.device)
                 if not announced:
@@ -527,7 +531,8 @@ class Trainer:
         if size is None:
             return
         cfg = self.config
-        self._print(f"global batch = {size} per rank x {self.world_size} ranks x {cfg.grad_accum} accumulation = {size * self.world_size * cfg.grad_accum}"
+        where = f" on {self.device}" + (f" ({distributed.backend()})" if self.world_size > 1 else "")
+        self._print(f"global batch = {size} per rank x {self.world_size} ranks x {cfg.grad_accum} accumulation = {size * self.world_size * cfg.grad_accum}{where}"
                     + (f"; FSDP: parameters, gradients and optimizer state sharded over {self.world_size} ranks" if self.fsdp else ""))
 
 

@@ -101,6 +101,7 @@ def imagen_video(
     export_dtype: Optional[str] = typer.Option("bfloat16", help="dtype of final/ weights"),
     progress: bool = typer.Option(True),
     fsdp: bool = typer.Option(False, "--fsdp", help="under torchrun: shard parameters, gradients and optimizer state over the processes (PyTorch FSDP2) instead of copying them to each (DDP); for models too large for one device"),
+    data_workers: int = typer.Option(0, help="processes that make batches ahead of the step (for a GPU, which outruns one CPU core; 0 = made in the loop)"),
 ) -> None:
     """Train one stage of the Imagen Video cascade (base, tsr, ssr), distill one, or assemble them."""
     from ...text import get_text_encoder
@@ -131,7 +132,7 @@ def imagen_video(
         return TrainConfig(
             output=str(run), max_steps=max_steps, lr=lr, warmup_steps=warmup_steps, grad_accum=grad_accum, ema_decay=ema_decay,
             save_every=save_every, save_every_minutes=save_every_minutes, seed=seed, precision=precision, progress=progress,
-            export_dtype=export_dtype, fsdp=fsdp, **kw,
+            export_dtype=export_dtype, fsdp=fsdp, data_workers=data_workers, **kw,
         )
 
     if stage != "distill":

@@ -13,7 +13,7 @@ from ... import checkpoint as ckpt
 from ...data import data_label, is_shapes, load_dataset
 from ...tokenizer.cvivit import CViViT
 from ...train.distributed import dist_info
-from ...train.trainer import Trainer, TrainConfig, list_checkpoints, load_checkpoint_model, load_trained
+from ...train.trainer import Trainer, TrainConfig, list_checkpoints, load_trained
 from .data import PhenakiData, TokenBatch
 from .maskgit import MaskGit, MaskGitConfig
 from .pipeline import PhenakiPipeline, PhenakiSampler, trim
@@ -44,11 +44,12 @@ def run_tokenizer(tokenizer: Path, output: Path, resume: bool, is_main: bool) ->
 
 
 def maskgit_from_checkpoint(checkpoint: Path, config: MaskGitConfig) -> MaskGit:
-    """A MaskGIT from the EMA weights of a training checkpoint, e.g. to adapt it to a tokenizer
-    trained further: the digits of most codes move by at most one level, so it relearns fast.
-    Its own width and depth are kept; the token layout must match the tokenizer's."""
+    """A MaskGIT from the EMA weights of a training checkpoint (or a model folder's
+    transformer), e.g. to adapt it to a tokenizer trained further (the digits of most codes
+    move by at most one level, so it relearns fast) or to go on with a larger batch. Its own
+    width and depth are kept; the token layout must match the tokenizer's."""
     try:
-        model = load_checkpoint_model(checkpoint, ema=True)
+        model = load_trained(checkpoint, "transformer")
     except ckpt.CheckpointError as err:
         raise typer.BadParameter(f"--init-from: {err}") from err
     if not isinstance(model, MaskGit):
@@ -91,7 +92,7 @@ def phenaki(
     save_every: int = typer.Option(1000),
     save_every_minutes: float = typer.Option(10.0),
     resume: bool = typer.Option(False, "--resume", help="continue from the newest valid checkpoint in --output"),
-    init_from: Optional[Path] = typer.Option(None, help="start from the EMA weights of this MaskGIT training checkpoint (fresh optimizer), e.g. after the tokenizer trained further"),
+    init_from: Optional[Path] = typer.Option(None, help="start from the EMA weights of this MaskGIT training checkpoint, or a model folder's transformer (fresh optimizer), e.g. after the tokenizer trained further"),
     seed: int = typer.Option(0),
     dim: int = typer.Option(256),
     depth: int = typer.Option(8),
@@ -103,6 +104,7 @@ def phenaki(
     precision: str = typer.Option("bf16", help="bf16 | fp32"),
     progress: bool = typer.Option(True),
     fsdp: bool = typer.Option(False, "--fsdp", help="under torchrun: shard parameters, gradients and optimizer state over the processes (PyTorch FSDP2) instead of copying them to each (DDP); for models too large for one device"),
+    data_workers: int = typer.Option(0, help="processes that make batches ahead of the step (for a GPU, which outruns one CPU core; 0 = made in the loop)"),
 ) -> None:
     """Train Phenaki's MaskGIT (text + last frame → event tokens) on the Shapes world."""
     from ...text import get_text_encoder
@@ -124,7 +126,7 @@ def phenaki(
     batches = PhenakiData(tok, get_text_encoder(), batch_size=batch_size, seed=seed, rank=rank, story_share=story_share, source=source, reuse=reuse_batches)
     train_config = TrainConfig(
         output=str(output), max_steps=max_steps, lr=lr, warmup_steps=warmup_steps, grad_accum=grad_accum, ema_decay=ema_decay,
-        save_every=save_every, save_every_minutes=save_every_minutes, seed=seed, precision=precision, progress=progress, fsdp=fsdp,
+        save_every=save_every, save_every_minutes=save_every_minutes, seed=seed, precision=precision, progress=progress, fsdp=fsdp, data_workers=data_workers,
     )
     params = sum(p.numel() for p in model.parameters())
     typer.echo(f"MaskGIT: {params / 1e6:.2f} M parameters, {model.config.event_tokens} tokens per event + {model.config.context_tokens} of context; {json.dumps(model.config.to_dict())}")
