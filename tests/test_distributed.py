@@ -174,3 +174,14 @@ def test_phenaki_trains_under_torchrun_with_ddp_and_fsdp(tmp_path):
 
 def test_imagen_video_base_trains_under_torchrun_with_ddp_and_fsdp(tmp_path):
     family_runs(tmp_path, ["imagen-video", "--stage", "base", "--batch-size", "2", "--preset", "tiny"], "base", torch.bfloat16)
+
+
+def test_a_launch_this_machine_cannot_serve_is_one_clear_line(tmp_path):
+    """Rank variables without torchrun's rendezvous (or more processes than GPUs) stop
+    before any work with one line and exit code 2, not a traceback from deep in torch."""
+    env = {**ENV, "WORLD_SIZE": "2", "RANK": "0"}
+    env.pop("MASTER_ADDR", None)
+    proc = subprocess.run(train_cmd(tmp_path / "run", "--max-steps", "1"), env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == ["error: WORLD_SIZE=2 but no MASTER_ADDR: start multi-process training with torchrun"]
+    assert not (tmp_path / "run").exists()

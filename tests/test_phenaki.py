@@ -20,7 +20,7 @@ from kinema.models.phenaki.maskgit import MaskGit, MaskGitConfig
 from kinema.models.phenaki.train import assemble, maskgit_loss
 from kinema.text import get_text_encoder
 from kinema.tokenizer.cvivit import CViViT, CViViTConfig
-from kinema.train.trainer import Trainer, TrainConfig
+from kinema.train.trainer import TrainConfig, Trainer
 
 
 @pytest.fixture(scope="module")
@@ -49,10 +49,10 @@ def test_training_data_mixes_single_events_and_story_steps() -> None:
 
 
 def test_foreground_tokens_mark_the_object_not_the_stars() -> None:
+    from kinema.data.shapes import to_model_range
     from kinema.models.phenaki.data import foreground_tokens
     from kinema.world import render_event
     from kinema.world.sample import random_event
-    from kinema.data.shapes import to_model_range
 
     for i in range(20):  # a night scene with one object: its tokens, not the stars'
         spec, event = random_event(np.random.default_rng([9, i]))
@@ -88,6 +88,25 @@ def test_reused_batches_cycle_and_match_fresh_ones() -> None:
     assert torch.equal(cycled.batch(1).codes, fresh.batch(1).codes)
     assert torch.equal(cycled.batch(3).codes, fresh.batch(1).codes) and cycled.batch(3).captions == fresh.batch(1).captions
     assert not torch.equal(fresh.batch(3).codes, fresh.batch(1).codes)
+
+
+def test_clips_made_by_workers_and_tokenized_on_the_training_device_train_alike(tmp_path: Path) -> None:
+    """The GPU path (workers render clips, `prepare` tokenizes them on the training device)
+    trains exactly as the one-process path does."""
+
+    def run(name: str, split: bool) -> MaskGit:
+        torch.manual_seed(0)
+        tokenizer = CViViT(CViViTConfig.preset("tiny")).eval()
+        model = MaskGit(MaskGitConfig(fsq_levels=tokenizer.config.fsq_levels, grid=tokenizer.config.grid_size, dim=32, depth=1, heads=2, dim_head=16))
+        data = PhenakiData(tokenizer, get_text_encoder(), batch_size=2, seed=3)
+        config = TrainConfig(output=str(tmp_path / name), max_steps=3, warmup_steps=1, progress=False, save_every=0, data_workers=2 if split else 0)
+        get_batch, prepare = (data.clips, data.tokens) if split else (data.batch, None)
+        trainer = Trainer(model, config, get_batch, maskgit_loss(4.0), export_name="transformer", prepare=prepare)
+        trainer.train()
+        return trainer.model
+
+    for (name, a), b in zip(run("plain", False).state_dict().items(), run("split", True).state_dict().values()):
+        assert torch.equal(a, b), name
 
 
 def test_maskgit_learns(tmp_path: Path) -> None:

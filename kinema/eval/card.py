@@ -10,7 +10,7 @@ reports as they came out (their JSON files), so no number in it is typed by hand
         --eval eval.json --bench bench.json --hardware "2-core CPU (AMD EPYC), bf16"
 
 Each `--run LABEL=CHECKPOINT` reads the steps and training wall time from that training
-checkpoint's trainer_state.json.
+checkpoint's trainer_state.json (or from the model_index.json of a folder exported with them).
 """
 
 from __future__ import annotations
@@ -30,7 +30,10 @@ def _size_mb(folder: Path) -> float:
 def runs_section(runs: Sequence[tuple[str, Path]]) -> list[str]:
     lines = ["| run | Steps | Wall time |", "|---|---|---|"]
     for label, checkpoint in runs:
-        state = json.loads((Path(checkpoint).expanduser() / "trainer_state.json").read_text())
+        folder = Path(checkpoint).expanduser()
+        # a training checkpoint, or an exported model folder whose index kept the step and time
+        state_file = folder / "trainer_state.json" if (folder / "trainer_state.json").is_file() else folder / "model_index.json"
+        state = json.loads(state_file.read_text())
         lines.append(f"| {label} | {state['step']} | {state['elapsed_seconds'] / 3600:.2f} h |")
     return lines
 

@@ -13,7 +13,14 @@ from .. import checkpoint as ckpt
 from ..data import data_label, load_dataset
 from ..tokenizer.cvivit import CViViT, CViViTConfig
 from . import distributed
-from .trainer import Trainer, TrainConfig, list_checkpoints, load_trained, verify_checkpoint, warm_start
+from .trainer import (
+    TrainConfig,
+    Trainer,
+    list_checkpoints,
+    load_trained,
+    verify_checkpoint,
+    warm_start,
+)
 
 train_app = typer.Typer(help="Train kinema's models (one process, or many under torchrun).", no_args_is_help=True)
 
@@ -21,6 +28,11 @@ train_app = typer.Typer(help="Train kinema's models (one process, or many under 
 @train_app.callback()
 def _main() -> None:
     """Train kinema's models (one process, or many under torchrun)."""
+    try:
+        distributed.init_distributed()  # first, so a launch mistake is one line, before any work
+    except distributed.LaunchError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
 
 
 def tokenizer_loss(model: CViViT, batch) -> dict[str, torch.Tensor]:

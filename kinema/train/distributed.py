@@ -49,6 +49,10 @@ def is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
+class LaunchError(RuntimeError):
+    """torchrun started processes this machine cannot serve (a user's fix, not a bug)."""
+
+
 def init_distributed() -> tuple[int, int]:
     """Join torchrun's process group when WORLD_SIZE > 1 (nccl with one GPU per process,
     `LOCAL_RANK`'s, else gloo); returns (rank, world_size). Idempotent; the group is destroyed
@@ -57,11 +61,11 @@ def init_distributed() -> tuple[int, int]:
     if world_size <= 1 or dist.is_initialized():
         return rank, world_size
     if "MASTER_ADDR" not in os.environ:
-        raise RuntimeError(f"WORLD_SIZE={world_size} but no MASTER_ADDR: start multi-process training with torchrun")
+        raise LaunchError(f"WORLD_SIZE={world_size} but no MASTER_ADDR: start multi-process training with torchrun")
     if torch.cuda.is_available():
         gpus = torch.cuda.device_count()
-        if local_rank() >= gpus:  # NCCL wants one GPU per process
-            raise RuntimeError(
+        if local_rank() >= gpus:  # NCCL refuses two ranks on one GPU ("invalid usage")
+            raise LaunchError(
                 f"torchrun started process {local_rank()} on a node with {gpus} GPU{'s' * (gpus != 1)}: "
                 f"use --nproc-per-node {gpus}, or CUDA_VISIBLE_DEVICES= to train on the CPU (gloo)"
             )

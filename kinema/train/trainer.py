@@ -255,6 +255,8 @@ class Trainer:
 
     `loss_fn` returns a dict of scalars; "loss" is optimised and every entry is logged.
     The model must be registered in `kinema.checkpoint` (its config is saved with it).
+    `prepare`, if given, turns each batch into the model's input once it is on the training
+    device: work for the GPU that data workers should not do on their CPUs.
     """
 
     def __init__(
@@ -267,12 +269,14 @@ class Trainer:
         export_name: str = "model",
         export_extra: dict[str, Any] | None = None,
         device: torch.device | str | None = None,
+        prepare: Callable[[Any], Any] | None = None,
     ):
         self.config = config
         self.rank, self.world_size = distributed.init_distributed()
         self.device = torch.device(device) if device is not None else default_device()
         self.model = model.to(self.device)
         self.get_batch = get_batch
+        self.prepare = prepare  # batch -> batch on the training device (e.g. a frozen tokenizer run on the GPU)
         self.loss_fn = loss_fn
         # what runs the loss: the loss itself in one process, the loss in DDP (or FSDP) under
         # torchrun (built before the EMA copy: every rank must copy rank 0's weights)
@@ -466,6 +470,8 @@ class Trainer:
                 batch = next(stream)  # micro-batch self.step * grad_accum + micro
                 if hasattr(batch, "to"):
                     batch = batch.to(self.device)
+                if self.prepare is not None:
+                    batch = self.prepare(batch)
                 if not announced:
                     self._announce_batch(batch)
                     announced = True

@@ -13,7 +13,13 @@ from ... import checkpoint as ckpt
 from ...data import data_label, is_shapes, load_dataset
 from ...tokenizer.cvivit import CViViT
 from ...train.distributed import dist_info
-from ...train.trainer import Trainer, TrainConfig, list_checkpoints, load_trained
+from ...train.trainer import (
+    TrainConfig,
+    Trainer,
+    default_device,
+    list_checkpoints,
+    load_trained,
+)
 from .data import PhenakiData, TokenBatch
 from .maskgit import MaskGit, MaskGitConfig
 from .pipeline import PhenakiPipeline, PhenakiSampler, trim
@@ -131,7 +137,10 @@ def phenaki(
     params = sum(p.numel() for p in model.parameters())
     typer.echo(f"MaskGIT: {params / 1e6:.2f} M parameters, {model.config.event_tokens} tokens per event + {model.config.context_tokens} of context; {json.dumps(model.config.to_dict())}")
     trained_on = data_label(data)
-    trainer = Trainer(model, train_config, batches.batch, maskgit_loss(foreground_weight), export_name="transformer", export_extra={"trained_on": trained_on})
+    # on a GPU the frozen C-ViViT runs there, on batches of pixels the data workers render
+    on_device = default_device().type != "cpu" and not reuse_batches
+    get_batch, prepare = (batches.clips, batches.tokens) if on_device else (batches.batch, None)
+    trainer = Trainer(model, train_config, get_batch, maskgit_loss(foreground_weight), export_name="transformer", export_extra={"trained_on": trained_on}, prepare=prepare)
     trainer.train(resume=resume)
     if trainer.is_main:
         folder = assemble(tok, trainer.ema.model, output / "pipeline", {"step": trainer.step, "elapsed_seconds": round(trainer.elapsed, 1), "trained_on": trained_on})
