@@ -13,6 +13,7 @@ from .. import checkpoint as ckpt
 from ..data import data_label, load_dataset
 from ..tokenizer.cvivit import CViViT, CViViTConfig
 from . import distributed
+from .options import DataWorkers, Fsdp, Precision, Progress, Threads
 from .trainer import (
     TrainConfig,
     Trainer,
@@ -71,13 +72,13 @@ def tokenizer(
     dim: Optional[int] = typer.Option(None, help="transformer width (overrides the preset)"),
     temporal_patch: Optional[int] = typer.Option(None, help="frames per token grid after the first (16 = 1 + 3x5)"),
     config_json: str = typer.Option("{}", help='more CViViTConfig overrides as JSON, e.g. \'{"depth": 2}\''),
-    threads: Optional[int] = typer.Option(None, help="torch CPU threads"),
+    threads: Threads = None,
     auto_threads: bool = typer.Option(True, help="on CPU, keep measuring whether 1 thread beats --threads (a shared CPU) and switch"),
-    precision: str = typer.Option("bf16", help="bf16 | fp32"),
+    precision: Precision = "bf16",
     export_dtype: Optional[str] = typer.Option("bfloat16", help="dtype of final/ weights (bfloat16 halves the size)"),
-    progress: bool = typer.Option(True, help="progress bar"),
-    fsdp: bool = typer.Option(False, "--fsdp", help="under torchrun: shard parameters, gradients and optimizer state over the processes (PyTorch FSDP2) instead of copying them to each (DDP); for models too large for one device"),
-    data_workers: int = typer.Option(0, help="processes that make batches ahead of the step (for a GPU, which outruns one CPU core; 0 = made in the loop)"),
+    progress: Progress = True,
+    fsdp: Fsdp = False,
+    data_workers: DataWorkers = 0,
 ) -> None:
     """Train the C-ViViT video tokenizer on endless Shapes-world events (or on real videos, --data).
 

@@ -20,12 +20,19 @@ import typer
 
 from ... import checkpoint as ckpt
 from ...data import data_label, is_shapes, load_dataset
-from ...diffusion import DiffusionBatch, GaussianDiffusion, distillation_loss, halving_schedule, make_student
+from ...diffusion import (
+    DiffusionBatch,
+    GaussianDiffusion,
+    distillation_loss,
+    halving_schedule,
+    make_student,
+)
 from ...nn.unet import VideoUNet
-from ...train.distributed import dist_info
-from ...train.trainer import Trainer, TrainConfig, load_trained
-from .data import STAGES, ImagenVideoData, stage_config
 from ...pipelines import SHAPES_WORLD
+from ...train.distributed import dist_info
+from ...train.options import DataWorkers, Fsdp, Precision, Progress, Threads
+from ...train.trainer import TrainConfig, Trainer, load_trained
+from .data import STAGES, ImagenVideoData, stage_config
 from .pipeline import STAGE_ORDER, ImagenVideoPipeline, ImagenVideoSampler
 
 
@@ -96,12 +103,12 @@ def imagen_video(
     teacher_steps: int = typer.Option(64, help="distill: DDIM steps of the teacher"),
     student_steps: int = typer.Option(8, help="distill: DDIM steps of the final student (halved round by round)"),
     guidance: float = typer.Option(4.0, help="distill: classifier-free guidance of the teacher in the first round (baked into the student)"),
-    threads: Optional[int] = typer.Option(None, help="torch CPU threads"),
-    precision: str = typer.Option("bf16", help="bf16 | fp32"),
+    threads: Threads = None,
+    precision: Precision = "bf16",
     export_dtype: Optional[str] = typer.Option("bfloat16", help="dtype of final/ weights"),
-    progress: bool = typer.Option(True),
-    fsdp: bool = typer.Option(False, "--fsdp", help="under torchrun: shard parameters, gradients and optimizer state over the processes (PyTorch FSDP2) instead of copying them to each (DDP); for models too large for one device"),
-    data_workers: int = typer.Option(0, help="processes that make batches ahead of the step (for a GPU, which outruns one CPU core; 0 = made in the loop)"),
+    progress: Progress = True,
+    fsdp: Fsdp = False,
+    data_workers: DataWorkers = 0,
 ) -> None:
     """Train one stage of the Imagen Video cascade (base, tsr, ssr), distill one, or assemble them."""
     from ...text import get_text_encoder

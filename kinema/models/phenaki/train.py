@@ -13,6 +13,7 @@ from ... import checkpoint as ckpt
 from ...data import data_label, is_shapes, load_dataset
 from ...tokenizer.cvivit import CViViT
 from ...train.distributed import dist_info
+from ...train.options import DataWorkers, Fsdp, Precision, Progress, Threads
 from ...train.trainer import (
     TrainConfig,
     Trainer,
@@ -106,11 +107,11 @@ def phenaki(
     data: str = typer.Option("shapes", help="training data: 'shapes' (the Shapes world) or a folder of captioned videos"),
     foreground_weight: float = typer.Option(0.0, help="extra loss weight on tokens whose patch shows an object (a few of 256 tokens)"),
     reuse_batches: int = typer.Option(0, help="cycle over this many distinct batches, each tokenized once and kept in memory (0 = fresh data every step)"),
-    threads: Optional[int] = typer.Option(None, help="torch CPU threads"),
-    precision: str = typer.Option("bf16", help="bf16 | fp32"),
-    progress: bool = typer.Option(True),
-    fsdp: bool = typer.Option(False, "--fsdp", help="under torchrun: shard parameters, gradients and optimizer state over the processes (PyTorch FSDP2) instead of copying them to each (DDP); for models too large for one device"),
-    data_workers: int = typer.Option(0, help="processes that make batches ahead of the step (for a GPU, which outruns one CPU core; 0 = made in the loop)"),
+    threads: Threads = None,
+    precision: Precision = "bf16",
+    progress: Progress = True,
+    fsdp: Fsdp = False,
+    data_workers: DataWorkers = 0,
 ) -> None:
     """Train Phenaki's MaskGIT (text + last frame → event tokens) on the Shapes world."""
     from ...text import get_text_encoder
