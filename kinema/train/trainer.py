@@ -16,7 +16,8 @@ checkpoints:
 
 Data is addressed by index: `get_batch(i)` must return the i-th micro-batch (any order, any
 time), so the data position is just a counter and a resumed run sees exactly the batches an
-unbroken run would have. Tensors go to safetensors and everything else to JSON: nothing is
+unbroken run would have (`TrainConfig.data_workers` makes them ahead in other processes,
+in the same order: prefetch.py). Tensors go to safetensors and everything else to JSON: nothing is
 ever pickled or read with torch.load. Every checkpoint folder appears atomically; a damaged
 one (truncated file, wrong checksum) is refused with a message and the previous one used.
 
