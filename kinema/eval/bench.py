@@ -173,7 +173,7 @@ def bench(
         sentences, _ = random_story(np.random.default_rng(0), story_sentences)
         texts = [caption(s) for s in sentences]
         progress("short story")
-        short = story_run(model, texts[:10], Path(tmp) / "short.npy")
+        short = story_run(model, texts[:10], Path(tmp) / "short.mp4")  # the same writer as the long one
         progress(f"{story_sentences}-sentence story")
         long = story_run(model, texts, Path(tmp) / "long.mp4")
 
