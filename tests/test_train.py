@@ -12,13 +12,7 @@ from typer.testing import CliRunner
 from kinema.checkpoint import load_component, save_pretrained
 from kinema.data.shapes import ShapesVideoDataset
 from kinema.tokenizer import CViViT, CViViTConfig
-from kinema.train import (
-    TrainConfig,
-    Trainer,
-    list_checkpoints,
-    load_checkpoint_model,
-    lr_at,
-)
+from kinema.train import TrainConfig, Trainer, list_checkpoints, load_checkpoint_model, lr_at
 from kinema.train.cli import tokenizer_loss, train_app
 
 

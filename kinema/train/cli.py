@@ -14,14 +14,7 @@ from ..data import data_label, load_dataset
 from ..tokenizer.cvivit import CViViT, CViViTConfig
 from . import distributed
 from .options import DataWorkers, Fsdp, Precision, Progress, Threads
-from .trainer import (
-    TrainConfig,
-    Trainer,
-    list_checkpoints,
-    load_trained,
-    verify_checkpoint,
-    warm_start,
-)
+from .trainer import TrainConfig, Trainer, list_checkpoints, load_trained, verify_checkpoint, warm_start
 
 train_app = typer.Typer(help="Train kinema's models (one process, or many under torchrun).", no_args_is_help=True)
 

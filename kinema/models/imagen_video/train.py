@@ -20,13 +20,7 @@ import typer
 
 from ... import checkpoint as ckpt
 from ...data import data_label, is_shapes, load_dataset
-from ...diffusion import (
-    DiffusionBatch,
-    GaussianDiffusion,
-    distillation_loss,
-    halving_schedule,
-    make_student,
-)
+from ...diffusion import DiffusionBatch, GaussianDiffusion, distillation_loss, halving_schedule, make_student
 from ...nn.unet import VideoUNet
 from ...pipelines import SHAPES_WORLD
 from ...train.distributed import dist_info

@@ -14,13 +14,7 @@ from ...data import data_label, is_shapes, load_dataset
 from ...tokenizer.cvivit import CViViT
 from ...train.distributed import dist_info
 from ...train.options import DataWorkers, Fsdp, Precision, Progress, Threads
-from ...train.trainer import (
-    TrainConfig,
-    Trainer,
-    default_device,
-    list_checkpoints,
-    load_trained,
-)
+from ...train.trainer import TrainConfig, Trainer, default_device, list_checkpoints, load_trained
 from .data import PhenakiData, TokenBatch
 from .maskgit import MaskGit, MaskGitConfig
 from .pipeline import PhenakiPipeline, PhenakiSampler, trim
