@@ -275,5 +275,10 @@ def test_train_command_on_real_footage(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, again)
     assert result.exit_code == 0, result.output
     assert '"dim": 32' in result.output, "the warm start keeps its own width"
+    # and resumes as it was built: the checkpoint's width, not --dim's default
+    again[again.index("--max-steps") + 1] = "2"
+    result = CliRunner().invoke(app, [*again, "--resume"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((warm / "final" / "model_index.json").read_text())["step"] == 2
     result = CliRunner().invoke(app, [*again[:4], "--init-from", str(run / "tokenizer" / "tokenizer"), *again[6:]])
     assert result.exit_code == 2 and "--init-from" in result.output.split("Error")[-1], result.output

@@ -16,12 +16,13 @@ from kinema.train import TrainConfig, Trainer, list_checkpoints, load_checkpoint
 from kinema.train.cli import tokenizer_loss, train_app
 
 
-def make_trainer(output, max_steps, save_every=0, lr=3e-3, seed=0, batch_size=2, init_seed=None, data_workers=0) -> Trainer:
+def make_trainer(output, max_steps, save_every=0, lr=3e-3, seed=0, batch_size=2, init_seed=None, data_workers=0, max_minutes=None) -> Trainer:
     torch.manual_seed(seed if init_seed is None else init_seed)
     model = CViViT(CViViTConfig.preset("tiny"))
     data = ShapesVideoDataset(batch_size=batch_size, seed=seed)
     config = TrainConfig(output=str(output), max_steps=max_steps, lr=lr, warmup_steps=3, save_every=save_every,
-                         ema_decay=0.9, seed=seed, progress=False, log_every=5, data_workers=data_workers)
+                         ema_decay=0.9, seed=seed, progress=False, log_every=5, data_workers=data_workers,
+                         max_minutes=max_minutes)
     return Trainer(model, config, data.batch, tokenizer_loss, export_name="tokenizer")
 
 
@@ -75,6 +76,25 @@ def test_resume_reproduces_an_unbroken_run(tmp_path):
         torch.testing.assert_close(p, q, atol=0, rtol=0)
     for p, q in zip(unbroken.ema.model.parameters(), second.ema.model.parameters()):
         torch.testing.assert_close(p, q, atol=0, rtol=0)
+
+
+def test_a_spent_time_budget_ends_the_run_like_max_steps_and_resume_finishes_it(tmp_path, capsys):
+    """--max-minutes: a session-sized chunk of a long run. The run stops after the budget with a
+    checkpoint and a final/ export, and --resume carries the same schedule on to max_steps."""
+    unbroken = make_trainer(tmp_path / "a", max_steps=6)
+    unbroken.train()
+    chunk = make_trainer(tmp_path / "b", max_steps=6, max_minutes=1e-9)  # spent after the first step
+    chunk.train()
+    assert chunk.step == 1 and [p.name for p in list_checkpoints(tmp_path / "b")] == ["step-000001"]
+    assert json.loads((tmp_path / "b" / "final" / "model_index.json").read_text())["step"] == 1
+    assert "time budget of 1e-09 min spent at step 1" in capsys.readouterr().out
+    rest = make_trainer(tmp_path / "b", max_steps=6, init_seed=123)
+    rest.train(resume=True)
+    assert rest.step == 6
+    for (name, a), b in zip(unbroken.model.state_dict().items(), rest.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    with pytest.raises(ValueError, match="max_minutes"):
+        TrainConfig(output="x", max_minutes=0)
 
 
 def test_worker_processes_make_the_same_batches_in_the_same_order(tmp_path):

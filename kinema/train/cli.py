@@ -13,7 +13,7 @@ from .. import checkpoint as ckpt
 from ..data import data_label, load_dataset
 from ..tokenizer.cvivit import CViViT, CViViTConfig
 from . import distributed
-from .options import DataWorkers, Fsdp, Precision, Progress, Threads
+from .options import DataWorkers, Fsdp, MaxMinutes, Precision, Progress, Threads
 from .trainer import TrainConfig, Trainer, list_checkpoints, load_trained, verify_checkpoint, warm_start
 
 train_app = typer.Typer(help="Train kinema's models (one process, or many under torchrun).", no_args_is_help=True)
@@ -72,6 +72,7 @@ def tokenizer(
     progress: Progress = True,
     fsdp: Fsdp = False,
     data_workers: DataWorkers = 0,
+    max_minutes: MaxMinutes = None,
 ) -> None:
     """Train the C-ViViT video tokenizer on endless Shapes-world events (or on real videos, --data).
 
@@ -113,7 +114,7 @@ def tokenizer(
     config = TrainConfig(
         output=str(output), max_steps=max_steps, lr=lr, warmup_steps=warmup_steps, min_lr_ratio=min_lr_ratio,
         grad_accum=grad_accum, ema_decay=ema_decay, save_every=save_every, save_every_minutes=save_every_minutes,
-        seed=seed, precision=precision, progress=progress, export_dtype=export_dtype, auto_threads=auto_threads, fsdp=fsdp, data_workers=data_workers,
+        seed=seed, precision=precision, progress=progress, export_dtype=export_dtype, auto_threads=auto_threads, fsdp=fsdp, data_workers=data_workers, max_minutes=max_minutes,
     )
     params = sum(p.numel() for p in model.parameters())
     echo(f"C-ViViT: {params / 1e6:.2f} M parameters, {model_config.tokens_per_clip(16)} tokens per 16-frame clip, "

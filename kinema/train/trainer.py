@@ -100,6 +100,9 @@ class TrainConfig:
     find_unused_parameters: bool = False  # DDP: set when some parameters get no gradient in a step
     fsdp: bool = False  # several processes: shard parameters, gradients and optimizer state (FSDP2) instead of DDP's copies
     data_workers: int = 0  # processes making batches ahead of the step (prefetch.py); for GPUs, whose steps outrun one CPU core
+    # a wall-clock budget for this invocation: stop, checkpoint and export final/ once it is
+    # spent, as at max_steps. The schedule still ends at max_steps, so --resume continues it.
+    max_minutes: float | None = None
 
     def __post_init__(self):
         self.betas = tuple(self.betas)
@@ -109,6 +112,8 @@ class TrainConfig:
             raise ValueError("grad_accum must be >= 1 and max_steps >= 0")
         if self.data_workers < 0:
             raise ValueError(f"data_workers must be >= 0, got {self.data_workers}")
+        if self.max_minutes is not None and self.max_minutes <= 0:
+            raise ValueError(f"max_minutes must be > 0, got {self.max_minutes}")
 
 
 def default_device() -> torch.device:
@@ -455,7 +460,7 @@ class Trainer:
             total=cfg.max_steps, initial=self.step, disable=not (cfg.progress and self.is_main), dynamic_ncols=True,
             mininterval=1.0 if sys.stderr.isatty() else 30.0,
         )
-        last_save_time = time.monotonic()
+        started = last_save_time = time.monotonic()
         tuner = ThreadTuner(torch.get_num_threads(), cfg.thread_probe_every, log=self._print) if cfg.auto_threads and self.device.type == "cpu" else None
         window_start, window_steps = time.monotonic(), 0
         logs: dict[str, float] = {}
@@ -512,6 +517,9 @@ class Trainer:
             if due and self.step < cfg.max_steps:
                 self.save_checkpoint()
                 last_save_time = time.monotonic()
+            if cfg.max_minutes and distributed.agree(time.monotonic() - started >= 60 * cfg.max_minutes, self.device):
+                self._print(f"time budget of {cfg.max_minutes:g} min spent at step {self.step}; --resume continues the schedule to {cfg.max_steps}")
+                break
         bar.close()
         final = self.is_main and (not list_checkpoints(self.output) or list_checkpoints(self.output)[-1].name != f"{STEP_PREFIX}{self.step:06d}")
         if self.fsdp:

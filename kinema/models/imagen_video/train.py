@@ -24,8 +24,8 @@ from ...diffusion import DiffusionBatch, GaussianDiffusion, distillation_loss, h
 from ...nn.unet import VideoUNet
 from ...pipelines import SHAPES_WORLD
 from ...train.distributed import dist_info
-from ...train.options import DataWorkers, Fsdp, Precision, Progress, Threads
-from ...train.trainer import TrainConfig, Trainer, load_trained
+from ...train.options import DataWorkers, Fsdp, MaxMinutes, Precision, Progress, Threads
+from ...train.trainer import TrainConfig, Trainer, default_device, load_trained
 from .data import STAGES, ImagenVideoData, stage_config
 from .pipeline import STAGE_ORDER, ImagenVideoPipeline, ImagenVideoSampler
 
@@ -103,6 +103,7 @@ def imagen_video(
     progress: Progress = True,
     fsdp: Fsdp = False,
     data_workers: DataWorkers = 0,
+    max_minutes: MaxMinutes = None,
 ) -> None:
     """Train one stage of the Imagen Video cascade (base, tsr, ssr), distill one, or assemble them."""
     from ...text import get_text_encoder
@@ -133,7 +134,7 @@ def imagen_video(
         return TrainConfig(
             output=str(run), max_steps=max_steps, lr=lr, warmup_steps=warmup_steps, grad_accum=grad_accum, ema_decay=ema_decay,
             save_every=save_every, save_every_minutes=save_every_minutes, seed=seed, precision=precision, progress=progress,
-            export_dtype=export_dtype, fsdp=fsdp, data_workers=data_workers, **kw,
+            export_dtype=export_dtype, fsdp=fsdp, data_workers=data_workers, max_minutes=max_minutes, **kw,
         )
 
     if stage != "distill":
@@ -145,11 +146,11 @@ def imagen_video(
         trainer.train(resume=resume)
     else:
         name = f"{target}_distilled"
-        teacher_model = load_stage(teacher or output / target / "final", target)
+        teacher_model = load_stage(teacher or output / target / "final", target).to(default_device())  # where the student trains
         for i, steps in enumerate(halving_schedule(teacher_steps, student_steps)):
             run = output / name / f"round-{steps:03d}"
             if resume and (run / "final" / ckpt.MODEL_INDEX).is_file():
-                teacher_model = load_stage(run / "final", name)
+                teacher_model = load_stage(run / "final", name).to(default_device())
                 continue
             typer.echo(f"distilling {target}: {steps * 2} -> {steps} DDIM steps")
             student = make_student(teacher_model)

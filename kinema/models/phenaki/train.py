@@ -13,7 +13,7 @@ from ... import checkpoint as ckpt
 from ...data import data_label, is_shapes, load_dataset
 from ...tokenizer.cvivit import CViViT
 from ...train.distributed import dist_info
-from ...train.options import DataWorkers, Fsdp, Precision, Progress, Threads
+from ...train.options import DataWorkers, Fsdp, MaxMinutes, Precision, Progress, Threads
 from ...train.trainer import TrainConfig, Trainer, default_device, list_checkpoints, load_trained
 from .data import PhenakiData, TokenBatch
 from .maskgit import MaskGit, MaskGitConfig
@@ -106,6 +106,7 @@ def phenaki(
     progress: Progress = True,
     fsdp: Fsdp = False,
     data_workers: DataWorkers = 0,
+    max_minutes: MaxMinutes = None,
 ) -> None:
     """Train Phenaki's MaskGIT (text + last frame → event tokens) on the Shapes world."""
     from ...text import get_text_encoder
@@ -115,7 +116,10 @@ def phenaki(
     rank, world_size = dist_info()
     tok = run_tokenizer(tokenizer, output, resume, is_main=rank == 0)
     config = MaskGitConfig(fsq_levels=tok.config.fsq_levels, grid=tok.config.grid_size, event_grids=tok.config.token_frames(16), dim=dim, depth=depth)
-    if init_from is not None and not (resume and list_checkpoints(output)):
+    existing = list_checkpoints(output) if resume else []
+    if existing:  # the run's own architecture, whatever --dim/--depth/--init-from say; weights come from disk
+        model = ckpt.build_from_config(ckpt.read_json(existing[-1] / ckpt.CONFIG_NAME), str(existing[-1]))
+    elif init_from is not None:
         model = maskgit_from_checkpoint(init_from, config)
         typer.echo(f"weights from {init_from} (EMA); a fresh optimizer and schedule")
     else:
@@ -127,7 +131,7 @@ def phenaki(
     batches = PhenakiData(tok, get_text_encoder(), batch_size=batch_size, seed=seed, rank=rank, story_share=story_share, source=source, reuse=reuse_batches)
     train_config = TrainConfig(
         output=str(output), max_steps=max_steps, lr=lr, warmup_steps=warmup_steps, grad_accum=grad_accum, ema_decay=ema_decay,
-        save_every=save_every, save_every_minutes=save_every_minutes, seed=seed, precision=precision, progress=progress, fsdp=fsdp, data_workers=data_workers,
+        save_every=save_every, save_every_minutes=save_every_minutes, seed=seed, precision=precision, progress=progress, fsdp=fsdp, data_workers=data_workers, max_minutes=max_minutes,
     )
     params = sum(p.numel() for p in model.parameters())
     typer.echo(f"MaskGIT: {params / 1e6:.2f} M parameters, {model.config.event_tokens} tokens per event + {model.config.context_tokens} of context; {json.dumps(model.config.to_dict())}")
