@@ -199,6 +199,27 @@ def test_cli_writes_the_json_report(tmp_path: Path) -> None:
     assert list((tmp_path / "strips").iterdir()) == []  # the world fails nothing
 
 
+def test_sampling_options_reach_every_generation(tmp_path: Path) -> None:
+    """--steps / --guidance: every clip and story is made with them (a distilled model's
+    teacher is scored from the same folder this way), and the report says so."""
+    from kinema.pipelines import WorldPipeline
+
+    class Recording(WorldPipeline):
+        def events(self, sentences, *, seed, callback=None, **options):
+            self.seen.append(options)
+            yield from super().events(sentences, seed=seed, callback=callback)
+
+    pipe = Recording()
+    pipe.seen = []
+    options = {"num_inference_steps": 3, "guidance_scale": 2.0}
+    report = evaluate(pipe, prompts=1, stories=1, story_length=2, long_story=0, fvd=False, options=options)
+    assert pipe.seen == [options] * 5 and report.settings["sampling"] == options
+    path = tmp_path / "eval.json"
+    args = ["eval", "world", "--prompts", "1", "--stories", "0", "--no-long-story", "--no-fvd", "--steps", "3", "--guidance", "2", "--json", str(path)]
+    assert CliRunner().invoke(_cli(), args).exit_code == 0
+    assert json.loads(path.read_text())["settings"]["sampling"] == options
+
+
 def test_cli_unknown_model_is_a_one_line_error() -> None:
     result = CliRunner().invoke(_cli(), ["eval", "no-such-model", "--prompts", "1"])
     assert result.exit_code == 2

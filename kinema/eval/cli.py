@@ -26,6 +26,8 @@ def eval_command(
     fvd_real: Annotated[Optional[int], typer.Option(help="World clips for FVD-shapes' real side (default: as many as generated, at least 100).", min=2)] = None,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the full report (every prompt, its reasons, aggregates, settings, timings) here.")] = None,
     strip: Annotated[Optional[Path], typer.Option("--strip", help="Write PNG frame strips of failures into this folder.")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Sampling steps for every clip (default: the model's own; for a distilled model, other steps use its teacher).", min=1)] = None,
+    guidance: Annotated[Optional[float], typer.Option(help="Classifier-free guidance scale for every clip (default: the model's own).", min=0.0)] = None,
 ) -> None:
     """Score a model on the Shapes world: pass rates per category with 95 % intervals,
     the commonest failures, FVD-shapes and flicker. `kinema eval world` is the upper bound."""
@@ -47,6 +49,7 @@ def eval_command(
             report = evaluate(
                 pipe, prompts=prompts, stories=stories, story_length=story_length, long_story=60 if long_story else None,
                 seed=seed, fvd=fvd, fvd_real=fvd_real, strip_dir=strip,
+                options={k: v for k, v in (("num_inference_steps", steps), ("guidance_scale", guidance)) if v is not None},
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
             )
         if json_path is not None:

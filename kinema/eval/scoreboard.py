@@ -346,14 +346,14 @@ def _write_strips(frames: np.ndarray, prompt: Prompt, result: PromptResult, fold
     return paths
 
 
-def _generate(pipe, prompt: Prompt) -> tuple[np.ndarray | None, str | None]:
+def _generate(pipe, prompt: Prompt, options: dict[str, Any]) -> tuple[np.ndarray | None, str | None]:
     """The pipeline's frames, or why it could not make them (a ValueError: the model
     cannot act out this prompt). Other exceptions are bugs and propagate."""
     try:
         if prompt.category == "stories":
-            video = pipe.story(prompt.sentences, seed=prompt.seed)
+            video = pipe.story(prompt.sentences, seed=prompt.seed, **options)
         else:
-            video = pipe(prompt.sentences[0], seed=prompt.seed)
+            video = pipe(prompt.sentences[0], seed=prompt.seed, **options)
     except ValueError as err:
         return None, f"generation failed: {err}"
     return np.asarray(video.frames), None
@@ -373,13 +373,16 @@ def evaluate(
     strip_limit: int = 50,
     progress: Progress | None = None,
     classifier=None,
+    options: dict[str, Any] | None = None,
 ) -> Report:
     """Score a pipeline (or a name `kinema.load_pipeline` accepts) on the Shapes world.
 
     prompts: per single-clip category; stories × story_length sentences, plus one story of
     `long_story` sentences (None or 0: none); fvd: compute FVD-shapes against `fvd_real`
     world clips (default: as many as generated, at least 100); strip_dir: PNG strips of
-    failures (at most `strip_limit` per category); progress(done, total) counts events."""
+    failures (at most `strip_limit` per category); progress(done, total) counts events;
+    options: sampling keywords for every generation (num_inference_steps, guidance_scale),
+    e.g. to score a distilled model's teacher from the same folder."""
     from ..pipelines import Pipeline, load_pipeline
 
     if not isinstance(pipe, Pipeline):
@@ -401,7 +404,7 @@ def evaluate(
 
     for prompt in todo:
         t0 = time.perf_counter()
-        frames, error = _generate(pipe, prompt)
+        frames, error = _generate(pipe, prompt, options or {})
         t1 = time.perf_counter()
         is_story = prompt.category == "stories"
         result = PromptResult(prompt.category, prompt.index, list(prompt.sentences) if is_story else prompt.sentences[0], prompt.seed, False, [], seconds=round(t1 - t0, 4))
@@ -472,5 +475,6 @@ def evaluate(
         "fvd": fvd,
         "fvd_real": (fvd_real or max(100, len(generated))) if fvd else None,
         "kinema_version": __version__,
+        **({"sampling": dict(options)} if options else {}),
     }
     return Report(getattr(pipe, "name", type(pipe).__name__), settings, results, aggregate(results), fvd_score, timings)
