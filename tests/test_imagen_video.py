@@ -124,6 +124,19 @@ def test_train_command_trains_every_stage_distills_and_assembles(tmp_path: Path)
     assert pipe.sampler.distilled_steps == {"base": 2} and "base_distilled" in pipe.stages
     assert pipe(PROMPT, seed=0, num_inference_steps=1).frames.shape == (16, 64, 64, 3)
     assert runner.invoke(app, ["--stage", "nonsense", *common]).exit_code != 0
+    # a stage goes on from a model folder (a run elsewhere), then resumes as it was built
+    more = ["-o", str(tmp_path / "more"), *common[2:]]
+    result = runner.invoke(app, ["--stage", "tsr", "--init-from", str(tmp_path / "pipeline"), *more, "--lr", "0"])
+    assert result.exit_code == 0 and "weights from" in result.output, result.output
+    from kinema.checkpoint import load_component
+
+    before, after = pipe.stages["tsr"].state_dict(), load_component(tmp_path / "more" / "tsr" / "final", "tsr").state_dict()
+    assert all(torch.equal(before[k].bfloat16(), after[k].bfloat16()) for k in before), "lr 0: the weights are the folder's"
+    result = runner.invoke(app, ["--stage", "tsr", *more, "--max-steps", "2", "--resume"])
+    assert result.exit_code == 0 and "resumed from" in result.output, result.output
+    for other in (tmp_path / "tsr" / "final", tmp_path / "tsr" / "checkpoints" / "step-000001"):  # another stage's weights
+        result = runner.invoke(app, ["--stage", "base", "--init-from", str(other), *more])
+        assert result.exit_code == 2 and "Invalid value: --init-from" in result.output, result.output
 
 
 def test_base_learns_from_real_footage(tmp_path: Path) -> None:

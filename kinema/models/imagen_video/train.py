@@ -25,7 +25,7 @@ from ...nn.unet import VideoUNet
 from ...pipelines import SHAPES_WORLD
 from ...train.distributed import dist_info
 from ...train.options import DataWorkers, Fsdp, MaxMinutes, Precision, Progress, Threads
-from ...train.trainer import TrainConfig, Trainer, default_device, load_trained
+from ...train.trainer import TrainConfig, Trainer, default_device, list_checkpoints, load_trained
 from .data import STAGES, ImagenVideoData, stage_config
 from .pipeline import STAGE_ORDER, ImagenVideoPipeline, ImagenVideoSampler
 
@@ -48,6 +48,19 @@ def load_stage(path: Path, name: str) -> VideoUNet:
     if not isinstance(model, VideoUNet):
         raise ckpt.CheckpointError(f"{path}: holds a {type(model).__name__}, not a VideoUNet")
     return model.float().eval()
+
+
+def stage_from(path: Path, stage: str) -> VideoUNet:
+    """A stage's weights to train on (--init-from): the stage's component of a model folder,
+    or a checkpoint's EMA; refused if its shapes are another stage's."""
+    try:
+        model = load_stage(path, stage)
+    except (ckpt.CheckpointError, OSError) as err:
+        raise typer.BadParameter(f"--init-from: {err}") from err
+    spec, got = STAGES[stage], model.config
+    if (got.frames, got.sample_size, got.cond_channels, got.noise_aug) != (spec.frames, spec.size, spec.cond_channels, spec.noise_aug):
+        raise typer.BadParameter(f"--init-from {path}: a {got.frames}x{got.sample_size}x{got.sample_size} stage, not {stage} ({spec.frames}x{spec.size}x{spec.size})")
+    return model.train()
 
 
 def assemble(output: Path, sampler: ImagenVideoSampler | None = None) -> Path | None:
@@ -92,6 +105,7 @@ def imagen_video(
     foreground_weight: float = typer.Option(0.0, help="extra loss weight on pixels that are not backdrop (small objects; kinema.nn.weighting)"),
     story_share: float = typer.Option(0.3, help="share of examples that continue a story from the previous last frame"),
     data: str = typer.Option("shapes", help="training data: 'shapes' (the Shapes world) or a folder of captioned videos"),
+    init_from: Optional[Path] = typer.Option(None, help="start the stage from these weights (a model folder with the stage, or a training checkpoint; fresh optimizer and schedule), e.g. to go on where a run on another machine stopped"),
     teacher: Optional[Path] = typer.Option(None, help="distill: the teacher (inference folder or checkpoint); default OUTPUT/<distill-stage>/final"),
     distill_stage: str = typer.Option("base", help="distill: which stage to distill"),
     teacher_steps: int = typer.Option(64, help="distill: DDIM steps of the teacher"),
@@ -138,8 +152,15 @@ def imagen_video(
         )
 
     if stage != "distill":
-        torch.manual_seed(seed)  # --seed fixes the initial weights too
-        model = VideoUNet(stage_config(stage, preset, **json.loads(config_json)))
+        existing = list_checkpoints(output / stage) if resume else []
+        if existing:  # the run's own architecture; the weights come from disk
+            model = ckpt.build_from_config(ckpt.read_json(existing[-1] / ckpt.CONFIG_NAME), str(existing[-1]))
+        elif init_from is not None:
+            model = stage_from(init_from, stage)
+            typer.echo(f"weights from {init_from} (EMA); a fresh optimizer and schedule")
+        else:
+            torch.manual_seed(seed)  # --seed fixes the initial weights too
+            model = VideoUNet(stage_config(stage, preset, **json.loads(config_json)))
         typer.echo(f"{stage}: {model.num_parameters() / 1e6:.2f} M parameters; {json.dumps(model.config.to_dict())}")
         trainer = Trainer(model, train_config(output / stage), batches.batch, diffusion_loss(diffusion, cond_drop, foreground_weight), export_name=stage,
                           export_extra={"trained_on": trained_on, "stage": stage})
