@@ -14,7 +14,7 @@ from ..data import data_label, load_dataset
 from ..tokenizer.cvivit import CViViT, CViViTConfig
 from . import distributed
 from .options import DataWorkers, Fsdp, MaxMinutes, Precision, Progress, Threads
-from .trainer import TrainConfig, Trainer, list_checkpoints, load_trained, verify_checkpoint, warm_start
+from .trainer import TrainConfig, Trainer, list_checkpoints, load_trained, resumed_model_config, warm_start
 
 train_app = typer.Typer(help="Train kinema's models (one process, or many under torchrun).", no_args_is_help=True)
 
@@ -31,16 +31,6 @@ def _main() -> None:
 
 def tokenizer_loss(model: CViViT, batch) -> dict[str, torch.Tensor]:
     return model(batch.video)[1]
-
-
-def _resumed_model_config(output: Path) -> dict | None:
-    for folder in reversed(list_checkpoints(output)):
-        try:
-            verify_checkpoint(folder)
-            return ckpt.read_json(folder / ckpt.CONFIG_NAME)
-        except ckpt.CheckpointError:
-            continue
-    return None
 
 
 @train_app.command()
@@ -88,7 +78,7 @@ def tokenizer(
         overrides["temporal_patch"] = temporal_patch
     model_config = CViViTConfig.preset(preset, **overrides)
     if resume:
-        saved = _resumed_model_config(output)
+        saved = resumed_model_config(output)
         if saved is not None:
             model = ckpt.build_from_config(saved, "checkpoint config.json")
             if model.config != model_config:

@@ -161,6 +161,18 @@ def verify_checkpoint(folder: Path) -> dict[str, Any]:
     return state
 
 
+def resumed_model_config(output: str | os.PathLike) -> dict[str, Any] | None:
+    """The model config.json of the checkpoint `--resume` will load (the newest undamaged
+    one), or None: a resumed run is rebuilt as it was, whatever the command line now says."""
+    for folder in reversed(list_checkpoints(output)):
+        try:
+            verify_checkpoint(folder)
+            return ckpt.read_json(folder / ckpt.CONFIG_NAME)
+        except ckpt.CheckpointError:
+            continue
+    return None
+
+
 def load_checkpoint_model(folder: str | os.PathLike, ema: bool = True) -> nn.Module:
     """The model of a training checkpoint (EMA weights by default), built from its
     config.json through the checkpoint registry, in eval mode."""

@@ -25,7 +25,7 @@ from ...nn.unet import VideoUNet
 from ...pipelines import SHAPES_WORLD
 from ...train.distributed import dist_info
 from ...train.options import DataWorkers, Fsdp, MaxMinutes, Precision, Progress, Threads
-from ...train.trainer import TrainConfig, Trainer, default_device, list_checkpoints, load_trained
+from ...train.trainer import TrainConfig, Trainer, default_device, load_trained, resumed_model_config
 from .data import STAGES, ImagenVideoData, stage_config
 from .pipeline import STAGE_ORDER, ImagenVideoPipeline, ImagenVideoSampler
 
@@ -152,9 +152,9 @@ def imagen_video(
         )
 
     if stage != "distill":
-        existing = list_checkpoints(output / stage) if resume else []
-        if existing:  # the run's own architecture; the weights come from disk
-            model = ckpt.build_from_config(ckpt.read_json(existing[-1] / ckpt.CONFIG_NAME), str(existing[-1]))
+        saved = resumed_model_config(output / stage) if resume else None
+        if saved is not None:  # the run's own architecture; the weights come from disk
+            model = ckpt.build_from_config(saved, "checkpoint config.json")
         elif init_from is not None:
             model = stage_from(init_from, stage)
             typer.echo(f"weights from {init_from} (EMA); a fresh optimizer and schedule")

@@ -14,7 +14,7 @@ from ...data import data_label, is_shapes, load_dataset
 from ...tokenizer.cvivit import CViViT
 from ...train.distributed import dist_info
 from ...train.options import DataWorkers, Fsdp, MaxMinutes, Precision, Progress, Threads
-from ...train.trainer import TrainConfig, Trainer, default_device, list_checkpoints, load_trained
+from ...train.trainer import TrainConfig, Trainer, default_device, load_trained, resumed_model_config
 from .data import PhenakiData, TokenBatch
 from .maskgit import MaskGit, MaskGitConfig
 from .pipeline import PhenakiPipeline, PhenakiSampler, trim
@@ -116,9 +116,9 @@ def phenaki(
     rank, world_size = dist_info()
     tok = run_tokenizer(tokenizer, output, resume, is_main=rank == 0)
     config = MaskGitConfig(fsq_levels=tok.config.fsq_levels, grid=tok.config.grid_size, event_grids=tok.config.token_frames(16), dim=dim, depth=depth)
-    existing = list_checkpoints(output) if resume else []
-    if existing:  # the run's own architecture, whatever --dim/--depth/--init-from say; weights come from disk
-        model = ckpt.build_from_config(ckpt.read_json(existing[-1] / ckpt.CONFIG_NAME), str(existing[-1]))
+    saved = resumed_model_config(output) if resume else None
+    if saved is not None:  # the run's own architecture, whatever --dim/--depth/--init-from say; weights come from disk
+        model = ckpt.build_from_config(saved, "checkpoint config.json")
     elif init_from is not None:
         model = maskgit_from_checkpoint(init_from, config)
         typer.echo(f"weights from {init_from} (EMA); a fresh optimizer and schedule")
