@@ -282,3 +282,46 @@ def test_train_command_on_real_footage(tmp_path: Path) -> None:
     assert json.loads((warm / "final" / "model_index.json").read_text())["step"] == 2
     result = CliRunner().invoke(app, [*again[:4], "--init-from", str(run / "tokenizer" / "tokenizer"), *again[6:]])
     assert result.exit_code == 2 and "--init-from" in result.output.split("Error")[-1], result.output
+
+
+def test_infill_draws_only_the_masked_tokens() -> None:
+    """MaskGit.generate(codes=, masked=): visible tokens are kept, masked ones drawn; all
+    masked is plain generation, draw for draw; each row follows its own masked count."""
+    torch.manual_seed(0)
+    model = MaskGit(MaskGitConfig(fsq_levels=(4, 4), grid=4, event_grids=2, dim=32, depth=1, heads=2, dim_head=16)).eval()
+    n = model.config.event_tokens
+    text, mask = torch.randn(3, 5, 384), torch.ones(3, 5, dtype=torch.bool)
+    plain = model.generate(text, mask, steps=4, generator=torch.Generator().manual_seed(1))
+    everything = model.generate(text, mask, steps=4, codes=torch.zeros(3, n, dtype=torch.long), masked=torch.ones(3, n, dtype=torch.bool), generator=torch.Generator().manual_seed(1))
+    assert torch.equal(plain, everything)
+    codes = torch.randint(0, 16, (3, n))
+    masked = torch.zeros(3, n, dtype=torch.bool)
+    masked[0, :5] = True
+    masked[1] = True  # row 2 keeps every token
+    context, has_context = torch.randint(0, 16, (3, model.config.context_tokens)), torch.tensor([True, False, True])
+    out = model.generate(text, mask, context, has_context=has_context, codes=codes, masked=masked, steps=4, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(out[~masked], codes[~masked])
+    assert (out[masked] != codes[masked]).any() and int(out.max()) < 16
+    with pytest.raises(ValueError, match="infilling"):
+        model.generate(text, mask, codes=codes)
+
+
+def test_decoder_tuning_keeps_the_codes_and_the_maskgit(tiny: Path, tmp_path: Path) -> None:
+    """`kinema train phenaki-decoder`: the decoder learns from the MaskGIT's infills; the
+    codes and the MaskGIT stay as they were, and the result is a model folder that generates."""
+    from kinema.checkpoint import read_tensors
+
+    run = tmp_path / "dec"
+    args = ["train", "phenaki-decoder", "--model", str(tiny), "-o", str(run), "--max-steps", "2", "--batch-size", "2",
+            "--warmup-steps", "1", "--lr", "1e-2", "--infill-steps", "2", "--no-progress"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    before, after = kinema.load_pipeline(tiny), kinema.load_pipeline(run / "pipeline")
+    for (name, a), b in zip(before.transformer.state_dict().items(), after.transformer.state_dict().values()):
+        assert torch.equal(a, b), name
+    old, new = read_tensors(tiny / "tokenizer" / "model.safetensors"), read_tensors(run / "pipeline" / "tokenizer" / "model.safetensors")
+    moved = {k for k in old if not torch.equal(old[k], new[k])}
+    assert moved and all(k.startswith(("dec", "from_", "quantizer.project_out")) for k in moved), sorted(moved)
+    assert after("a red circle moves up at night", num_inference_steps=2).frames.shape == (16, 64, 64, 3)
+    result = CliRunner().invoke(app, ["train", "phenaki-decoder", "--model", "no-such-model", "-o", str(tmp_path / "x")])
+    assert result.exit_code == 2 and "known models" in result.output and not (tmp_path / "x").exists()

@@ -28,6 +28,7 @@ def eval_command(
     strip: Annotated[Optional[Path], typer.Option("--strip", help="Write PNG frame strips of failures into this folder.")] = None,
     steps: Annotated[Optional[int], typer.Option(help="Sampling steps for every clip (default: the model's own; for a distilled model, other steps use its teacher).", min=1)] = None,
     guidance: Annotated[Optional[float], typer.Option(help="Classifier-free guidance scale for every clip (default: the model's own).", min=0.0)] = None,
+    reconstruct: Annotated[Optional[int], typer.Option(help="Instead, score the model's tokenizer: the judge on its reconstructions of this many fresh world events (the ceiling of what its generator can pass).", min=1)] = None,
 ) -> None:
     """Score a model on the Shapes world: pass rates per category with 95 % intervals,
     the commonest failures, FVD-shapes and flicker. `kinema eval world` is the upper bound."""
@@ -40,6 +41,8 @@ def eval_command(
 
     with user_errors():
         pipe = load_pipeline(model)
+        if reconstruct is not None:
+            return _reconstruct(pipe, model, reconstruct, seed, json_path)
         bar = Progress(
             TextColumn("[bold]eval[/] {task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("events"),
             TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True,
@@ -63,3 +66,33 @@ def eval_command(
     if strip is not None:
         written = sum(len(r.strips) for r in report.results)
         console.print(f"wrote {written} failure strip(s) to {strip}")
+
+
+def _reconstruct(pipe, model: str, clips: int, seed: int, json_path: Path | None) -> None:
+    """`kinema eval MODEL --reconstruct N`: the tokenizer's judge pass rate and PSNR."""
+    import json
+
+    from rich.table import Table
+
+    from ..cli import console
+    from ..fsutil import atomic_path
+    from .reconstruction import score_reconstructions
+
+    tokenizer = getattr(pipe, "tokenizer", None)
+    if tokenizer is None:
+        raise ValueError(f"{model} has no video tokenizer to score (--reconstruct is for token models such as Phenaki)")
+    with console.status(f"reconstructing {clips} world events"):
+        score = score_reconstructions(tokenizer, clips=clips, seed=seed)
+    table = Table(title=f"{model}: tokenizer reconstructions of {clips} fresh events")
+    for column in ("kind", "pass", "passed"):
+        table.add_column(column)
+    for kind, (passed, n) in sorted(score.by_kind.items()):
+        table.add_row(kind, f"{100 * passed / n:.1f} %", f"{passed}/{n}")
+    low, high = score.to_dict()["ci95"]
+    table.add_row("all", f"{100 * score.rate:.1f} % ({100 * low:.1f}-{100 * high:.1f})", f"{score.passed}/{score.clips}")
+    console.print(table)
+    console.print(f"PSNR {score.psnr_db:.2f} dB; commonest failures: " + ("; ".join(f"{p} ({c})" for p, c in score.failures) or "none"), highlight=False)
+    if json_path is not None:
+        with atomic_path(json_path) as tmp:
+            tmp.write_text(json.dumps({"model": model, "seed": seed, "reconstruction": score.to_dict()}, indent=2) + "\n")
+        console.print(f"wrote {json_path}")

@@ -300,6 +300,11 @@ class CViViT(nn.Module):
         from torch's global RNG, so a resumed run draws the same ones); the reconstruction
         then holds just those frames, and the loss compares them."""
         quantized, _ = self.quantize(self.encode_continuous(video))
+        return self.decoder_loss(quantized, video, decode_frames)
+
+    def decoder_loss(self, quantized: torch.Tensor, video: torch.Tensor, decode_frames: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(reconstruction, loss terms) of drawing `video` from tokens [B, T', h, w, D]: its
+        own quantized tokens (`forward`) or others, e.g. a MaskGIT's infill of them."""
         frames, k = video.shape[2], self.config.train_decode_frames
         if decode_frames is None and self.training and 0 < k < frames:
             decode_frames = torch.randperm(frames)[:k].sort().values.to(video.device)

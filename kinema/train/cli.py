@@ -118,9 +118,11 @@ def _register_families() -> None:
     """Each family's train command lives beside its model; all of them hang off this app,
     so `kinema train X` and `torchrun -m kinema.train X` are the same command."""
     from ..models.imagen_video.train import imagen_video
+    from ..models.phenaki.decoder_tuning import phenaki_decoder
     from ..models.phenaki.train import phenaki
 
     train_app.command("phenaki")(phenaki)
+    train_app.command("phenaki-decoder")(phenaki_decoder)
     train_app.command("imagen-video")(imagen_video)
 
 

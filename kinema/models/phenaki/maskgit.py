@@ -162,6 +162,9 @@ class MaskGit(nn.Module):
         text_mask: torch.Tensor,
         context: torch.Tensor | None = None,
         *,
+        has_context: torch.Tensor | None = None,
+        codes: torch.Tensor | None = None,
+        masked: torch.Tensor | None = None,
         steps: int = 12,
         guidance_scale: float = 3.0,
         temperature: float = 1.0,
@@ -169,23 +172,33 @@ class MaskGit(nn.Module):
         generator: torch.Generator | None = None,
         callback: Callable[[int, int], None] | None = None,
     ) -> torch.Tensor:
-        """Event token codes [B, N] by iterative parallel decoding with confidence re-masking."""
+        """Event token codes [B, N] by iterative parallel decoding with confidence re-masking.
+
+        With `codes` [B, N] and `masked` [B, N] bool it infills: only the masked tokens are
+        drawn (the schedule runs over each row's own masked count), the rest are kept.
+        `has_context` [B] marks rows whose context is real in a mixed batch."""
         c = self.config
         b, n = text.shape[0], c.event_tokens
         device = text.device
-        codes = torch.zeros(b, n, dtype=torch.long, device=device)
-        masked = torch.ones(b, n, dtype=torch.bool, device=device)
+        if codes is None:
+            codes = torch.zeros(b, n, dtype=torch.long, device=device)
+            masked = torch.ones(b, n, dtype=torch.bool, device=device)
+        elif masked is None or masked.shape != codes.shape or codes.shape != (b, n):
+            raise ValueError(f"infilling needs codes and masked of shape [{b}, {n}]")
+        masked = masked.clone()
+        to_draw = masked.sum(-1)  # [B]
         guided = guidance_scale != 1.0
         if guided:  # conditional and unconditional rows in one batch
             text2 = torch.cat([text, text])
             text_mask2 = torch.cat([text_mask, torch.zeros_like(text_mask)])
             context2 = None if context is None else torch.cat([context, context])
+            has_context2 = None if has_context is None else torch.cat([has_context, has_context])
         for step in range(steps):
             if guided:
-                logits = self.forward(torch.cat([codes, codes]), torch.cat([masked, masked]), text2, text_mask2, context2)
+                logits = self.forward(torch.cat([codes, codes]), torch.cat([masked, masked]), text2, text_mask2, context2, has_context2)
                 logits = [u + guidance_scale * (cnd - u) for cnd, u in (lg.float().chunk(2) for lg in logits)]
             else:
-                logits = [lg.float() for lg in self.forward(codes, masked, text, text_mask, context)]
+                logits = [lg.float() for lg in self.forward(codes, masked, text, text_mask, context, has_context)]
             digits, confidence = [], 0.0
             for lg in logits:
                 lg = lg / max(temperature, 1e-6)
@@ -198,16 +211,16 @@ class MaskGit(nn.Module):
                 confidence = confidence + probs.gather(-1, d[..., None]).squeeze(-1).clamp_min(1e-12).log()
             sampled = self.to_codes(torch.stack(digits, -1))
             codes = torch.where(masked, sampled, codes)
-            remaining = int(math.floor(n * float(cosine_mask_ratio(torch.tensor((step + 1) / steps)))))
-            if remaining == 0:
+            remaining = (to_draw.double() * float(cosine_mask_ratio(torch.tensor((step + 1) / steps)))).floor().long()  # [B]
+            if not remaining.any():
                 masked = torch.zeros_like(masked)
             else:
                 # MaskGIT: keep the most confident tokens; the choice is noised, less so as steps go
                 noise = -torch.log(-torch.log(torch.rand(b, n, generator=generator, device=device).clamp(1e-9, 1 - 1e-9)))
                 score = confidence + temperature * (1 - (step + 1) / steps) * noise
                 score = score.masked_fill(~masked, float("inf"))  # already-fixed tokens stay fixed
-                threshold = score.sort(dim=-1).values[:, remaining - 1 : remaining]
-                masked = score <= threshold
+                threshold = score.sort(dim=-1).values.gather(-1, (remaining - 1).clamp_min(0)[:, None])
+                masked = (score <= threshold) & (remaining[:, None] > 0)
             if callback:
                 callback(step + 1, steps)
             if not masked.any():
