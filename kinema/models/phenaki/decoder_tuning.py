@@ -7,7 +7,8 @@ rounds the corner (the judge's commonest failure: "square reads as a circle"), e
 it draws the encoder's codes of the same square sharply.
 
 So fine-tune the decoder on codes the MaskGIT wrote, against the frames they should show:
-encode a true event, mask a random share of its tokens (0 to `max_infill` per row), let
+encode a true event, mask a random share of its tokens (0 to `max_infill` per row; those
+that show an object first, where the MaskGIT's errors are), let
 the MaskGIT infill them with its own sampler (caption, story context and guidance as at
 inference), and decode the infilled codes to the *true* event. The encoder stays frozen,
 so every code keeps its meaning and the MaskGIT stays valid; only how codes are drawn
@@ -53,6 +54,7 @@ class Infill:
     transformer: MaskGit
     sampler: PhenakiSampler
     max_infill: float = 0.5  # each row redraws U(0, max_infill) of its tokens
+    objects_first: bool = True  # redraw the tokens that show an object before any backdrop
     steps: int = 6  # MaskGIT decoding steps over the redrawn tokens
     seed: int = 0
     rank: int = 0
@@ -64,7 +66,10 @@ class Infill:
         g = torch.Generator(device=device).manual_seed(int(np.random.SeedSequence([self.seed, self.rank, batch.index]).generate_state(1)[0]))
         b, n = tokens.codes.shape
         count = (torch.rand(b, generator=g, device=device) * self.max_infill * n).round()
-        rank = torch.rand(b, n, generator=g, device=device).argsort(-1).argsort(-1)
+        order = torch.rand(b, n, generator=g, device=device)
+        if self.objects_first:  # where the MaskGIT's errors are: a flat backdrop token is rarely wrong
+            order = order - tokens.foreground.float()
+        rank = order.argsort(-1).argsort(-1)
         masked = rank < count[:, None]
         text, text_mask = trim(tokens.text, tokens.text_mask)
         self.transformer.to(device)
@@ -97,6 +102,7 @@ def phenaki_decoder(
     resume: bool = typer.Option(False, "--resume", help="continue from the newest valid checkpoint in --output"),
     seed: int = typer.Option(0),
     max_infill: float = typer.Option(0.5, min=0.0, max=1.0, help="each event redraws a uniform share in [0, this] of its tokens"),
+    objects_first: bool = typer.Option(True, "--objects-first/--anywhere", help="redraw the tokens that show an object first (the MaskGIT's errors are there), or tokens anywhere"),
     infill_steps: int = typer.Option(6, min=1, help="MaskGIT decoding steps for the redrawn tokens"),
     story_share: float = typer.Option(0.5, help="share of events that continue a story from a context frame"),
     threads: Threads = None,
@@ -123,14 +129,15 @@ def phenaki_decoder(
     ckpt.load_weights(frozen, tokenizer.state_dict(), "tokenizer")
     frozen.eval().requires_grad_(False)
     data = PhenakiData(frozen, pipe.text_encoder, batch_size=batch_size, seed=seed, rank=rank, story_share=story_share)
-    infill = Infill(data, transformer, pipe.sampler, max_infill=max_infill, steps=infill_steps, seed=seed, rank=rank)
+    infill = Infill(data, transformer, pipe.sampler, max_infill=max_infill, objects_first=objects_first, steps=infill_steps, seed=seed, rank=rank)
     config = TrainConfig(
         output=str(output), max_steps=max_steps, lr=lr, warmup_steps=warmup_steps, min_lr_ratio=min_lr_ratio, ema_decay=ema_decay,
         save_every=save_every, save_every_minutes=save_every_minutes, seed=seed, precision=precision, progress=progress,
         data_workers=data_workers, max_minutes=max_minutes,
     )
     trainable = sum(p.numel() for p in tokenizer.parameters() if p.requires_grad)
-    typer.echo(f"C-ViViT decoder: {trainable / 1e6:.2f} M trainable parameters; infill up to {max_infill:.0%} of each event's tokens in {infill_steps} MaskGIT steps")
+    if rank == 0:
+        typer.echo(f"C-ViViT decoder: {trainable / 1e6:.2f} M trainable parameters; infill up to {max_infill:.0%} of each event's tokens in {infill_steps} MaskGIT steps")
     trainer = Trainer(
         tokenizer, config, lambda i: InfillBatch(i, data.clips(i)), infill_loss,
         export_name="tokenizer", export_extra={"decoder_tuned_for": str(model)}, prepare=infill,
@@ -138,6 +145,6 @@ def phenaki_decoder(
     trainer.train(resume=resume)
     if trainer.is_main:
         tuned = PhenakiPipeline(trainer.ema.model, transformer, pipe.text_encoder, pipe.sampler)
-        extra = {"decoder_tuning": {"from": str(model), "step": trainer.step, "elapsed_seconds": round(trainer.elapsed, 1), "max_infill": max_infill, "infill_steps": infill_steps}}
+        extra = {"decoder_tuning": {"from": str(model), "step": trainer.step, "elapsed_seconds": round(trainer.elapsed, 1), "max_infill": max_infill, "objects_first": objects_first, "infill_steps": infill_steps}}
         folder = tuned.save_pretrained(output / "pipeline", extra)
         typer.echo(f"model folder: {folder} (kinema generate --model {folder} ...); {json.dumps(extra)}")
