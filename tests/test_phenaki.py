@@ -325,3 +325,20 @@ def test_decoder_tuning_keeps_the_codes_and_the_maskgit(tiny: Path, tmp_path: Pa
     assert after("a red circle moves up at night", num_inference_steps=2).frames.shape == (16, 64, 64, 3)
     result = CliRunner().invoke(app, ["train", "phenaki-decoder", "--model", "no-such-model", "-o", str(tmp_path / "x")])
     assert result.exit_code == 2 and "known models" in result.output and not (tmp_path / "x").exists()
+
+
+def test_decoder_tuning_redraws_the_objects_tokens_first() -> None:
+    from kinema.models.phenaki.decoder_tuning import Infill
+
+    foreground = torch.zeros(2000, 256, dtype=torch.bool)
+    foreground[:, 100:130] = True  # 30 object tokens
+    g = torch.Generator().manual_seed(0)
+    first = Infill(None, None, None, max_infill=0.5).choose(foreground, g)
+    share = first.float().mean(-1)
+    assert 0.2 < float(share.mean()) < 0.3 and float(share.max()) <= 0.5 + 1e-6
+    few = first.sum(-1) <= 30  # rows that redraw no more tokens than the object has: only the object's
+    assert few.any() and not (first[few] & ~foreground[few]).any()
+    many = first.sum(-1) >= 30
+    assert first[many][:, 100:130].all(), "rows that redraw more take the whole object"
+    anywhere = Infill(None, None, None, max_infill=0.5, objects_first=False).choose(foreground, torch.Generator().manual_seed(0))
+    assert (anywhere[few] & ~foreground[few]).any()

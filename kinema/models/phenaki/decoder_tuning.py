@@ -59,18 +59,23 @@ class Infill:
     seed: int = 0
     rank: int = 0
 
+    def choose(self, foreground: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Which tokens to redraw [B, N] bool, given which show an object [B, N]: a uniform
+        share in [0, max_infill] of each row, objects' tokens first if `objects_first`."""
+        b, n = foreground.shape
+        count = (torch.rand(b, generator=generator, device=foreground.device) * self.max_infill * n).round()
+        order = torch.rand(b, n, generator=generator, device=foreground.device)
+        if self.objects_first:  # where the MaskGIT's errors are: a flat backdrop token is rarely wrong
+            order = order - foreground.float()
+        return order.argsort(-1).argsort(-1) < count[:, None]
+
     @torch.no_grad()
     def __call__(self, batch: InfillBatch) -> InfillBatch:
         tokens = self.data.tokens(batch.clips)
         device = tokens.codes.device
         g = torch.Generator(device=device).manual_seed(int(np.random.SeedSequence([self.seed, self.rank, batch.index]).generate_state(1)[0]))
-        b, n = tokens.codes.shape
-        count = (torch.rand(b, generator=g, device=device) * self.max_infill * n).round()
-        order = torch.rand(b, n, generator=g, device=device)
-        if self.objects_first:  # where the MaskGIT's errors are: a flat backdrop token is rarely wrong
-            order = order - tokens.foreground.float()
-        rank = order.argsort(-1).argsort(-1)
-        masked = rank < count[:, None]
+        b = tokens.codes.shape[0]
+        masked = self.choose(tokens.foreground, g)
         text, text_mask = trim(tokens.text, tokens.text_mask)
         self.transformer.to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16):
