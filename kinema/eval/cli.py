@@ -88,7 +88,7 @@ def _reconstruct(pipe, model: str, clips: int, seed: int, json_path: Path | None
         table.add_column(column)
     for kind, (passed, n) in sorted(score.by_kind.items()):
         table.add_row(kind, f"{100 * passed / n:.1f} %", f"{passed}/{n}")
-    low, high = score.to_dict()["ci95"]
+    low, high = score.ci95
     table.add_row("all", f"{100 * score.rate:.1f} % ({100 * low:.1f}-{100 * high:.1f})", f"{score.passed}/{score.clips}")
     console.print(table)
     console.print(f"PSNR {score.psnr_db:.2f} dB; commonest failures: " + ("; ".join(f"{p} ({c})" for p, c in score.failures) or "none"), highlight=False)

@@ -35,9 +35,13 @@ class ReconstructionScore:
     def rate(self) -> float:
         return self.passed / max(1, self.clips)
 
+    @property
+    def ci95(self) -> tuple[float, float]:
+        return wilson_interval(self.passed, self.clips)
+
     def to_dict(self) -> dict[str, Any]:
         return {
-            "clips": self.clips, "passed": self.passed, "rate": self.rate, "ci95": list(wilson_interval(self.passed, self.clips)),
+            "clips": self.clips, "passed": self.passed, "rate": self.rate, "ci95": list(self.ci95),
             "psnr_db": self.psnr_db, "by_kind": {k: {"passed": p, "clips": n} for k, (p, n) in self.by_kind.items()},
             "failures": [{"pattern": p, "count": c} for p, c in self.failures],
         }

@@ -17,6 +17,7 @@ changes. The result is a complete model folder (OUTPUT/pipeline) with the same M
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ import torch
 import typer
 
 from ... import checkpoint as ckpt
+from ...tokenizer.cvivit import CViViT
 from ...train.distributed import dist_info
 from ...train.options import DataWorkers, MaxMinutes, Precision, Progress, Threads
 from ...train.trainer import TrainConfig, Trainer
@@ -88,7 +90,7 @@ class Infill:
         return InfillBatch(batch.index, batch.clips, codes.reshape(b, -1, grid, grid))
 
 
-def infill_loss(model, batch: InfillBatch) -> dict[str, torch.Tensor]:
+def infill_loss(model: CViViT, batch: InfillBatch) -> dict[str, torch.Tensor]:
     """The tokenizer's reconstruction loss, drawing the true events from the infilled codes."""
     return model.decoder_loss(model.indices_to_codes(batch.codes), batch.clips.events)[1]
 
@@ -130,9 +132,7 @@ def phenaki_decoder(
     rank, _ = dist_info()
     tokenizer = pipe.tokenizer.float().train().freeze_encoder()  # fp32 master weights; the codes never move
     transformer = pipe.transformer.float().eval().requires_grad_(False)
-    frozen = ckpt.build_from_config(ckpt.config_dict(tokenizer), "tokenizer")  # encodes the events, never trained
-    ckpt.load_weights(frozen, tokenizer.state_dict(), "tokenizer")
-    frozen.eval().requires_grad_(False)
+    frozen = copy.deepcopy(tokenizer).eval().requires_grad_(False)  # encodes the events, never trained
     data = PhenakiData(frozen, pipe.text_encoder, batch_size=batch_size, seed=seed, rank=rank, story_share=story_share)
     infill = Infill(data, transformer, pipe.sampler, max_infill=max_infill, objects_first=objects_first, steps=infill_steps, seed=seed, rank=rank)
     config = TrainConfig(
