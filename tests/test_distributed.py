@@ -30,6 +30,9 @@ import torch
 from safetensors.torch import load_file
 
 from kinema.checkpoint import save_pretrained
+from kinema.models.imagen_video.data import stage_config
+from kinema.models.imagen_video.train import load_stage
+from kinema.nn.unet import VideoUNet
 from kinema.tokenizer.cvivit import CViViT, CViViTConfig
 from kinema.train import list_checkpoints
 
@@ -174,6 +177,25 @@ def test_phenaki_trains_under_torchrun_with_ddp_and_fsdp(tmp_path):
 
 def test_imagen_video_base_trains_under_torchrun_with_ddp_and_fsdp(tmp_path):
     family_runs(tmp_path, ["imagen-video", "--stage", "base", "--batch-size", "2", "--preset", "tiny"], "base", torch.bfloat16)
+
+
+def test_imagen_video_distills_under_torchrun(tmp_path):
+    """Progressive distillation in 2 DDP processes: the student never runs without text, so
+    its null-text embeddings get no gradient, which DDP must be told (it hung on the first
+    CPU run). One round (4 -> 2 steps) writes the distilled stage; the null-text embeddings
+    stay the teacher's, the rest of the student moves."""
+    torch.manual_seed(0)
+    teacher = VideoUNet(stage_config("base", "tiny"))
+    folder = save_pretrained(tmp_path / "teacher", {"base": teacher}, dtype=None)
+    args = ["imagen-video", "--stage", "distill", "--teacher", str(folder), "--teacher-steps", "4", "--student-steps", "2",
+            "--batch-size", "2", "--preset", "tiny", "--max-steps", "2", "--warmup-steps", "1", "--lr", "1e-3", "--precision", "fp32",
+            "--export-dtype", "float32", "--threads", "1", "--no-progress", "--save-every-minutes", "0", "-o", str(tmp_path / "run")]
+    out = finish(start(launch(*args, procs=2), tmp_path / "log"), tmp_path / "log")
+    assert "global batch = 2 per rank x 2 ranks x 1 accumulation = 4" in out
+    student = load_stage(tmp_path / "run" / "base_distilled" / "final", "base_distilled")
+    before, after = teacher.state_dict(), student.state_dict()
+    assert torch.equal(after["null_text"], before["null_text"]) and torch.equal(after["null_pooled"], before["null_pooled"])
+    assert any(not torch.equal(after[k], before[k]) for k in before if not k.startswith("null_"))
 
 
 def test_a_launch_this_machine_cannot_serve_is_one_clear_line(tmp_path):

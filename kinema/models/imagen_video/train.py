@@ -176,7 +176,9 @@ def imagen_video(
             typer.echo(f"distilling {target}: {steps * 2} -> {steps} DDIM steps")
             student = make_student(teacher_model)
             loss = distillation_loss(teacher_model, diffusion, steps, teacher_guidance=guidance if i == 0 else 1.0)
-            trainer = Trainer(student, train_config(run), batches.batch, loss, export_name=name,
+            # the student always sees its text (guidance is baked in), so its null-text
+            # embeddings get no gradient: DDP must be told, or it waits for them forever
+            trainer = Trainer(student, train_config(run, find_unused_parameters=True), batches.batch, loss, export_name=name,
                               export_extra={"distilled_steps": steps, "teacher_guidance": guidance})
             trainer.train(resume=resume)
             teacher_model = trainer.ema.model.eval()
