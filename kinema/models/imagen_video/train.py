@@ -177,7 +177,7 @@ def imagen_video(
             student = make_student(teacher_model)
             loss = distillation_loss(teacher_model, diffusion, steps, teacher_guidance=guidance if i == 0 else 1.0)
             # the student always sees its text (guidance is baked in), so its null-text
-            # embeddings get no gradient: DDP must be told, or it waits for them forever
+            # embeddings get no gradient: DDP must be told, or its next step fails
             trainer = Trainer(student, train_config(run, find_unused_parameters=True), batches.batch, loss, export_name=name,
                               export_extra={"distilled_steps": steps, "teacher_guidance": guidance})
             trainer.train(resume=resume)
