@@ -182,8 +182,9 @@ def test_imagen_video_base_trains_under_torchrun_with_ddp_and_fsdp(tmp_path):
 def test_imagen_video_distills_under_torchrun(tmp_path):
     """Progressive distillation in 2 DDP processes: the student never runs without text, so
     its null-text embeddings get no gradient, which DDP must be told (the first CPU run
-    stopped at its second step with DDP's "finished reduction" error). One round (4 -> 2 steps) writes the distilled stage; the null-text embeddings
-    stay the teacher's, the rest of the student moves."""
+    stopped at its second step with DDP's "finished reduction" error). One round (4 -> 2
+    steps) writes the distilled stage; the null-text embeddings stay the teacher's, the rest
+    of the student moves."""
     torch.manual_seed(0)
     teacher = VideoUNet(stage_config("base", "tiny"))
     folder = save_pretrained(tmp_path / "teacher", {"base": teacher}, dtype=None)
