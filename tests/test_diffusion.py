@@ -14,6 +14,7 @@ from kinema.diffusion import (
     NoiseAugmentation,
     classifier_free_guidance,
     distillation_loss,
+    distillation_target,
     halving_schedule,
     make_student,
     one_step_error,
@@ -164,6 +165,36 @@ def test_progressive_distillation_brings_one_student_step_closer_to_two_teacher_
         optim.step()
     after = one_step_error(student.eval(), teacher, d, batch, student_steps=2)
     assert after < 0.85 * before
+
+
+def test_distillation_weights_an_error_on_the_object_above_one_on_the_backdrop() -> None:
+    """With the teacher's foreground weight, a student that is wrong on the small object
+    costs more than one wrong on as many backdrop pixels (and the same without it)."""
+    d = GaussianDiffusion()
+    teacher = randomize(tiny_unet(text_dim=0), scale=0.05).eval()
+    x0 = torch.full((1, 3, 2, 16, 16), -0.6)
+    x0[:, :, :, 4:8, 4:8] = 0.8  # a 4x4 object on a flat backdrop
+    on_object = torch.zeros(1, 1, 1, 16, 16, dtype=torch.bool)
+    on_object[..., 4:8, 4:8] = True
+    on_backdrop = torch.zeros_like(on_object)
+    on_backdrop[..., 10:14, 10:14] = True  # as many pixels, far from the object's rim
+
+    class WrongOn(torch.nn.Module):
+        """Predicts the exact distillation target except +1 on `where`."""
+
+        def __init__(self, where: torch.Tensor) -> None:
+            super().__init__()
+            self.where = where
+
+        def forward(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return distillation_target(teacher, d, z, t, 512, {}) + self.where.float()
+
+    def loss(where: torch.Tensor, weight: float) -> float:
+        fn = distillation_loss(teacher, d, student_steps=2, foreground_weight=weight, generator=torch.Generator().manual_seed(0))
+        return float(fn(WrongOn(where), DiffusionBatch(x0))["loss"])
+
+    assert loss(on_object, 0.0) == pytest.approx(loss(on_backdrop, 0.0), rel=1e-5)
+    assert loss(on_object, 16.0) > 5 * loss(on_backdrop, 16.0)
 
 
 def test_inflated_image_unet_makes_each_frame_as_the_image_model_did() -> None:

@@ -2,7 +2,7 @@
 guidance, noise-conditioning augmentation, sampling with diffusers' schedulers, and
 progressive distillation."""
 
-from .distill import distillation_loss, halving_schedule, make_student, one_step_error, step_grid
+from .distill import distillation_loss, distillation_target, halving_schedule, make_student, one_step_error, step_grid
 from .gaussian import (
     DiffusionBatch,
     GaussianDiffusion,
@@ -22,6 +22,7 @@ __all__ = [
     "classifier_free_guidance",
     "cosine_alphas_cumprod",
     "distillation_loss",
+    "distillation_target",
     "drop_mask",
     "halving_schedule",
     "linear_alphas_cumprod",

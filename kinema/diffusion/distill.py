@@ -9,7 +9,8 @@ That fixes the x0 the student must predict,
     x̃ = (z'' - (σ''/σ_t) z_t) / (α'' - (σ''/σ_t) α_t),
 
 which is turned into the student's v-target. `distillation_loss` returns a closure the
-one Trainer accepts as `loss_fn(student, batch)`.
+one Trainer accepts as `loss_fn(student, batch)`; it weights small objects up as the
+teacher's own training did, or the student spends its few hundred steps on the backdrop.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..nn.weighting import foreground_weights, weighted_mean
 from .gaussian import DiffusionBatch, GaussianDiffusion, classifier_free_guidance
 
 
@@ -62,19 +64,35 @@ def teacher_two_steps(teacher: nn.Module, diffusion: GaussianDiffusion, z: torch
     return diffusion.ddim_step(z_mid, out, t_mid, t - delta)
 
 
+@torch.no_grad()
+def distillation_target(teacher: nn.Module, diffusion: GaussianDiffusion, z: torch.Tensor, t: torch.Tensor, delta: int, cond: dict[str, Any], guidance: float = 1.0) -> torch.Tensor:
+    """The v a student must predict at (z, t) so that its one DDIM step t → t - Δ lands
+    where the teacher's two steps do."""
+    z_target = teacher_two_steps(teacher, diffusion, z, t, delta, cond, guidance)
+    alpha, sigma = diffusion.alpha_sigma(t, z)
+    alpha2, sigma2 = diffusion.alpha_sigma(t - delta, z)
+    ratio = sigma2 / sigma
+    x_target = (z_target - ratio * z) / (alpha2 - ratio * alpha)
+    eps_target = (z - alpha * x_target) / sigma
+    return alpha * eps_target - sigma * x_target
+
+
 def distillation_loss(
     teacher: nn.Module,
     diffusion: GaussianDiffusion,
     student_steps: int,
     *,
     teacher_guidance: float = 1.0,
+    foreground_weight: float = 0.0,
     generator: torch.Generator | None = None,
 ) -> Callable[[nn.Module, DiffusionBatch], dict[str, torch.Tensor]]:
     """A `loss_fn(student, batch)` for the Trainer: the student, which will sample in
     `student_steps` DDIM steps, learns one step of it from two of the frozen teacher.
 
     `teacher_guidance` > 1 distils a classifier-free-guided teacher (the first round), so
-    the student bakes the guidance in and later samples with one pass per step."""
+    the student bakes the guidance in and later samples with one pass per step.
+    `foreground_weight` > 0 weights the pixels where x0 is not backdrop that much more, as
+    `GaussianDiffusion.loss` does (give it the teacher's value)."""
     if diffusion.prediction_type != "v_prediction":
         raise ValueError("progressive distillation here targets v-prediction models (Salimans & Ho's choice)")
     teacher = teacher.eval().requires_grad_(False)
@@ -87,15 +105,9 @@ def distillation_loss(
         t = grid.to(x0.device)[torch.randint(0, len(grid), (B,), generator=generator, device=x0.device)]
         noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         z = diffusion.q_sample(x0, t, noise)
-        z_target = teacher_two_steps(teacher, diffusion, z, t, delta, cond, teacher_guidance)
-        alpha, sigma = diffusion.alpha_sigma(t, z)
-        alpha2, sigma2 = diffusion.alpha_sigma(t - delta, z)
-        ratio = sigma2 / sigma
-        x_target = (z_target - ratio * z) / (alpha2 - ratio * alpha)
-        eps_target = (z - alpha * x_target) / sigma
-        v_target = alpha * eps_target - sigma * x_target
-        out = student(z, t, **cond).float()
-        return {"loss": F.mse_loss(out, v_target)}
+        v_target = distillation_target(teacher, diffusion, z, t, delta, cond, teacher_guidance)
+        error = (student(z, t, **cond).float() - v_target) ** 2
+        return {"loss": weighted_mean(error, foreground_weights(x0, foreground_weight))}
 
     return loss_fn
 

@@ -102,7 +102,7 @@ def imagen_video(
     preset: str = typer.Option("small", help="stage size: small | tiny"),
     config_json: str = typer.Option("{}", help='VideoUNetConfig overrides as JSON, e.g. \'{"channels": 64}\''),
     cond_drop: float = typer.Option(0.1, help="share of examples trained without text (classifier-free guidance)"),
-    foreground_weight: float = typer.Option(0.0, help="extra loss weight on pixels that are not backdrop (small objects; kinema.nn.weighting)"),
+    foreground_weight: float = typer.Option(0.0, help="extra loss weight on pixels that are not backdrop (small objects; kinema.nn.weighting); distill: give the teacher's"),
     story_share: float = typer.Option(0.3, help="share of examples that continue a story from the previous last frame"),
     data: str = typer.Option("shapes", help="training data: 'shapes' (the Shapes world) or a folder of captioned videos"),
     init_from: Optional[Path] = typer.Option(None, help="start the stage from these weights (a model folder with the stage, or a training checkpoint; fresh optimizer and schedule), e.g. to go on where a run on another machine stopped"),
@@ -175,7 +175,7 @@ def imagen_video(
                 continue
             typer.echo(f"distilling {target}: {steps * 2} -> {steps} DDIM steps")
             student = make_student(teacher_model)
-            loss = distillation_loss(teacher_model, diffusion, steps, teacher_guidance=guidance if i == 0 else 1.0)
+            loss = distillation_loss(teacher_model, diffusion, steps, teacher_guidance=guidance if i == 0 else 1.0, foreground_weight=foreground_weight)
             # the student always sees its text (guidance is baked in), so its null-text
             # embeddings get no gradient: DDP must be told, or its next step fails
             trainer = Trainer(student, train_config(run, find_unused_parameters=True), batches.batch, loss, export_name=name,
