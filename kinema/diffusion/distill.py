@@ -9,8 +9,10 @@ That fixes the x0 the student must predict,
     x̃ = (z'' - (σ''/σ_t) z_t) / (α'' - (σ''/σ_t) α_t),
 
 which is turned into the student's v-target. `distillation_loss` returns a closure the
-one Trainer accepts as `loss_fn(student, batch)`; it weights small objects up as the
-teacher's own training did, or the student spends its few hundred steps on the backdrop.
+one Trainer accepts as `loss_fn(student, batch)`. Its `foreground_weight` can weight small
+objects up as the teacher's own training did: a plain mean hides that nearly all of the
+student's error is on the objects (on imagen-video-shapes it did not bring the student
+closer to its teacher, so it is off by default).
 """
 
 from __future__ import annotations
