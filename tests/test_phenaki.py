@@ -239,6 +239,16 @@ def test_model_card_is_written_from_measured_reports(tiny: Path, tmp_path: Path)
     assert "size on disk" in text
     assert kinema.load_pipeline(tiny) is not None, "a card does not disturb the model folder"
 
+    # the next round: its run folders are gone, its card keeps what they measured
+    from kinema.eval.card import main as card_main
+
+    card_main([str(tiny), "--update", "--command", "kinema train phenaki --max-steps 6", "--run", f"MaskGIT, part 2={run}", "--notes", "Round two."])
+    text = card.read_text()
+    assert text.startswith("# Tiny Phenaki\n\nRound two.\n") and "Hardware: test CPU." in text
+    assert text.index("--max-steps 3") < text.index("--max-steps 6"), "the commands of every round, in order"
+    assert "| MaskGIT | 3 |" in text and "| MaskGIT, part 2 | 3 |" in text
+    assert "| one object |" not in text, "scores are only written from a report given now"
+
 
 def test_train_command_on_real_footage(tmp_path: Path) -> None:
     """`kinema train phenaki --data PATH`: MaskGIT on the tokens of captioned real video."""

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 import kinema
 from kinema.cli import DEFAULT_MODEL, app
+from kinema.eval.card import read_card
 from kinema.io import read_video
 from kinema.pipelines import PRETRAINED_DIR, available_models
 
@@ -41,6 +42,8 @@ def test_shipped_model_has_a_card_and_fits_the_budget(name):
     size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
     assert size < 30 * 2**20, f"{name} is {size / 2**20:.1f} MB; a family's checkpoint must stay under 30 MB"
     assert json.loads((folder / "model_index.json").read_text())["_class_name"]
+    kept = read_card(folder)  # what the next round's `card --update` carries over
+    assert kept.hardware and any("kinema" in c for c in kept.commands) and kept.run_rows
 
 
 def test_generate_with_the_default_model_writes_a_video(tmp_path):

@@ -11,13 +11,21 @@ reports as they came out (their JSON files), so no number in it is typed by hand
 
 Each `--run LABEL=CHECKPOINT` reads the steps and training wall time from that training
 checkpoint's trainer_state.json (or from the model_index.json of a folder exported with them).
+
+A model trained in rounds outlives its run folders (they sit outside the repo and may be gone
+by the next round), so `--update` reads the card already in the folder and keeps its title,
+notes, hardware, commands and run rows: the new `--command` and `--run` are appended to them,
+`--notes` and `--hardware` replace them, and the index, size, eval and bench sections are
+written afresh from their files.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..fsutil import atomic_path
@@ -27,8 +35,44 @@ def _size_mb(folder: Path) -> float:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 2**20
 
 
-def runs_section(runs: Sequence[tuple[str, Path]]) -> list[str]:
-    lines = ["| run | Steps | Wall time |", "|---|---|---|"]
+_RUNS_HEADER = ["| run | Steps | Wall time |", "|---|---|---|"]
+
+
+@dataclass
+class Card:
+    """The hand-kept parts of a card: what `--update` carries from one round to the next."""
+
+    title: str
+    notes: str = ""
+    hardware: str = ""
+    commands: list[str] = field(default_factory=list)
+    run_rows: list[str] = field(default_factory=list)  # the runs table's rows, as written
+
+
+def read_card(folder: str | Path) -> Card:
+    """Parse a card that `write_card` wrote (its notes may hold any markdown but a `## Training`)."""
+    path = Path(folder) / "README.md"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: --update needs a card to update")
+    text = path.read_text()
+    head, sep, training = text.partition("\n## Training\n")
+    if not sep or not head.startswith("# "):
+        raise ValueError(f"{path} is not a card written by kinema.eval.card (no title or no '## Training')")
+    title, _, notes = head[2:].partition("\n")
+    hardware = re.search(r"^Hardware: (.*)\.$", training, re.M)
+    block = re.search(r"^```bash\n(.*?)^```$", training, re.M | re.S)
+    runs_at = training.find(_RUNS_HEADER[0])
+    rows = []
+    if runs_at >= 0:
+        for line in training[runs_at:].splitlines()[2:]:
+            if not line.startswith("| "):
+                break
+            rows.append(line)
+    return Card(title.strip(), notes.strip(), hardware.group(1) if hardware else "", block.group(1).splitlines() if block else [], rows)
+
+
+def runs_section(runs: Sequence[tuple[str, Path]], earlier_rows: Sequence[str] = ()) -> list[str]:
+    lines = [*_RUNS_HEADER, *earlier_rows]
     for label, checkpoint in runs:
         folder = Path(checkpoint).expanduser()
         # a training checkpoint, or an exported model folder whose index kept the step and time
@@ -76,12 +120,13 @@ def write_card(
     eval_json: Path | None = None,
     bench_json: Path | None = None,
     notes: str = "",
+    earlier_run_rows: Sequence[str] = (),
 ) -> Path:
     folder = Path(folder)
     index = json.loads((folder / "model_index.json").read_text())
     lines = [f"# {title}", "", notes.strip(), "", "## Training", "", f"Hardware: {hardware}.", "", "```bash", *commands, "```", ""]
-    if runs:
-        lines += [*runs_section(runs), ""]
+    if runs or earlier_run_rows:
+        lines += [*runs_section(runs, earlier_run_rows), ""]
     for key in ("step", "elapsed_seconds", "stages", "trained_on"):
         if key in index:
             lines.append(f"- {key.replace('_', ' ')}: {json.dumps(index[key])}")
@@ -98,21 +143,43 @@ def write_card(
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Write a model folder's README.md from its eval/bench reports.")
     parser.add_argument("folder")
-    parser.add_argument("--title", required=True)
+    parser.add_argument("--update", action="store_true", help="keep the folder's card: append to its commands and runs, keep its title, notes and hardware unless given")
+    parser.add_argument("--title")
     parser.add_argument("--command", action="append", default=[], help="a training command, exactly as run (repeatable)")
-    parser.add_argument("--hardware", required=True)
+    parser.add_argument("--hardware")
     parser.add_argument("--run", action="append", default=[], help="LABEL=CHECKPOINT: a training checkpoint whose steps and wall time go in the card (repeatable)")
     parser.add_argument("--eval", type=Path)
     parser.add_argument("--bench", type=Path)
-    parser.add_argument("--notes", default="")
+    parser.add_argument("--notes", help="the text under the title (replaces the card's with --update)")
+    parser.add_argument("--notes-file", type=Path, help="read --notes from this file")
     args = parser.parse_args(argv)
+    notes = args.notes_file.read_text() if args.notes_file else args.notes
+    try:
+        card = read_card(args.folder) if args.update else Card(args.title or "")
+    except (OSError, ValueError) as e:
+        parser.error(str(e))
+    title, hardware = args.title or card.title, args.hardware or card.hardware
+    if not title or not hardware:
+        parser.error("--title and --hardware are required (or --update a folder whose card has them)")
     runs = []
     for item in args.run:
         label, sep, path = item.partition("=")
         if not sep:
             parser.error(f"--run takes LABEL=CHECKPOINT, got {item!r}")
         runs.append((label, Path(path)))
-    print(write_card(args.folder, title=args.title, commands=args.command, hardware=args.hardware, runs=runs, eval_json=args.eval, bench_json=args.bench, notes=args.notes))
+    print(
+        write_card(
+            args.folder,
+            title=title,
+            commands=[*card.commands, *args.command],
+            hardware=hardware,
+            runs=runs,
+            eval_json=args.eval,
+            bench_json=args.bench,
+            notes=card.notes if notes is None else notes,
+            earlier_run_rows=card.run_rows,
+        )
+    )
 
 
 if __name__ == "__main__":
