@@ -224,3 +224,27 @@ def test_cli_unknown_model_is_a_one_line_error() -> None:
     result = CliRunner().invoke(_cli(), ["eval", "no-such-model", "--prompts", "1"])
     assert result.exit_code == 2
     assert "unknown model 'no-such-model'" in result.output
+
+
+def test_lexicon_probe_reports_how_the_text_encoder_reads_the_synonyms(tmp_path: Path) -> None:
+    """`kinema eval MODEL --lexicon`: every colour, shape and motion synonym of both splits is
+    read and counted, the report is written, and the misreads it lists are the encoder's
+    (all-MiniLM-L6-v2 reads "cherry-red" as red but "canary" not as yellow: why the held-out
+    category of the shipped models is low). A model without a text encoder is a one-line error."""
+    from kinema.world.language import COLOR_WORDS, SHAPE_WORDS
+
+    path = tmp_path / "lexicon.json"
+    result = CliRunner().invoke(_cli(), ["eval", "phenaki-shapes", "--lexicon", "--json", str(path)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(path.read_text())["lexicon"]
+    counts = {(r["table"], r["split"]): (r["read"], r["words"]) for r in report["read"]}
+    assert counts.keys() == {(t, s) for t in ("colour", "shape", "motion") for s in ("train", "heldout")}
+    assert counts["colour", "heldout"][1] == sum(len(w.heldout) for w in COLOR_WORDS.values())
+    assert counts["shape", "train"][1] == sum(len(w.train) - 1 for w in SHAPE_WORDS.values())
+    misread = {m["word"]: m["reads_as"] for m in report["misread"]}
+    for (table, split), (read, words) in counts.items():
+        assert read == words - sum(m["table"] == table and m["split"] == split for m in report["misread"])
+    assert "canary" in misread and misread["canary"] != "yellow" and "cherry-red" not in misread
+    assert all(a in {w.train[0] for w in COLOR_WORDS.values()} for w, a in misread.items() if w in {p for v in COLOR_WORDS.values() for p in v.all})
+    result = CliRunner().invoke(_cli(), ["eval", "world", "--lexicon"])
+    assert result.exit_code == 2 and "no text encoder" in result.output

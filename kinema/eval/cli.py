@@ -29,6 +29,7 @@ def eval_command(
     steps: Annotated[Optional[int], typer.Option(help="Sampling steps for every clip (default: the model's own; for a distilled model, other steps use its teacher).", min=1)] = None,
     guidance: Annotated[Optional[float], typer.Option(help="Classifier-free guidance scale for every clip (default: the model's own).", min=0.0)] = None,
     reconstruct: Annotated[Optional[int], typer.Option(help="Instead, score the model's tokenizer: the judge on its reconstructions of this many fresh world events (the ceiling of what its generator can pass).", min=1)] = None,
+    lexicon: Annotated[bool, typer.Option("--lexicon", help="Instead, probe the model's text encoder: which colour, shape and motion synonyms it reads as their own canonical word (a held-out word it misreads bounds the held-out paraphrases).")] = False,
 ) -> None:
     """Score a model on the Shapes world: pass rates per category with 95 % intervals,
     the commonest failures, FVD-shapes and flicker. `kinema eval world` is the upper bound."""
@@ -43,6 +44,8 @@ def eval_command(
         pipe = load_pipeline(model)
         if reconstruct is not None:
             return _reconstruct(pipe, model, reconstruct, seed, json_path)
+        if lexicon:
+            return _lexicon(pipe, model, json_path)
         bar = Progress(
             TextColumn("[bold]eval[/] {task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("events"),
             TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True,
@@ -95,4 +98,31 @@ def _reconstruct(pipe, model: str, clips: int, seed: int, json_path: Path | None
     if json_path is not None:
         with atomic_path(json_path) as tmp:
             tmp.write_text(json.dumps({"model": model, "seed": seed, "reconstruction": score.to_dict()}, indent=2) + "\n")
+        console.print(f"wrote {json_path}")
+
+
+def _lexicon(pipe, model: str, json_path: Path | None) -> None:
+    """`kinema eval MODEL --lexicon`: how the model's text encoder reads the world's synonyms."""
+    import json
+
+    from rich.table import Table
+
+    from ..cli import console
+    from ..fsutil import atomic_path
+    from .lexicon import probe_lexicon
+
+    encoder = getattr(pipe, "text_encoder", None)
+    if encoder is None:
+        raise ValueError(f"{model} has no text encoder to probe (--lexicon is for text-conditioned models)")
+    score = probe_lexicon(encoder)
+    table = Table(title=f"{model}: synonyms its text encoder ({encoder.name}) reads as their canonical word")
+    for column in ("words", "split", "read", "misread (reads as)"):
+        table.add_column(column)
+    for (kind, split), (read, n) in score.read.items():
+        wrong = ", ".join(f"{w} ({a})" for k, s, w, a in score.misread if (k, s) == (kind, split))
+        table.add_row(kind, split, f"{read}/{n}", wrong or "—")
+    console.print(table)
+    if json_path is not None:
+        with atomic_path(json_path) as tmp:
+            tmp.write_text(json.dumps({"model": model, "text_encoder": encoder.name, "lexicon": score.to_dict()}, indent=2) + "\n")
         console.print(f"wrote {json_path}")
