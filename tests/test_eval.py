@@ -248,3 +248,17 @@ def test_lexicon_probe_reports_how_the_text_encoder_reads_the_synonyms(tmp_path:
     assert all(a in {w.train[0] for w in COLOR_WORDS.values()} for w, a in misread.items() if w in {p for v in COLOR_WORDS.values() for p in v.all})
     result = CliRunner().invoke(_cli(), ["eval", "world", "--lexicon"])
     assert result.exit_code == 2 and "no text encoder" in result.output
+
+
+def test_eval_splits_held_out_prompts_by_words_the_text_encoder_misreads() -> None:
+    """A text-conditioned model's report says how many held-out paraphrases used a word its
+    encoder misreads (so a low held-out score can be traced to the encoder, not the generator)."""
+    from kinema.eval.lexicon import heldout_by_misread
+
+    split = heldout_by_misread([("a canary orb rises", False), ("a lime ball sinks", True), ("a canaryish ball", True)], ["canary"])
+    assert split["with"] == [0, 1] and split["without"] == [2, 2], "whole words only"
+    report = evaluate(load_pipeline("phenaki-shapes"), prompts=2, stories=0, long_story=None, fvd=False)
+    lexicon = report.to_dict()["heldout_lexicon"]
+    assert lexicon["with"][1] + lexicon["without"][1] == 2 and "canary" in lexicon["misread_words"]
+    assert any("misreads" in line for line in report.notes())
+    assert evaluate(load_pipeline("world"), prompts=1, stories=0, long_story=None, fvd=False).heldout_lexicon is None

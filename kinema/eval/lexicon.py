@@ -10,6 +10,8 @@ A held-out word the encoder misreads bounds the held-out category whatever the g
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,3 +63,15 @@ def probe_lexicon(encoder: TextEncoder) -> LexiconScore:
                     misread.append((table, split, phrase, words[values[i]].train[0]))
             read[table, split] = (len(phrases) - sum(m[0] == table and m[1] == split for m in misread), len(phrases))
     return LexiconScore(read, misread)
+
+
+def heldout_by_misread(prompts: Sequence[tuple[str, bool]], misread: Sequence[str]) -> dict[str, Any]:
+    """Held-out (prompt, passed) pairs split by whether the prompt uses a held-out word the
+    encoder misreads: how much of the category's failure the text encoder explains."""
+    pattern = re.compile(r"\b(" + "|".join(re.escape(w) for w in misread) + r")\b") if misread else None
+    split = {"with": [0, 0], "without": [0, 0]}
+    for text, passed in prompts:
+        side = split["with" if pattern and pattern.search(text) else "without"]
+        side[0] += int(passed)
+        side[1] += 1
+    return {"misread_words": list(misread), **split}

@@ -212,6 +212,8 @@ class Report:
     categories: dict[str, CategoryScore]
     fvd: FVDScore | None
     timings: dict[str, float]
+    # held-out paraphrases split by whether they use a word the text encoder misreads (lexicon.py)
+    heldout_lexicon: dict[str, Any] | None = None
 
     @property
     def passed(self) -> bool:
@@ -225,6 +227,7 @@ class Report:
             "categories": {k: v.to_dict() for k, v in self.categories.items()},
             "fvd_shapes": self.fvd.to_dict() if self.fvd else None,
             "timings": self.timings,
+            "heldout_lexicon": self.heldout_lexicon,
             "results": [asdict(r) for r in self.results],
         }
 
@@ -272,6 +275,9 @@ class Report:
             f = self.fvd
             lines.append(f"FVD-shapes {f.value:.2f} (real vs real: {f.floor:.2f}; {f.generated_clips} generated vs {f.real_clips} world clips)")
             lines.append(NOT_COMPARABLE)
+        if self.heldout_lexicon:
+            (a, n), (b, m) = self.heldout_lexicon["with"], self.heldout_lexicon["without"]
+            lines.append(f"held-out paraphrases: {a}/{n} pass with a word the text encoder misreads (see --lexicon), {b}/{m} without")
         t = self.timings
         lines.append("flicker: mean |Δ| (0-255) between consecutive frames over pixels that are background in both")
         lines.append(
@@ -477,4 +483,10 @@ def evaluate(
         "kinema_version": __version__,
         **({"sampling": dict(options)} if options else {}),
     }
-    return Report(getattr(pipe, "name", type(pipe).__name__), settings, results, aggregate(results), fvd_score, timings)
+    heldout = [(r.prompt, r.passed) for r in results if r.category == "held-out paraphrases"]
+    lexicon = None
+    if heldout and getattr(pipe, "text_encoder", None) is not None:
+        from .lexicon import heldout_by_misread, probe_lexicon
+
+        lexicon = heldout_by_misread(heldout, probe_lexicon(pipe.text_encoder).misread_words("heldout"))
+    return Report(getattr(pipe, "name", type(pipe).__name__), settings, results, aggregate(results), fvd_score, timings, lexicon)
