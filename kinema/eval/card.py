@@ -15,8 +15,8 @@ checkpoint's trainer_state.json (or from the model_index.json of a folder export
 A model trained in rounds outlives its run folders (they sit outside the repo and may be gone
 by the next round), so `--update` reads the card already in the folder and keeps its title,
 notes, hardware, commands and run rows: the new `--command` and `--run` are appended to them,
-`--notes` and `--hardware` replace them, and the index, size, eval and bench sections are
-written afresh from their files.
+`--notes` and `--hardware` replace them, the index and size are written afresh, and the
+eval and bench sections are written from the reports given now or else kept as they were.
 """
 
 from __future__ import annotations
@@ -47,6 +47,8 @@ class Card:
     hardware: str = ""
     commands: list[str] = field(default_factory=list)
     run_rows: list[str] = field(default_factory=list)  # the runs table's rows, as written
+    scores: str = ""  # the "## Judge scores" section, as written
+    speed: str = ""  # the "## Speed" section, as written
 
 
 def read_card(folder: str | Path) -> Card:
@@ -68,7 +70,10 @@ def read_card(folder: str | Path) -> Card:
             if not line.startswith("| "):
                 break
             rows.append(line)
-    return Card(title.strip(), notes.strip(), hardware.group(1) if hardware else "", block.group(1).splitlines() if block else [], rows)
+    sections = {part.split("\n", 1)[0]: "## " + part.strip() for part in training.split("\n## ")[1:]}
+    scores = next((v for k, v in sections.items() if k.startswith("Judge scores")), "")
+    speed = next((v for k, v in sections.items() if k.startswith("Speed")), "")
+    return Card(title.strip(), notes.strip(), hardware.group(1) if hardware else "", block.group(1).splitlines() if block else [], rows, scores, speed)
 
 
 def runs_section(runs: Sequence[tuple[str, Path]], earlier_rows: Sequence[str] = ()) -> list[str]:
@@ -121,6 +126,8 @@ def write_card(
     bench_json: Path | None = None,
     notes: str = "",
     earlier_run_rows: Sequence[str] = (),
+    earlier_scores: str = "",
+    earlier_speed: str = "",
 ) -> Path:
     folder = Path(folder)
     index = json.loads((folder / "model_index.json").read_text())
@@ -133,8 +140,12 @@ def write_card(
     lines += [f"- size on disk: {_size_mb(folder):.1f} MB", ""]
     if eval_json:
         lines += [*eval_section(json.loads(Path(eval_json).read_text())), ""]
+    elif earlier_scores:
+        lines += [earlier_scores, ""]
     if bench_json:
         lines += [*bench_section(json.loads(Path(bench_json).read_text())), ""]
+    elif earlier_speed:
+        lines += [earlier_speed, ""]
     with atomic_path(folder / "README.md") as tmp:
         tmp.write_text("\n".join(lines).replace("\n\n\n", "\n\n"))
     return folder / "README.md"
@@ -178,6 +189,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             bench_json=args.bench,
             notes=card.notes if notes is None else notes,
             earlier_run_rows=card.run_rows,
+            earlier_scores=card.scores,
+            earlier_speed=card.speed,
         )
     )
 
