@@ -58,10 +58,9 @@ def probe_lexicon(encoder: TextEncoder) -> LexiconScore:
             phrases = [(v, p) for v in values for p in (words[v].train[1:] if split == "train" else words[v].heldout)]
             pooled = encoder.encode([template.format(p) for _, p in phrases]).pooled
             nearest = (pooled @ canonical.T).argmax(dim=1).tolist()
-            for (value, phrase), i in zip(phrases, nearest):
-                if values[i] != value:
-                    misread.append((table, split, phrase, words[values[i]].train[0]))
-            read[table, split] = (len(phrases) - sum(m[0] == table and m[1] == split for m in misread), len(phrases))
+            wrong = [(table, split, phrase, words[values[i]].train[0]) for (value, phrase), i in zip(phrases, nearest) if values[i] != value]
+            misread += wrong
+            read[table, split] = (len(phrases) - len(wrong), len(phrases))
     return LexiconScore(read, misread)
 
 
