@@ -224,7 +224,7 @@ def test_cli_generate_and_story(tiny: Path, tmp_path: Path) -> None:
 
 def test_model_card_is_written_from_measured_reports(tiny: Path, tmp_path: Path) -> None:
     from kinema.eval import evaluate
-    from kinema.eval.card import write_card
+    from kinema.eval.card import Card, write_card
 
     report = evaluate(kinema.load_pipeline("world"), prompts=2, stories=1, story_length=2, long_story=0, fvd=False)
     eval_json = tmp_path / "eval.json"
@@ -232,7 +232,7 @@ def test_model_card_is_written_from_measured_reports(tiny: Path, tmp_path: Path)
     from kinema.train import list_checkpoints
 
     run = list_checkpoints(tiny.parent)[-1]
-    card = write_card(tiny, title="Tiny Phenaki", commands=["kinema train phenaki --max-steps 3"], hardware="test CPU", runs=[("MaskGIT", run)], eval_json=eval_json)
+    card = write_card(tiny, Card("Tiny Phenaki", hardware="test CPU", commands=["kinema train phenaki --max-steps 3"]), runs=[("MaskGIT", run)], eval_json=eval_json)
     text = card.read_text()
     assert "kinema train phenaki --max-steps 3" in text and "| one object | 100.0 % |" in text
     assert "| MaskGIT | 3 |" in text

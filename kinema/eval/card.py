@@ -117,35 +117,30 @@ def bench_section(report: dict) -> list[str]:
 
 def write_card(
     folder: str | Path,
+    card: Card,
     *,
-    title: str,
-    commands: Sequence[str],
-    hardware: str,
     runs: Sequence[tuple[str, Path]] = (),
     eval_json: Path | None = None,
     bench_json: Path | None = None,
-    notes: str = "",
-    earlier_run_rows: Sequence[str] = (),
-    earlier_scores: str = "",
-    earlier_speed: str = "",
 ) -> Path:
+    """Write `card` as the folder's README.md: the new `runs` join its run rows, and the reports given replace its judge and speed sections."""
     folder = Path(folder)
     index = json.loads((folder / "model_index.json").read_text())
-    lines = [f"# {title}", "", notes.strip(), "", "## Training", "", f"Hardware: {hardware}.", "", "```bash", *commands, "```", ""]
-    if runs or earlier_run_rows:
-        lines += [*runs_section(runs, earlier_run_rows), ""]
+    lines = [f"# {card.title}", "", card.notes.strip(), "", "## Training", "", f"Hardware: {card.hardware}.", "", "```bash", *card.commands, "```", ""]
+    if runs or card.run_rows:
+        lines += [*runs_section(runs, card.run_rows), ""]
     for key in ("step", "elapsed_seconds", "stages", "trained_on"):
         if key in index:
             lines.append(f"- {key.replace('_', ' ')}: {json.dumps(index[key])}")
     lines += [f"- size on disk: {_size_mb(folder):.1f} MB", ""]
     if eval_json:
         lines += [*eval_section(json.loads(Path(eval_json).read_text())), ""]
-    elif earlier_scores:
-        lines += [earlier_scores, ""]
+    elif card.scores:
+        lines += [card.scores, ""]
     if bench_json:
         lines += [*bench_section(json.loads(Path(bench_json).read_text())), ""]
-    elif earlier_speed:
-        lines += [earlier_speed, ""]
+    elif card.speed:
+        lines += [card.speed, ""]
     with atomic_path(folder / "README.md") as tmp:
         tmp.write_text("\n".join(lines).replace("\n\n\n", "\n\n"))
     return folder / "README.md"
@@ -169,30 +164,19 @@ def main(argv: Sequence[str] | None = None) -> None:
         card = read_card(args.folder) if args.update else Card(args.title or "")
     except (OSError, ValueError) as e:
         parser.error(str(e))
-    title, hardware = args.title or card.title, args.hardware or card.hardware
-    if not title or not hardware:
+    card.title, card.hardware = args.title or card.title, args.hardware or card.hardware
+    if not card.title or not card.hardware:
         parser.error("--title and --hardware are required (or --update a folder whose card has them)")
+    if notes is not None:
+        card.notes = notes
+    card.commands += args.command
     runs = []
     for item in args.run:
         label, sep, path = item.partition("=")
         if not sep:
             parser.error(f"--run takes LABEL=CHECKPOINT, got {item!r}")
         runs.append((label, Path(path)))
-    print(
-        write_card(
-            args.folder,
-            title=title,
-            commands=[*card.commands, *args.command],
-            hardware=hardware,
-            runs=runs,
-            eval_json=args.eval,
-            bench_json=args.bench,
-            notes=card.notes if notes is None else notes,
-            earlier_run_rows=card.run_rows,
-            earlier_scores=card.scores,
-            earlier_speed=card.speed,
-        )
-    )
+    print(write_card(args.folder, card, runs=runs, eval_json=args.eval, bench_json=args.bench))
 
 
 if __name__ == "__main__":
