@@ -210,3 +210,26 @@ def test_cli_trains_on_a_captioned_folder(tmp_path):
     assert tmp_path.name in json.dumps(index)  # the export names what it was trained on
     result = CliRunner().invoke(train_app, ["tokenizer", "--data", str(tmp_path / "nowhere"), "--output", str(tmp_path / "x")])
     assert result.exit_code != 0 and "no dataset" in result.output
+
+
+def test_scene_mix_weights_the_kinds_of_single_scene_examples(tmp_path):
+    """--scene-mix 'two objects=...': more (or only) two-object scenes, where binding each
+    colour and shape to its own object is learned; a bad mix is a one-line usage error
+    before anything is written."""
+    from kinema.data.shapes import captioned_example, parse_scene_mix
+    from kinema.world.language import parse
+
+    assert parse_scene_mix("two objects=2") == {"one object": 1.0, "two objects": 2.0, "camera": 1.0}
+    only_two = parse_scene_mix("one object=0, camera=0")
+    rng = np.random.default_rng(0)
+    for _ in range(6):
+        frames, context, text = captioned_example(rng, story_share=0.0, scene_mix=only_two)
+        assert context is None and frames.shape == (16, 64, 64, 3)
+        assert len(parse(text).objects) == 2, text
+    for bad, why in (("three objects=1", "KIND=WEIGHT"), ("camera=lots", "must be a number"), ("camera=-1", "negative"),
+                     ("one object=0,two objects=0,camera=0", "at least one")):
+        with pytest.raises(ValueError, match=why):
+            parse_scene_mix(bad)
+    result = CliRunner().invoke(train_app, ["phenaki", "--tokenizer", str(tmp_path / "tok"), "-o", str(tmp_path / "run"), "--scene-mix", "three objects=1"])
+    assert result.exit_code == 2 and "KIND=WEIGHT" in result.output
+    assert not (tmp_path / "run").exists()

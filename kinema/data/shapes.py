@@ -8,6 +8,7 @@ never see each other's clips.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -15,7 +16,7 @@ import torch
 
 from ..world.language import describe
 from ..world.render import render_event
-from ..world.sample import random_event, random_story
+from ..world.sample import SCENE_KINDS, random_event, random_story
 from ..world.spec import DEFAULT_SIZE, EVENT_FRAMES, SceneSpec
 
 
@@ -31,17 +32,48 @@ def to_uint8_frames(video: torch.Tensor) -> np.ndarray:
     return video.movedim(-4, -1).to(torch.uint8).cpu().numpy()
 
 
-def captioned_example(rng: np.random.Generator, story_share: float, max_story: int = 6) -> tuple[np.ndarray, np.ndarray | None, str]:
+def parse_scene_mix(text: str) -> dict[str, float]:
+    """`"two objects=2"` -> a weight for every scene kind (unnamed kinds weigh 1): how
+    often a single-scene training example is of each kind (by default equally often)."""
+    mix = dict.fromkeys(SCENE_KINDS, 1.0)
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        kind, sep, weight = item.rpartition("=")
+        kind = kind.strip()
+        if not sep or kind not in mix:
+            raise ValueError(f"a scene mix is KIND=WEIGHT[,KIND=WEIGHT...] with KIND one of {', '.join(SCENE_KINDS)}; got {item!r}")
+        try:
+            mix[kind] = float(weight)
+        except ValueError:
+            raise ValueError(f"the weight of {kind!r} must be a number, got {weight!r}") from None
+        if mix[kind] < 0:
+            raise ValueError(f"the weight of {kind!r} must not be negative, got {weight}")
+    if not sum(mix.values()) > 0:
+        raise ValueError("a scene mix needs some weight on at least one scene kind")
+    return mix
+
+
+def draw_scene_kind(rng: np.random.Generator, mix: Mapping[str, float] | None) -> str | None:
+    """A scene kind drawn by `mix`'s weights (None: let the world draw one uniformly)."""
+    if mix is None:
+        return None
+    kinds = list(mix)
+    weights = np.array([mix[k] for k in kinds], dtype=np.float64)
+    return kinds[int(rng.choice(len(kinds), p=weights / weights.sum()))]
+
+
+def captioned_example(rng: np.random.Generator, story_share: float, max_story: int = 6, scene_mix: Mapping[str, float] | None = None) -> tuple[np.ndarray, np.ndarray | None, str]:
     """One text-to-video training example: (event frames (16, 64, 64, 3), the previous
     event's last frame (1, 64, 64, 3) or None, caption in *train* words).
 
     With probability `story_share` it is a story's step: a story of 2..max_story sentences
     (so zooms and appearances have happened) whose last sentence is the caption and whose
-    previous event ends on the context frame; else a single scene with no context."""
+    previous event ends on the context frame; else a single scene with no context, of a
+    kind drawn by `scene_mix` (e.g. more two-object scenes, where binding colours and
+    shapes to the right object is learned)."""
     if rng.random() < story_share:
         sentences, events = random_story(rng, int(rng.integers(2, max_story + 1)), check_legible=False)
         return render_event(events[-1]), render_event(events[-2])[-1:], describe(sentences[-1], rng)
-    spec, event = random_event(rng, check_legible=False)
+    spec, event = random_event(rng, draw_scene_kind(rng, scene_mix), check_legible=False)
     return render_event(event), None, describe(spec, rng)
 
 

@@ -162,6 +162,7 @@ class ImagenVideoData:
     rank: int = 0
     story_share: float = 0.3  # share of examples that are a story's step (context = previous last frame)
     max_story: int = 6
+    scene_mix: dict[str, float] | None = None  # weights of the single-scene kinds (kinema.data.shapes.parse_scene_mix)
     aug_max_timestep: int = 512
     source: Any = None  # a real captioned-video dataset (kinema.data.load_dataset); None = the Shapes world
 
@@ -178,7 +179,7 @@ class ImagenVideoData:
             has_context = torch.zeros(len(captions), dtype=torch.bool)
             context = events[:, :, -1:]
         else:
-            examples = [captioned_example(rng, self.story_share, self.max_story) for _ in range(self.batch_size)]
+            examples = [captioned_example(rng, self.story_share, self.max_story, self.scene_mix) for _ in range(self.batch_size)]
             events = to_model_range(np.stack([e for e, _, _ in examples]))
             captions = [c for _, _, c in examples]
             has_context = torch.tensor([c is not None for _, c, _ in examples])

@@ -24,7 +24,7 @@ from ...diffusion import DiffusionBatch, GaussianDiffusion, distillation_loss, h
 from ...nn.unet import VideoUNet
 from ...pipelines import SHAPES_WORLD
 from ...train.distributed import dist_info
-from ...train.options import DataWorkers, Fsdp, MaxMinutes, Precision, Progress, Threads
+from ...train.options import DataWorkers, Fsdp, MaxMinutes, Precision, Progress, SceneMix, Threads, scene_mix_option
 from ...train.trainer import TrainConfig, Trainer, default_device, load_trained, resumed_model_config
 from .data import STAGES, ImagenVideoData, stage_config
 from .pipeline import STAGE_ORDER, ImagenVideoPipeline, ImagenVideoSampler
@@ -118,6 +118,7 @@ def imagen_video(
     fsdp: Fsdp = False,
     data_workers: DataWorkers = 0,
     max_minutes: MaxMinutes = None,
+    scene_mix: SceneMix = None,
 ) -> None:
     """Train one stage of the Imagen Video cascade (base, tsr, ssr), distill one, or assemble them."""
     from ...text import get_text_encoder
@@ -133,6 +134,7 @@ def imagen_video(
             raise typer.BadParameter(f"{output} lacks a finished stage: train base, tsr and ssr first (each writes OUTPUT/<stage>/final)")
         typer.echo(f"model folder: {folder}")
         return
+    mix = scene_mix_option(scene_mix, data)
     diffusion = ImagenVideoSampler().diffusion()
     rank, world_size = dist_info()
     target = distill_stage if stage == "distill" else stage
@@ -142,7 +144,7 @@ def imagen_video(
     if not is_shapes(data):
         source = load_dataset(data, batch_size=batch_size, seed=seed, rank=rank, world_size=world_size, size=64, frames=16)
     trained_on = data_label(data)
-    batches = ImagenVideoData(target, get_text_encoder(), diffusion, batch_size=batch_size, seed=seed, rank=rank, story_share=story_share, source=source)
+    batches = ImagenVideoData(target, get_text_encoder(), diffusion, batch_size=batch_size, seed=seed, rank=rank, story_share=story_share, scene_mix=mix, source=source)
 
     def train_config(run: Path, **kw) -> TrainConfig:
         return TrainConfig(

@@ -89,6 +89,7 @@ class PhenakiData:
     rank: int = 0
     story_share: float = 0.5  # share of examples that continue a story from a context frame
     max_story: int = 6  # story steps are drawn from stories up to this long (zoom states etc.)
+    scene_mix: dict[str, float] | None = None  # weights of the single-scene kinds (kinema.data.shapes.parse_scene_mix)
     source: Any = None  # a real captioned-video dataset (kinema.data.load_dataset); None = the Shapes world
     reuse: int = 0  # > 0: cycle over this many distinct batches, each encoded once (0 = endless)
 
@@ -116,7 +117,7 @@ class PhenakiData:
             contexts = events[:, :, :1]
         else:
             rng = np.random.default_rng([self.seed, self.rank, index])
-            examples = [captioned_example(rng, self.story_share, self.max_story) for _ in range(self.batch_size)]
+            examples = [captioned_example(rng, self.story_share, self.max_story, self.scene_mix) for _ in range(self.batch_size)]
             events = to_model_range(np.stack([e for e, _, _ in examples]))
             captions = [c for _, _, c in examples]
             has_context = torch.tensor([c is not None for _, c, _ in examples])

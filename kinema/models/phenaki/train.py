@@ -13,7 +13,7 @@ from ... import checkpoint as ckpt
 from ...data import data_label, is_shapes, load_dataset
 from ...tokenizer.cvivit import CViViT
 from ...train.distributed import dist_info
-from ...train.options import DataWorkers, Fsdp, MaxMinutes, Precision, Progress, Threads
+from ...train.options import DataWorkers, Fsdp, MaxMinutes, Precision, Progress, SceneMix, Threads, scene_mix_option
 from ...train.trainer import TrainConfig, Trainer, default_device, load_trained, resumed_model_config
 from .data import PhenakiData, TokenBatch
 from .maskgit import MaskGit, MaskGitConfig
@@ -107,10 +107,12 @@ def phenaki(
     fsdp: Fsdp = False,
     data_workers: DataWorkers = 0,
     max_minutes: MaxMinutes = None,
+    scene_mix: SceneMix = None,
 ) -> None:
     """Train Phenaki's MaskGIT (text + last frame → event tokens) on the Shapes world."""
     from ...text import get_text_encoder
 
+    mix = scene_mix_option(scene_mix, data)  # before anything is written
     if threads:
         torch.set_num_threads(threads)
     rank, world_size = dist_info()
@@ -128,7 +130,7 @@ def phenaki(
     source = None
     if not is_shapes(data):
         source = load_dataset(data, batch_size=batch_size, seed=seed, rank=rank, world_size=world_size, size=tok.config.image_size, frames=16)
-    batches = PhenakiData(tok, get_text_encoder(), batch_size=batch_size, seed=seed, rank=rank, story_share=story_share, source=source, reuse=reuse_batches)
+    batches = PhenakiData(tok, get_text_encoder(), batch_size=batch_size, seed=seed, rank=rank, story_share=story_share, scene_mix=mix, source=source, reuse=reuse_batches)
     train_config = TrainConfig(
         output=str(output), max_steps=max_steps, lr=lr, warmup_steps=warmup_steps, grad_accum=grad_accum, ema_decay=ema_decay,
         save_every=save_every, save_every_minutes=save_every_minutes, seed=seed, precision=precision, progress=progress, fsdp=fsdp, data_workers=data_workers, max_minutes=max_minutes,
