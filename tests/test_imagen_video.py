@@ -4,7 +4,6 @@ and distillation, the model folder, the cascade's sampling, stories."""
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 
 import numpy as np
@@ -119,10 +118,8 @@ def test_train_command_trains_every_stage_distills_and_assembles(tmp_path: Path)
         assert result.exit_code == 0, result.output
         assert (tmp_path / stage / "final" / "model_index.json").is_file()
     assert "model folder" in result.output
-    result = runner.invoke(app, ["--stage", "distill", "--teacher-steps", "4", "--student-steps", "2", "--teacher-clip", *common])
+    result = runner.invoke(app, ["--stage", "distill", "--teacher-steps", "4", "--student-steps", "2", *common])
     assert result.exit_code == 0, result.output
-    index = json.loads((tmp_path / "base_distilled" / "final" / "model_index.json").read_text())
-    assert index["distilled_steps"] == 2 and index["teacher_clip"] is True, "the student's card can say how it was distilled"
     pipe = kinema.load_pipeline(tmp_path / "pipeline")
     assert pipe.sampler.distilled_steps == {"base": 2} and "base_distilled" in pipe.stages
     assert pipe(PROMPT, seed=0, num_inference_steps=1).frames.shape == (16, 64, 64, 3)

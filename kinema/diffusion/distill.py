@@ -8,9 +8,7 @@ That fixes the x0 the student must predict,
 
     x̃ = (z'' - (σ''/σ_t) z_t) / (α'' - (σ''/σ_t) α_t),
 
-which is turned into the student's v-target. The teacher's steps should be the ones it
-samples with: `teacher_clip` clips its predicted x0 to [-1, 1] at each step, as the
-guided sampler's thresholding does (strong guidance overshoots the data's range). `distillation_loss` returns a closure the
+which is turned into the student's v-target. `distillation_loss` returns a closure the
 one Trainer accepts as `loss_fn(student, batch)`. Its `foreground_weight` can weight small
 objects up as the teacher's own training did: a plain mean hides that nearly all of the
 student's error is on the objects (on imagen-video-shapes it did not bring the student
@@ -59,24 +57,20 @@ def make_student(teacher: nn.Module) -> nn.Module:
 
 
 @torch.no_grad()
-def teacher_two_steps(
-    teacher: nn.Module, diffusion: GaussianDiffusion, z: torch.Tensor, t: torch.Tensor, delta: int, cond: dict[str, Any], guidance: float = 1.0, clip: bool = False
-) -> torch.Tensor:
+def teacher_two_steps(teacher: nn.Module, diffusion: GaussianDiffusion, z: torch.Tensor, t: torch.Tensor, delta: int, cond: dict[str, Any], guidance: float = 1.0) -> torch.Tensor:
     """The teacher's two DDIM steps t → t - Δ/2 → t - Δ (a negative timestep is clean data)."""
     t_mid = t - delta // 2
     out = classifier_free_guidance(teacher, z, t, cond, guidance).float()
-    z_mid = diffusion.ddim_step(z, out, t, t_mid, clip_x0=clip)
+    z_mid = diffusion.ddim_step(z, out, t, t_mid)
     out = classifier_free_guidance(teacher, z_mid, t_mid, cond, guidance).float()
-    return diffusion.ddim_step(z_mid, out, t_mid, t - delta, clip_x0=clip)
+    return diffusion.ddim_step(z_mid, out, t_mid, t - delta)
 
 
 @torch.no_grad()
-def distillation_target(
-    teacher: nn.Module, diffusion: GaussianDiffusion, z: torch.Tensor, t: torch.Tensor, delta: int, cond: dict[str, Any], guidance: float = 1.0, clip: bool = False
-) -> torch.Tensor:
+def distillation_target(teacher: nn.Module, diffusion: GaussianDiffusion, z: torch.Tensor, t: torch.Tensor, delta: int, cond: dict[str, Any], guidance: float = 1.0) -> torch.Tensor:
     """The v a student must predict at (z, t) so that its one DDIM step t → t - Δ lands
     where the teacher's two steps do."""
-    z_target = teacher_two_steps(teacher, diffusion, z, t, delta, cond, guidance, clip)
+    z_target = teacher_two_steps(teacher, diffusion, z, t, delta, cond, guidance)
     alpha, sigma = diffusion.alpha_sigma(t, z)
     alpha2, sigma2 = diffusion.alpha_sigma(t - delta, z)
     ratio = sigma2 / sigma
@@ -91,7 +85,6 @@ def distillation_loss(
     student_steps: int,
     *,
     teacher_guidance: float = 1.0,
-    teacher_clip: bool = False,
     foreground_weight: float = 0.0,
     generator: torch.Generator | None = None,
 ) -> Callable[[nn.Module, DiffusionBatch], dict[str, torch.Tensor]]:
@@ -100,8 +93,6 @@ def distillation_loss(
 
     `teacher_guidance` > 1 distils a classifier-free-guided teacher (the first round), so
     the student bakes the guidance in and later samples with one pass per step.
-    `teacher_clip` clips the teacher's predicted x0 at each of its steps, as a sampler with
-    thresholding does (give it when the teacher is used that way).
     `foreground_weight` > 0 weights the pixels where x0 is not backdrop that much more, as
     `GaussianDiffusion.loss` does (give it the teacher's value)."""
     if diffusion.prediction_type != "v_prediction":
@@ -116,7 +107,7 @@ def distillation_loss(
         t = grid.to(x0.device)[torch.randint(0, len(grid), (B,), generator=generator, device=x0.device)]
         noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         z = diffusion.q_sample(x0, t, noise)
-        v_target = distillation_target(teacher, diffusion, z, t, delta, cond, teacher_guidance, teacher_clip)
+        v_target = distillation_target(teacher, diffusion, z, t, delta, cond, teacher_guidance)
         error = (student(z, t, **cond).float() - v_target) ** 2
         return {"loss": weighted_mean(error, foreground_weights(x0, foreground_weight))}
 
@@ -124,9 +115,7 @@ def distillation_loss(
 
 
 @torch.no_grad()
-def one_step_error(
-    student: nn.Module, teacher: nn.Module, diffusion: GaussianDiffusion, batch: DiffusionBatch, student_steps: int, *, teacher_guidance: float = 1.0, teacher_clip: bool = False, seed: int = 0
-) -> float:
+def one_step_error(student: nn.Module, teacher: nn.Module, diffusion: GaussianDiffusion, batch: DiffusionBatch, student_steps: int, *, teacher_guidance: float = 1.0, seed: int = 0) -> float:
     """Mean squared distance between the student's one DDIM step and the teacher's two,
     over every point of the student's grid: how well a round of distillation has worked."""
     g = torch.Generator(batch.x0.device).manual_seed(seed)
@@ -135,7 +124,7 @@ def one_step_error(
     for t0 in step_grid(student_steps, diffusion).tolist():
         t = torch.full((batch.x0.shape[0],), t0, device=batch.x0.device, dtype=torch.long)
         z = diffusion.q_sample(batch.x0, t, torch.randn(batch.x0.shape, generator=g, device=batch.x0.device))
-        target = teacher_two_steps(teacher, diffusion, z, t, delta, batch.cond, teacher_guidance, teacher_clip)
+        target = teacher_two_steps(teacher, diffusion, z, t, delta, batch.cond, teacher_guidance)
         mine = diffusion.ddim_step(z, student(z, t, **batch.cond).float(), t, t - delta)
         errors.append(float(F.mse_loss(mine, target)))
     return sum(errors) / len(errors)

@@ -150,15 +150,11 @@ class GaussianDiffusion:
         """What the network should output at z_t."""
         return self.v_target(x0, noise, t) if self.prediction_type == "v_prediction" else noise
 
-    def ddim_step(self, z: torch.Tensor, out: torch.Tensor, t: torch.Tensor, t_prev: torch.Tensor, clip_x0: bool = False) -> torch.Tensor:
+    def ddim_step(self, z: torch.Tensor, out: torch.Tensor, t: torch.Tensor, t_prev: torch.Tensor) -> torch.Tensor:
         """One deterministic DDIM step z_t -> z_{t_prev} with per-sample timesteps (t_prev = -1:
         to clean data). Sampling uses diffusers' schedulers; this batched form exists for
-        progressive distillation, whose every row sits at a different t. `clip_x0` clips the
-        predicted x0 to the data's [-1, 1] and keeps ε, as diffusers' DDIM does with the
-        thresholding our guided sampler uses."""
+        progressive distillation, whose every row sits at a different t."""
         x0, eps = self.predict_x0_eps(z, out, t)
-        if clip_x0:
-            x0 = x0.clamp(-1, 1)
         alpha, sigma = self.alpha_sigma(t_prev, z)
         return alpha * x0 + sigma * eps
 

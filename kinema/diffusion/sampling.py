@@ -20,9 +20,8 @@ SCHEDULERS: dict[str, str] = {"ddpm": "DDPMScheduler", "ddim": "DDIMScheduler", 
 
 
 def make_scheduler(name: str, diffusion: GaussianDiffusion | None = None, *, thresholding: bool = False):
-    """A diffusers scheduler for `diffusion`'s schedule. `thresholding` is diffusers' dynamic
-    thresholding of the predicted x0 with a sample_max_value of 1, which makes Imagen's rule
-    a plain clip to [-1, 1]: guided samples stay inside the data's range."""
+    """A diffusers scheduler for `diffusion`'s schedule. `thresholding` is Imagen's dynamic
+    thresholding of the predicted x0 (keeps guided samples inside [-1, 1])."""
     if name not in SCHEDULERS:
         raise ValueError(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}")
     diffusion = diffusion or GaussianDiffusion()

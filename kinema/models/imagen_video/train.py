@@ -111,7 +111,6 @@ def imagen_video(
     teacher_steps: int = typer.Option(64, help="distill: DDIM steps of the teacher"),
     student_steps: int = typer.Option(8, help="distill: DDIM steps of the final student (halved round by round)"),
     guidance: float = typer.Option(4.0, help="distill: classifier-free guidance of the teacher in the first round (baked into the student)"),
-    teacher_clip: bool = typer.Option(False, "--teacher-clip", help="distill: clip the teacher's predicted x0 to [-1, 1] at each of its steps, as the cascade's guided sampler does (thresholding)"),
     threads: Threads = None,
     precision: Precision = "bf16",
     export_dtype: Optional[str] = typer.Option("bfloat16", help="dtype of final/ weights"),
@@ -178,16 +177,16 @@ def imagen_video(
                 continue
             typer.echo(f"distilling {target}: {steps * 2} -> {steps} DDIM steps")
             student = make_student(teacher_model)
-            loss = distillation_loss(teacher_model, diffusion, steps, teacher_guidance=guidance if i == 0 else 1.0, teacher_clip=teacher_clip, foreground_weight=foreground_weight)
+            loss = distillation_loss(teacher_model, diffusion, steps, teacher_guidance=guidance if i == 0 else 1.0, foreground_weight=foreground_weight)
             # the student always sees its text (guidance is baked in), so its null-text
             # embeddings get no gradient: DDP must be told, or its next step fails
             trainer = Trainer(student, train_config(run, find_unused_parameters=True), batches.batch, loss, export_name=name,
-                              export_extra={"distilled_steps": steps, "teacher_guidance": guidance, "teacher_clip": teacher_clip})
+                              export_extra={"distilled_steps": steps, "teacher_guidance": guidance})
             trainer.train(resume=resume)
             teacher_model = trainer.ema.model.eval()
         if rank == 0:
             ckpt.save_pretrained(output / name / "final", {name: teacher_model},
-                                 index_extra={"distilled_steps": student_steps, "teacher_guidance": guidance, "teacher_clip": teacher_clip, "trained_on": trained_on},
+                                 index_extra={"distilled_steps": student_steps, "teacher_guidance": guidance, "trained_on": trained_on},
                                  dtype=getattr(torch, export_dtype) if export_dtype else None)
     if rank == 0:
         folder = assemble(output)
