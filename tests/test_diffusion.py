@@ -16,6 +16,7 @@ from kinema.diffusion import (
     distillation_loss,
     distillation_target,
     halving_schedule,
+    make_scheduler,
     make_student,
     one_step_error,
     sample,
@@ -62,6 +63,19 @@ def test_conversions_round_trip() -> None:
     assert torch.allclose(d.eps_from_x0(z[1:5], x0[1:5], mid), eps[1:5], atol=1e-3)
     # a perfect v-predictor makes DDIM land exactly on x0 in one step
     assert torch.allclose(d.ddim_step(z, v, t, torch.full_like(t, -1)), x0, atol=1e-5)
+
+
+def test_batched_ddim_step_is_the_samplers_step() -> None:
+    """Distillation's teacher steps (`ddim_step`, every row at its own t) are the steps a
+    distilled student samples with: diffusers' DDIM on the trailing grid, down to clean data."""
+    d = GaussianDiffusion()
+    g = torch.Generator().manual_seed(2)
+    scheduler = make_scheduler("ddim", d)
+    scheduler.set_timesteps(8)
+    for t, t_prev in zip(scheduler.timesteps.tolist(), [*scheduler.timesteps.tolist()[1:], -1]):
+        z, v = torch.randn(2, 3, 2, 8, 8, generator=g), 3 * torch.randn(2, 3, 2, 8, 8, generator=g)
+        theirs = scheduler.step(v, t, z, return_dict=False)[0]
+        torch.testing.assert_close(d.ddim_step(z, v, torch.full((2,), t), torch.full((2,), t_prev)), theirs, atol=1e-4, rtol=1e-4)
 
 
 def test_q_sample_statistics() -> None:

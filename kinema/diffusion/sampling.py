@@ -20,8 +20,10 @@ SCHEDULERS: dict[str, str] = {"ddpm": "DDPMScheduler", "ddim": "DDIMScheduler", 
 
 
 def make_scheduler(name: str, diffusion: GaussianDiffusion | None = None, *, thresholding: bool = False):
-    """A diffusers scheduler for `diffusion`'s schedule. `thresholding` is Imagen's dynamic
-    thresholding of the predicted x0 (keeps guided samples inside [-1, 1])."""
+    """A diffusers scheduler for `diffusion`'s schedule. `thresholding` is diffusers' dynamic
+    thresholding of the predicted x0 with a sample_max_value of 1, which makes Imagen's rule
+    a plain clip to [-1, 1]. It suits DPM-Solver++ (which steps from x0 alone); under DDIM,
+    which keeps the unclipped ε, it wrecks a guided sample."""
     if name not in SCHEDULERS:
         raise ValueError(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}")
     diffusion = diffusion or GaussianDiffusion()

@@ -47,7 +47,7 @@ class ImagenVideoSampler:
     guidance_scale: float = 4.0  # classifier-free guidance of the base (where the text decides the content)
     sr_guidance_scale: float = 1.0  # of tsr and ssr (1 = none: their inputs already fix the content)
     aug_timestep: int = 64  # noise-conditioning augmentation level of tsr/ssr inputs at sampling
-    thresholding: bool = True  # dynamic thresholding of predicted x0 (Imagen)
+    thresholding: bool = True  # guided stages clip their predicted x0 to [-1, 1] (kinema.diffusion.sampling.make_scheduler)
     distilled_steps: dict[str, int] = field(default_factory=dict)  # stage -> steps its *_distilled model was distilled to
     schedule: str = "cosine"
     num_train_timesteps: int = 1024
