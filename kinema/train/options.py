@@ -1,4 +1,4 @@
-"""Options every `kinema train` command takes, written once (typer `Annotated` types)."""
+"""Options the `kinema train` commands share, written once (typer `Annotated` types)."""
 
 from __future__ import annotations
 
