@@ -147,6 +147,52 @@ def test_a_masked_token_knows_its_place() -> None:
     assert (predicted == codes).float().mean() > 0.9
 
 
+def test_a_joint_head_starts_as_the_same_distribution() -> None:
+    """with_joint_head: each code's log-probability is the sum of its digits'; the loss is unchanged."""
+    torch.manual_seed(0)
+    digits = MaskGit(MaskGitConfig(fsq_levels=(4, 3, 5), grid=4, event_grids=2, dim=32, depth=1, heads=2, dim_head=16)).eval()
+    joint = digits.with_joint_head()
+    assert joint.config.joint_head and not hasattr(joint, "digit_heads") and joint.code_head.out_features == 60
+    codes = torch.randint(0, 60, (2, digits.config.event_tokens))
+    masked = torch.rand(codes.shape) < 0.5
+    text, mask = torch.randn(2, 3, 384), torch.ones(2, 3, dtype=torch.bool)
+    with torch.no_grad():
+        by_digit = digits(codes, masked, text, mask)
+        (by_code,) = joint(codes, masked, text, mask)
+    every = digits.to_digits(torch.arange(60))  # [60 codes, 3 digits]
+    summed = sum(lg.log_softmax(-1)[..., every[:, i]] for i, lg in enumerate(by_digit))
+    assert torch.allclose(by_code.log_softmax(-1), summed, atol=1e-4)
+    torch.manual_seed(1)
+    a = digits.loss(codes, text, mask)
+    torch.manual_seed(1)
+    b = joint.loss(codes, text, mask)
+    assert torch.allclose(a["loss"], b["loss"], atol=1e-4) and torch.equal(a["token_acc"], b["token_acc"])
+
+
+def test_a_joint_head_does_not_mix_two_codes_digit_by_digit() -> None:
+    """Every token is code 0 (digits 0, 0) or code 15 (digits 3, 3), half and half: digit
+    heads learn each digit's half-and-half and draw mixtures such as (0, 3) half the time;
+    one softmax over the codes draws only the two codes there are."""
+
+    def mixed_share(joint_head: bool) -> float:
+        torch.manual_seed(0)
+        config = MaskGitConfig(fsq_levels=(4, 4), grid=4, event_grids=1, context_grids=1, dim=32, depth=1, heads=2, dim_head=16, cond_drop=0.0, joint_head=joint_head)
+        model = MaskGit(config)
+        text, mask = torch.randn(1, 3, 384).expand(32, -1, -1), torch.ones(32, 3, dtype=torch.bool)
+        optim = torch.optim.AdamW(model.parameters(), lr=3e-3)
+        for _ in range(150):
+            codes = 15 * torch.randint(0, 2, (32, config.event_tokens))
+            loss = model.loss(codes, text, mask)["loss"]
+            optim.zero_grad()
+            loss.backward()
+            optim.step()
+        drawn = model.eval().generate(text, mask, steps=1, guidance_scale=1.0, generator=torch.Generator().manual_seed(0))
+        return float(((drawn != 0) & (drawn != 15)).float().mean())
+
+    assert mixed_share(joint_head=False) > 0.3
+    assert mixed_share(joint_head=True) < 0.05
+
+
 def test_generate_is_seeded_and_shaped(tiny: Path) -> None:
     pipe = kinema.load_pipeline(tiny)
     a = pipe("a red circle moves up at night", seed=3, num_inference_steps=3)
@@ -292,6 +338,12 @@ def test_train_command_on_real_footage(tmp_path: Path) -> None:
     assert json.loads((warm / "final" / "model_index.json").read_text())["step"] == 2
     result = CliRunner().invoke(app, [*again[:4], "--init-from", str(run / "tokenizer" / "tokenizer"), *again[6:]])
     assert result.exit_code == 2 and "--init-from" in result.output.split("Error")[-1], result.output
+    # --joint-head turns the digit heads into one softmax over the codes, and the folder keeps it
+    joint = tmp_path / "joint"
+    result = CliRunner().invoke(app, [*again[:6], "-o", str(joint), *again[8:], "--joint-head"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((joint / "pipeline" / "transformer" / "config.json").read_text())["joint_head"] is True
+    assert kinema.load_pipeline(joint / "pipeline")("a man talks in a car", num_inference_steps=1).frames.shape == (16, 64, 64, 3)
 
 
 def test_infill_draws_only_the_masked_tokens() -> None:

@@ -11,7 +11,11 @@ The tokenizer quantizes with FSQ, so a code is a tuple of digits (e.g. 4^6 = 409
 or 8*8*8*5*5*5 = 64 000). Tokens are embedded as a sum of per-digit embeddings and
 predicted as one softmax per digit: 24 output classes instead of 4096 (39 instead of
 64 000), which keeps the model small enough to train on a CPU and lets each digit be
-sampled with its own top-k.
+sampled with its own top-k. The digit softmaxes are independent, though: where the model
+weighs two edges of a shape, each digit may side with a different one, and the drawn code
+is neither. `joint_head=True` predicts the whole code with one softmax instead
+(`MaskGit.with_joint_head` starts it from a digit-head model as exactly the same
+distribution, so fine-tuning only adds what the digits could not say together).
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ class MaskGitConfig:
     ff_mult: float = 3.0
     text_dim: int = 384  # all-MiniLM-L6-v2's width
     cond_drop: float = 0.1  # captions dropped in training, for classifier-free guidance
+    joint_head: bool = False  # one softmax over all codes instead of one per digit
 
     def __post_init__(self):
         self.fsq_levels = tuple(self.fsq_levels)
@@ -53,6 +58,10 @@ class MaskGitConfig:
     @property
     def context_tokens(self) -> int:
         return self.context_grids * self.grid**2
+
+    @property
+    def codebook_size(self) -> int:
+        return math.prod(self.fsq_levels)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -81,7 +90,10 @@ class MaskGit(nn.Module):
         self.text_proj = nn.Linear(c.text_dim, c.dim)
         self.null_text = nn.Parameter(torch.randn(1, c.dim) * 0.02)  # always attendable: the "no caption" token
         self.transformer = Transformer(c.dim, c.depth, heads=c.heads, dim_head=c.dim_head, ff_mult=c.ff_mult, context_dim=c.dim)
-        self.digit_heads = nn.ModuleList([nn.Linear(c.dim, levels) for levels in c.fsq_levels])
+        if c.joint_head:
+            self.code_head = nn.Linear(c.dim, c.codebook_size)
+        else:
+            self.digit_heads = nn.ModuleList([nn.Linear(c.dim, levels) for levels in c.fsq_levels])
         radix = torch.tensor([math.prod(c.fsq_levels[:i]) for i in range(len(c.fsq_levels))])
         self.register_buffer("radix", radix, persistent=False)
         self.register_buffer("levels", torch.tensor(c.fsq_levels), persistent=False)
@@ -92,6 +104,28 @@ class MaskGit(nn.Module):
 
     def to_codes(self, digits: torch.Tensor) -> torch.Tensor:
         return (digits * self.radix).sum(-1)
+
+    def targets(self, codes: torch.Tensor) -> torch.Tensor:
+        """[..., heads]: what each output head predicts of a code (its digits, or the code)."""
+        return codes[..., None] if self.config.joint_head else self.to_digits(codes)
+
+    def from_targets(self, targets: torch.Tensor) -> torch.Tensor:
+        return targets[..., 0] if self.config.joint_head else self.to_codes(targets)
+
+    @torch.no_grad()
+    def with_joint_head(self) -> MaskGit:
+        """This model with one softmax over all codes, initialised to the same distribution:
+        a code's logit is the sum of its digits' logits, and a softmax over those sums is the
+        product of the digit softmaxes."""
+        if self.config.joint_head:
+            return self
+        joint = MaskGit(MaskGitConfig(**{**self.config.to_dict(), "joint_head": True})).to(self.space_embedding.device)
+        state = {k: v for k, v in self.state_dict().items() if not k.startswith("digit_heads.")}
+        digits = self.to_digits(torch.arange(self.config.codebook_size, device=self.radix.device))  # [codes, digits]
+        state["code_head.weight"] = sum(head.weight[digits[:, i]] for i, head in enumerate(self.digit_heads))
+        state["code_head.bias"] = sum(head.bias[digits[:, i]] for i, head in enumerate(self.digit_heads))
+        joint.load_state_dict(state)
+        return joint.train(self.training)
 
     def embed(self, codes: torch.Tensor, masked: torch.Tensor | None = None) -> torch.Tensor:
         digits = self.to_digits(codes)
@@ -108,7 +142,8 @@ class MaskGit(nn.Module):
         context: torch.Tensor | None = None,
         has_context: torch.Tensor | None = None,
     ) -> list[torch.Tensor]:
-        """Per-digit logits [B, N, levels_i] for every event token.
+        """Logits for every event token, one tensor per output head: [B, N, levels_i] per
+        digit, or [B, N, codebook_size] with `joint_head`.
 
         codes [B, N] event token codes (ignored where `masked`), masked [B, N] bool,
         text [B, L, text_dim] with text_mask [B, L] (all False = no caption),
@@ -128,7 +163,7 @@ class MaskGit(nn.Module):
         words = torch.cat([self.null_text.expand(b, -1, -1), self.text_proj(text)], dim=1)
         word_mask = torch.cat([text_mask.new_ones(b, 1), text_mask], dim=1)[:, None, None, :]
         h = self.transformer(x, context=words, context_mask=word_mask)[:, c.context_tokens :]
-        return [head(h) for head in self.digit_heads]
+        return [self.code_head(h)] if c.joint_head else [head(h) for head in self.digit_heads]
 
     def loss(
         self,
@@ -148,11 +183,11 @@ class MaskGit(nn.Module):
         masked = rank < count[:, None]
         drop = torch.rand(b, device=codes.device) < self.config.cond_drop
         logits = self.forward(codes, masked, text, text_mask & ~drop[:, None], context, has_context)
-        digits = self.to_digits(codes)
+        targets = self.targets(codes)
         w = None if weight is None else weight[masked].float()
-        loss = sum(weighted_mean(F.cross_entropy(lg[masked].float(), digits[..., i][masked], reduction="none"), w) for i, lg in enumerate(logits))
+        loss = sum(weighted_mean(F.cross_entropy(lg[masked].float(), targets[..., i][masked], reduction="none"), w) for i, lg in enumerate(logits))
         with torch.no_grad():
-            correct = torch.stack([lg[masked].argmax(-1) == digits[..., i][masked] for i, lg in enumerate(logits)]).all(0)
+            correct = torch.stack([lg[masked].argmax(-1) == targets[..., i][masked] for i, lg in enumerate(logits)]).all(0)
         return {"loss": loss, "token_acc": correct.float().mean()}
 
     @torch.inference_mode()
@@ -199,7 +234,7 @@ class MaskGit(nn.Module):
                 logits = [u + guidance_scale * (cnd - u) for cnd, u in (lg.float().chunk(2) for lg in logits)]
             else:
                 logits = [lg.float() for lg in self.forward(codes, masked, text, text_mask, context, has_context)]
-            digits, confidence = [], 0.0
+            drawn, confidence = [], 0.0
             for lg in logits:
                 lg = lg / max(temperature, 1e-6)
                 if top_k is not None and top_k < lg.shape[-1]:
@@ -207,9 +242,9 @@ class MaskGit(nn.Module):
                     lg = lg.masked_fill(lg < kth, float("-inf"))
                 probs = lg.softmax(-1)
                 d = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator).reshape(b, n)
-                digits.append(d)
+                drawn.append(d)
                 confidence = confidence + probs.gather(-1, d[..., None]).squeeze(-1).clamp_min(1e-12).log()
-            sampled = self.to_codes(torch.stack(digits, -1))
+            sampled = self.from_targets(torch.stack(drawn, -1))
             codes = torch.where(masked, sampled, codes)
             remaining = (to_draw.double() * float(cosine_mask_ratio(torch.tensor((step + 1) / steps)))).floor().long()  # [B]
             if not remaining.any():

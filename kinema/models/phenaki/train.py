@@ -101,6 +101,7 @@ def phenaki(
     data: str = typer.Option("shapes", help="training data: 'shapes' (the Shapes world) or a folder of captioned videos"),
     foreground_weight: float = typer.Option(0.0, help="extra loss weight on tokens whose patch shows an object (a few of 256 tokens)"),
     reuse_batches: int = typer.Option(0, help="cycle over this many distinct batches, each tokenized once and kept in memory (0 = fresh data every step)"),
+    joint_head: bool = typer.Option(False, "--joint-head", help="predict each token's code with one softmax over the codebook, not one per FSQ digit; from a digit-head --init-from it starts as the same distribution"),
     threads: Threads = None,
     precision: Precision = "bf16",
     progress: Progress = True,
@@ -117,12 +118,14 @@ def phenaki(
         torch.set_num_threads(threads)
     rank, world_size = dist_info()
     tok = run_tokenizer(tokenizer, output, resume, is_main=rank == 0)
-    config = MaskGitConfig(fsq_levels=tok.config.fsq_levels, grid=tok.config.grid_size, event_grids=tok.config.token_frames(16), dim=dim, depth=depth)
+    config = MaskGitConfig(fsq_levels=tok.config.fsq_levels, grid=tok.config.grid_size, event_grids=tok.config.token_frames(16), dim=dim, depth=depth, joint_head=joint_head)
     saved = resumed_model_config(output) if resume else None
     if saved is not None:  # the run's own architecture, whatever --dim/--depth/--init-from say; weights come from disk
         model = ckpt.build_from_config(saved, "checkpoint config.json")
     elif init_from is not None:
         model = maskgit_from_checkpoint(init_from, config)
+        if joint_head:
+            model = model.with_joint_head()
         typer.echo(f"weights from {init_from} (EMA); a fresh optimizer and schedule")
     else:
         torch.manual_seed(seed)  # --seed fixes the initial weights too
