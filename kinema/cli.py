@@ -125,7 +125,7 @@ def _run_pipeline(model: str, sentences: list[str], output: Path, seed: int, opt
     with _progress(f"{pipe.name}: {len(sentences)} event(s)") as bar:
         task = bar.add_task("generate", total=1.0)
         path = pipe.story(sentences, seed=seed, output=output, callback=lambda done, total: bar.update(task, completed=done / total), **options)
-    out.print(f"wrote {path} ({len(sentences) * pipe.frames_per_event} frames, {time.perf_counter() - start:.1f} s)", highlight=False)
+    out.print(f"wrote {path} ({len(sentences) * pipe.frames_per_event} frames, made in {time.perf_counter() - start:.1f} s)", highlight=False)
 
 
 @app.command()
