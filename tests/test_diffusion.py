@@ -211,6 +211,36 @@ def test_distillation_weights_an_error_on_the_object_above_one_on_the_backdrop()
     assert loss(on_object, 16.0) > 5 * loss(on_backdrop, 16.0)
 
 
+def test_weighting_the_predicted_foreground_makes_a_false_object_cost_like_a_missing_one() -> None:
+    """With objects weighted up on the target alone, drawing an object where the target has
+    backdrop is far cheaper than leaving the real one out, which teaches a model to add
+    objects; weighting the model's own x0 estimate's foreground too evens the two out."""
+    d = GaussianDiffusion()
+    x0 = torch.full((2, 3, 2, 16, 16), -0.6)
+    x0[:, :, :, 2:6, 2:6] = 0.8  # a 4x4 object on a flat backdrop
+    missing = x0.clone()
+    missing[:, :, :, 2:6, 2:6] = -0.6
+    extra = x0.clone()
+    extra[:, :, :, 10:14, 10:14] = 0.8  # a second object of the same size, far from the first
+
+    def drawing(x0_hat: torch.Tensor):
+        """A network whose x0 estimate is `x0_hat` at every z_t: v = (αz - x0_hat) / σ."""
+
+        def model(z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            alpha, sigma = d.alpha_sigma(t, z)
+            return (alpha * z - x0_hat) / sigma
+
+        return model
+
+    def loss(x0_hat: torch.Tensor, predicted: bool) -> float:
+        out = d.loss(drawing(x0_hat), x0, foreground_weight=16.0, weight_predicted_foreground=predicted, generator=torch.Generator().manual_seed(0))
+        return float(out["loss"])
+
+    assert loss(extra, False) < loss(missing, False) / 5
+    assert loss(extra, True) > loss(missing, True) / 2
+    assert loss(missing, True) == pytest.approx(loss(missing, False), rel=1e-5)  # nothing drawn, nothing added
+
+
 def test_inflated_image_unet_makes_each_frame_as_the_image_model_did() -> None:
     image = randomize(tiny_unet(temporal=False)).eval()
     video = tiny_unet(seed=1, temporal=True).eval()

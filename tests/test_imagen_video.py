@@ -114,7 +114,8 @@ def test_train_command_trains_every_stage_distills_and_assembles(tmp_path: Path)
     runner = CliRunner()
     common = ["-o", str(tmp_path), "--max-steps", "1", "--batch-size", "1", "--preset", "tiny", "--warmup-steps", "1", "--no-progress"]
     for stage in ("base", "tsr", "ssr"):
-        result = runner.invoke(app, ["--stage", stage, *common])
+        weighting = ["--foreground-weight", "8", "--weight-predicted-foreground"] if stage == "ssr" else []
+        result = runner.invoke(app, ["--stage", stage, *common, *weighting])
         assert result.exit_code == 0, result.output
         assert (tmp_path / stage / "final" / "model_index.json").is_file()
     assert "model folder" in result.output
@@ -124,6 +125,8 @@ def test_train_command_trains_every_stage_distills_and_assembles(tmp_path: Path)
     assert pipe.sampler.distilled_steps == {"base": 2} and "base_distilled" in pipe.stages
     assert pipe(PROMPT, seed=0, num_inference_steps=1).frames.shape == (16, 64, 64, 3)
     assert runner.invoke(app, ["--stage", "nonsense", *common]).exit_code != 0
+    result = runner.invoke(app, ["--stage", "base", "--weight-predicted-foreground", *common])  # nothing to weight
+    assert result.exit_code == 2 and "--foreground-weight" in result.output, result.output
     # a stage goes on from a model folder (a run elsewhere), then resumes as it was built
     more = ["-o", str(tmp_path / "more"), *common[2:]]
     result = runner.invoke(app, ["--stage", "tsr", "--init-from", str(tmp_path / "pipeline"), *more, "--lr", "0"])

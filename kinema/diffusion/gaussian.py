@@ -167,6 +167,7 @@ class GaussianDiffusion:
         *,
         cond_drop_prob: float = 0.0,
         foreground_weight: float = 0.0,
+        weight_predicted_foreground: bool = False,
         generator: torch.Generator | None = None,
     ) -> dict[str, torch.Tensor]:
         """MSE between the network's output at a random (t, ε) and its target (v or ε).
@@ -176,16 +177,20 @@ class GaussianDiffusion:
         With `cond_drop_prob` > 0, that share of rows trains unconditionally (the model is
         told `text_drop=True`) so classifier-free guidance has an unconditional model.
         `foreground_weight` > 0 weights the pixels where x0 is not backdrop that much more
-        (kinema.nn.weighting): small objects otherwise hardly register in the mean."""
+        (kinema.nn.weighting): small objects otherwise hardly register in the mean. With
+        `weight_predicted_foreground`, so are the pixels where the network's own x0 estimate
+        draws something, so that a false object costs as much as a missing one."""
         cond = dict(cond or {})
         B = x0.shape[0]
         t = self.sample_timesteps(B, x0.device, generator)
         noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         if cond_drop_prob > 0:
             cond["text_drop"] = drop_mask(B, cond_drop_prob, x0.device, generator)
-        out = model(self.q_sample(x0, t, noise), t, **cond)
+        z = self.q_sample(x0, t, noise)
+        out = model(z, t, **cond)
         error = (out.float() - self.target(x0, noise, t).float()) ** 2
-        return {"loss": weighted_mean(error, foreground_weights(x0, foreground_weight))}
+        predicted = self.predict_x0_eps(z, out.detach().float(), t)[0].clamp(-1, 1) if weight_predicted_foreground and foreground_weight else None
+        return {"loss": weighted_mean(error, foreground_weights(x0, foreground_weight, predicted))}
 
 
 # ---- classifier-free guidance (Ho & Salimans 2021)

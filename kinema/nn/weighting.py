@@ -30,9 +30,19 @@ def foreground_mask(target: torch.Tensor, threshold: float = FOREGROUND_THRESHOL
     return rearrange(far, "(b t) c h w -> b c t h w", b=target.shape[0]) if video else far
 
 
-def foreground_weights(target: torch.Tensor, weight: float) -> torch.Tensor | None:
-    """1 + `weight` on the foreground of `target` (None when `weight` is 0: plain means)."""
-    return 1 + weight * foreground_mask(target.float()) if weight else None
+def foreground_weights(target: torch.Tensor, weight: float, prediction: torch.Tensor | None = None) -> torch.Tensor | None:
+    """1 + `weight` on the foreground of `target` (None when `weight` is 0: plain means).
+
+    Weighting the target's foreground alone makes an object drawn where the target has
+    backdrop `1 + weight` times cheaper than one left out, so a model learns to hedge with
+    extra objects. Given the model's own `prediction` (of the target), its foreground is
+    weighted up too: a false object then costs as much as a missing one."""
+    if not weight:
+        return None
+    mask = foreground_mask(target.float())
+    if prediction is not None:
+        mask = torch.maximum(mask, foreground_mask(prediction.detach().float()))
+    return 1 + weight * mask
 
 
 def weighted_mean(error: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:

@@ -30,12 +30,16 @@ from .data import STAGES, ImagenVideoData, stage_config
 from .pipeline import STAGE_ORDER, ImagenVideoPipeline, ImagenVideoSampler
 
 
-def diffusion_loss(diffusion: GaussianDiffusion, cond_drop_prob: float, foreground_weight: float = 0.0):
+def diffusion_loss(diffusion: GaussianDiffusion, cond_drop_prob: float, foreground_weight: float = 0.0, weight_predicted_foreground: bool = False):
     """The Trainer's loss_fn for one stage: v-prediction MSE, text dropped with a probability,
-    objects weighted up by `foreground_weight`."""
+    objects weighted up by `foreground_weight` (and the objects the stage itself draws, with
+    `weight_predicted_foreground`)."""
 
     def loss_fn(model: VideoUNet, batch: DiffusionBatch) -> dict[str, torch.Tensor]:
-        return diffusion.loss(model, batch.x0, batch.cond, cond_drop_prob=cond_drop_prob, foreground_weight=foreground_weight)
+        return diffusion.loss(
+            model, batch.x0, batch.cond, cond_drop_prob=cond_drop_prob,
+            foreground_weight=foreground_weight, weight_predicted_foreground=weight_predicted_foreground,
+        )
 
     return loss_fn
 
@@ -103,6 +107,7 @@ def imagen_video(
     config_json: str = typer.Option("{}", help='VideoUNetConfig overrides as JSON, e.g. \'{"channels": 64}\''),
     cond_drop: float = typer.Option(0.1, help="share of examples trained without text (classifier-free guidance)"),
     foreground_weight: float = typer.Option(0.0, help="extra loss weight on pixels that are not backdrop (small objects; kinema.nn.weighting); distill: give the teacher's"),
+    weight_predicted_foreground: bool = typer.Option(False, "--weight-predicted-foreground", help="weight up the objects the stage itself draws too (its x0 estimate's foreground), so a false object costs as much as a missing one"),
     story_share: float = typer.Option(0.3, help="share of examples that continue a story from the previous last frame"),
     data: str = typer.Option("shapes", help="training data: 'shapes' (the Shapes world) or a folder of captioned videos"),
     init_from: Optional[Path] = typer.Option(None, help="start the stage from these weights (a model folder with the stage, or a training checkpoint; fresh optimizer and schedule), e.g. to go on where a run on another machine stopped"),
@@ -127,6 +132,8 @@ def imagen_video(
         torch.set_num_threads(threads)
     if stage not in (*STAGES, "distill", "assemble"):
         raise typer.BadParameter(f"--stage must be base, tsr, ssr, distill or assemble, not {stage!r}")
+    if weight_predicted_foreground and (stage not in STAGES or not foreground_weight):
+        raise typer.BadParameter("--weight-predicted-foreground weights a stage's training loss: it needs --stage base, tsr or ssr and --foreground-weight above 0")
     output = Path(output)
     if stage == "assemble":
         folder = assemble(output)
@@ -164,7 +171,7 @@ def imagen_video(
             torch.manual_seed(seed)  # --seed fixes the initial weights too
             model = VideoUNet(stage_config(stage, preset, **json.loads(config_json)))
         typer.echo(f"{stage}: {model.num_parameters() / 1e6:.2f} M parameters; {json.dumps(model.config.to_dict())}")
-        trainer = Trainer(model, train_config(output / stage), batches.batch, diffusion_loss(diffusion, cond_drop, foreground_weight), export_name=stage,
+        trainer = Trainer(model, train_config(output / stage), batches.batch, diffusion_loss(diffusion, cond_drop, foreground_weight, weight_predicted_foreground), export_name=stage,
                           export_extra={"trained_on": trained_on, "stage": stage})
         trainer.train(resume=resume)
     else:
