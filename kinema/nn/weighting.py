@@ -16,6 +16,10 @@ import torch.nn.functional as F
 from einops import rearrange
 
 FOREGROUND_THRESHOLD = 0.1  # in [-1, 1] units summed over RGB: ~13/255 per channel on average
+# A model's estimate of a clip is blurry where it is unsure (a diffusion model's x0 at high
+# noise): at 0.1 the shipped Imagen Video base's x0 marked 36-99 % of pixels at t >= 200 of
+# 1,024. At 0.5 it marks what it draws: 0-2 % of pixels beyond the true objects up to t = 800.
+PREDICTED_FOREGROUND_THRESHOLD = 0.5
 
 
 def foreground_mask(target: torch.Tensor, threshold: float = FOREGROUND_THRESHOLD, rim: bool = True) -> torch.Tensor:
@@ -41,7 +45,7 @@ def foreground_weights(target: torch.Tensor, weight: float, prediction: torch.Te
         return None
     mask = foreground_mask(target.float())
     if prediction is not None:
-        mask = torch.maximum(mask, foreground_mask(prediction.detach().float()))
+        mask = torch.maximum(mask, foreground_mask(prediction.detach().float(), PREDICTED_FOREGROUND_THRESHOLD))
     return 1 + weight * mask
 
 
