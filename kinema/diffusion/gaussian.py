@@ -189,7 +189,9 @@ class GaussianDiffusion:
         z = self.q_sample(x0, t, noise)
         out = model(z, t, **cond)
         error = (out.float() - self.target(x0, noise, t).float()) ** 2
-        predicted = self.predict_x0_eps(z, out.detach().float(), t)[0].clamp(-1, 1) if weight_predicted_foreground and foreground_weight else None
+        predicted = None
+        if weight_predicted_foreground and foreground_weight:  # no graph: the weights are constants
+            predicted = self.predict_x0_eps(z, out.detach(), t)[0].clamp(-1, 1)
         return {"loss": weighted_mean(error, foreground_weights(x0, foreground_weight, predicted))}
 
 
