@@ -13,7 +13,10 @@ from .. import checkpoint as ckpt
 from ..data import data_label, load_dataset
 from ..tokenizer.cvivit import CViViT, CViViTConfig
 from . import distributed
-from .options import DataWorkers, Fsdp, MaxMinutes, Precision, Progress, Threads
+from .options import (
+    DataWorkers, EmaDecay, ExportDtype, Fsdp, GradAccum, Lr, MaxMinutes, MaxSteps, MinLrRatio, Precision, Progress, Resume,
+    SaveEvery, SaveEveryMinutes, Seed, Threads, WarmupSteps,
+)
 from .trainer import TrainConfig, Trainer, list_checkpoints, load_trained, resumed_model_config, warm_start
 
 train_app = typer.Typer(help="Train kinema's models (one process, or many under torchrun).", no_args_is_help=True)
@@ -36,21 +39,21 @@ def tokenizer_loss(model: CViViT, batch) -> dict[str, torch.Tensor]:
 @train_app.command()
 def tokenizer(
     output: Path = typer.Option(..., "--output", "-o", help="run folder: checkpoints/, final/, metrics.jsonl"),
-    max_steps: int = typer.Option(20_000, help="optimizer steps (the cosine LR schedule ends here)"),
+    max_steps: MaxSteps = 20_000,
     data: str = typer.Option("shapes", "--data", help="'shapes' (the Shapes world) or a captioned-video folder / captions file"),
     batch_size: int = typer.Option(8, help="clips per micro-batch per process (16 frames, 64x64 each)"),
-    grad_accum: int = typer.Option(1, help="micro-batches per optimizer step"),
+    grad_accum: GradAccum = 1,
     data_shards: Optional[int] = typer.Option(None, help="data sub-streams (default: one per process); fix it to get the same data from any number of processes"),
-    lr: float = typer.Option(1e-3),
-    warmup_steps: int = typer.Option(300),
-    min_lr_ratio: float = typer.Option(0.05),
-    ema_decay: float = typer.Option(0.999),
-    save_every: int = typer.Option(1000, help="steps between checkpoints"),
-    save_every_minutes: float = typer.Option(10.0, help="also checkpoint after this many minutes (0 = off)"),
-    resume: bool = typer.Option(False, "--resume", help="continue from the newest valid checkpoint in --output"),
+    lr: Lr = 1e-3,
+    warmup_steps: WarmupSteps = 300,
+    min_lr_ratio: MinLrRatio = 0.05,
+    ema_decay: EmaDecay = 0.999,
+    save_every: SaveEvery = 1000,
+    save_every_minutes: SaveEveryMinutes = 10.0,
+    resume: Resume = False,
     init_from: Optional[Path] = typer.Option(None, help="start from the EMA weights of this training checkpoint folder (the ones its tokens come from), or from the tokenizer of a model folder; a fresh optimizer and schedule, e.g. to fine-tune with another loss, into a changed config (weights match by name; what it adds starts fresh) or, with --freeze-encoder, the decoder alone"),
     freeze_encoder: bool = typer.Option(False, "--freeze-encoder", help="train only the decoder side: the codes stay fixed, so a MaskGIT trained on them stays valid"),
-    seed: int = typer.Option(0),
+    seed: Seed = 0,
     preset: str = typer.Option("small", help="C-ViViT size: tiny | small"),
     dim: Optional[int] = typer.Option(None, help="transformer width (overrides the preset)"),
     temporal_patch: Optional[int] = typer.Option(None, help="frames per token grid after the first (16 = 1 + 3x5)"),
@@ -58,7 +61,7 @@ def tokenizer(
     threads: Threads = None,
     auto_threads: bool = typer.Option(True, help="on CPU, keep measuring whether 1 thread beats --threads (a shared CPU) and switch"),
     precision: Precision = "bf16",
-    export_dtype: Optional[str] = typer.Option("bfloat16", help="dtype of final/ weights (bfloat16 halves the size)"),
+    export_dtype: ExportDtype = "bfloat16",
     progress: Progress = True,
     fsdp: Fsdp = False,
     data_workers: DataWorkers = 0,

@@ -6,6 +6,19 @@ from typing import Annotated, Optional
 
 import typer
 
+# the training loop (kinema.train.TrainConfig); each command gives its own defaults
+MaxSteps = Annotated[int, typer.Option(help="optimizer steps (the cosine LR schedule ends here)")]
+GradAccum = Annotated[int, typer.Option(help="micro-batches per optimizer step")]
+Lr = Annotated[float, typer.Option(help="peak learning rate (AdamW)")]
+WarmupSteps = Annotated[int, typer.Option(help="steps of linear warmup to --lr")]
+MinLrRatio = Annotated[float, typer.Option(help="the cosine decays to --lr x this at --max-steps")]
+EmaDecay = Annotated[float, typer.Option(help="decay of the weights' moving average (the EMA is what final/ exports)")]
+SaveEvery = Annotated[int, typer.Option(help="steps between checkpoints")]
+SaveEveryMinutes = Annotated[float, typer.Option(help="also checkpoint after this many minutes (0 = off)")]
+Resume = Annotated[bool, typer.Option("--resume", help="continue from the newest valid checkpoint in --output")]
+Seed = Annotated[int, typer.Option(help="seed of the initialisation and the data stream")]
+ExportDtype = Annotated[Optional[str], typer.Option(help="dtype of final/ weights (bfloat16 halves the size)")]
+# the machine and the run
 Threads = Annotated[Optional[int], typer.Option(help="torch CPU threads")]
 Precision = Annotated[str, typer.Option(help="bf16 | fp32")]
 Progress = Annotated[bool, typer.Option(help="progress bar")]

@@ -24,7 +24,10 @@ from ...diffusion import DiffusionBatch, GaussianDiffusion, distillation_loss, h
 from ...nn.unet import VideoUNet
 from ...pipelines import SHAPES_WORLD
 from ...train.distributed import dist_info
-from ...train.options import DataWorkers, Fsdp, MaxMinutes, Precision, Progress, SceneMix, Threads, scene_mix_option
+from ...train.options import (
+    DataWorkers, ExportDtype, Fsdp, GradAccum, Lr, MaxMinutes, Precision, Progress, SaveEvery, SaveEveryMinutes, SceneMix, Seed,
+    Threads, WarmupSteps, scene_mix_option,
+)
 from ...train.trainer import TrainConfig, Trainer, default_device, load_trained, resumed_model_config
 from .data import STAGES, ImagenVideoData, stage_config
 from .pipeline import STAGE_ORDER, ImagenVideoPipeline, ImagenVideoSampler
@@ -95,14 +98,14 @@ def imagen_video(
     output: Path = typer.Option(..., "--output", "-o", help="cascade folder: one run per stage under it; pipeline/ appears once base, tsr and ssr are trained"),
     max_steps: int = typer.Option(5000, help="optimizer steps (for distill: per halving round)"),
     batch_size: int = typer.Option(8, help="clips per micro-batch"),
-    grad_accum: int = typer.Option(1),
-    lr: float = typer.Option(3e-4),
-    warmup_steps: int = typer.Option(200),
+    grad_accum: GradAccum = 1,
+    lr: Lr = 3e-4,
+    warmup_steps: WarmupSteps = 200,
     ema_decay: float = typer.Option(0.999, help="EMA decay (distill rounds are short: 0.995 suits them)"),
-    save_every: int = typer.Option(500),
-    save_every_minutes: float = typer.Option(10.0),
+    save_every: SaveEvery = 500,
+    save_every_minutes: SaveEveryMinutes = 10.0,
     resume: bool = typer.Option(False, "--resume", help="continue from the newest valid checkpoint (distill: skips finished rounds)"),
-    seed: int = typer.Option(0),
+    seed: Seed = 0,
     preset: str = typer.Option("small", help="stage size: small | tiny"),
     config_json: str = typer.Option("{}", help='VideoUNetConfig overrides as JSON, e.g. \'{"channels": 64}\''),
     cond_drop: float = typer.Option(0.1, help="share of examples trained without text (classifier-free guidance)"),
@@ -118,7 +121,7 @@ def imagen_video(
     guidance: float = typer.Option(4.0, help="distill: classifier-free guidance of the teacher in the first round (baked into the student)"),
     threads: Threads = None,
     precision: Precision = "bf16",
-    export_dtype: Optional[str] = typer.Option("bfloat16", help="dtype of final/ weights"),
+    export_dtype: ExportDtype = "bfloat16",
     progress: Progress = True,
     fsdp: Fsdp = False,
     data_workers: DataWorkers = 0,

@@ -29,7 +29,10 @@ import typer
 from ... import checkpoint as ckpt
 from ...tokenizer.cvivit import CViViT
 from ...train.distributed import dist_info
-from ...train.options import DataWorkers, MaxMinutes, Precision, Progress, Threads
+from ...train.options import (
+    DataWorkers, EmaDecay, Lr, MaxMinutes, MaxSteps, MinLrRatio, Precision, Progress, Resume, SaveEvery, SaveEveryMinutes, Seed,
+    Threads, WarmupSteps,
+)
 from ...train.trainer import TrainConfig, Trainer
 from .data import ClipBatch, PhenakiData
 from .maskgit import MaskGit
@@ -98,16 +101,16 @@ def infill_loss(model: CViViT, batch: InfillBatch) -> dict[str, torch.Tensor]:
 def phenaki_decoder(
     model: str = typer.Option(..., "--model", help="the Phenaki model folder (or shipped name) whose decoder learns its MaskGIT's tokens"),
     output: Path = typer.Option(..., "--output", "-o", help="run folder: checkpoints/, final/, pipeline/ (the model with the new decoder)"),
-    max_steps: int = typer.Option(2000, help="optimizer steps (the cosine LR schedule ends here)"),
+    max_steps: MaxSteps = 2000,
     batch_size: int = typer.Option(8, help="events per micro-batch per process"),
-    lr: float = typer.Option(1e-4),
-    warmup_steps: int = typer.Option(50),
-    min_lr_ratio: float = typer.Option(0.1),
-    ema_decay: float = typer.Option(0.999),
-    save_every: int = typer.Option(500),
-    save_every_minutes: float = typer.Option(10.0),
-    resume: bool = typer.Option(False, "--resume", help="continue from the newest valid checkpoint in --output"),
-    seed: int = typer.Option(0),
+    lr: Lr = 1e-4,
+    warmup_steps: WarmupSteps = 50,
+    min_lr_ratio: MinLrRatio = 0.1,
+    ema_decay: EmaDecay = 0.999,
+    save_every: SaveEvery = 500,
+    save_every_minutes: SaveEveryMinutes = 10.0,
+    resume: Resume = False,
+    seed: Seed = 0,
     max_infill: float = typer.Option(0.5, min=0.0, max=1.0, help="each event redraws a uniform share in [0, this] of its tokens"),
     objects_first: bool = typer.Option(True, "--objects-first/--anywhere", help="redraw the tokens that show an object first (the MaskGIT's errors are there), or tokens anywhere"),
     infill_steps: int = typer.Option(6, min=1, help="MaskGIT decoding steps for the redrawn tokens"),

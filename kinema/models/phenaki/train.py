@@ -13,7 +13,10 @@ from ... import checkpoint as ckpt
 from ...data import data_label, is_shapes, load_dataset
 from ...tokenizer.cvivit import CViViT
 from ...train.distributed import dist_info
-from ...train.options import DataWorkers, Fsdp, MaxMinutes, Precision, Progress, SceneMix, Threads, scene_mix_option
+from ...train.options import (
+    DataWorkers, EmaDecay, Fsdp, GradAccum, Lr, MaxMinutes, MaxSteps, Precision, Progress, Resume, SaveEvery, SaveEveryMinutes,
+    SceneMix, Seed, Threads, WarmupSteps, scene_mix_option,
+)
 from ...train.trainer import TrainConfig, Trainer, default_device, load_trained, resumed_model_config
 from .data import PhenakiData, TokenBatch
 from .maskgit import MaskGit, MaskGitConfig
@@ -84,17 +87,17 @@ def assemble(tokenizer: CViViT, transformer: MaskGit, output: Path, extra: dict 
 def phenaki(
     tokenizer: Path = typer.Option(..., help="trained C-ViViT: an inference folder or a training checkpoint (copied into OUTPUT/tokenizer; --resume uses the copy)"),
     output: Path = typer.Option(..., "--output", "-o", help="run folder: checkpoints/, final/, pipeline/"),
-    max_steps: int = typer.Option(20_000, help="optimizer steps (the cosine LR schedule ends here)"),
+    max_steps: MaxSteps = 20_000,
     batch_size: int = typer.Option(16, help="events per micro-batch"),
-    grad_accum: int = typer.Option(1),
-    lr: float = typer.Option(5e-4),
-    warmup_steps: int = typer.Option(500),
-    ema_decay: float = typer.Option(0.999),
-    save_every: int = typer.Option(1000),
-    save_every_minutes: float = typer.Option(10.0),
-    resume: bool = typer.Option(False, "--resume", help="continue from the newest valid checkpoint in --output"),
+    grad_accum: GradAccum = 1,
+    lr: Lr = 5e-4,
+    warmup_steps: WarmupSteps = 500,
+    ema_decay: EmaDecay = 0.999,
+    save_every: SaveEvery = 1000,
+    save_every_minutes: SaveEveryMinutes = 10.0,
+    resume: Resume = False,
     init_from: Optional[Path] = typer.Option(None, help="start from the EMA weights of this MaskGIT training checkpoint, or a model folder's transformer (fresh optimizer), e.g. after the tokenizer trained further"),
-    seed: int = typer.Option(0),
+    seed: Seed = 0,
     dim: int = typer.Option(256),
     depth: int = typer.Option(8),
     story_share: float = typer.Option(0.5, help="share of examples continuing a story from a context frame"),
