@@ -204,6 +204,19 @@ def test_generate_is_seeded_and_shaped(tiny: Path) -> None:
     assert pipe("a red circle moves up at night", num_frames=32, num_inference_steps=2).frames.shape[0] == 32
 
 
+def test_a_folders_sampler_sets_the_choice_temperature(tiny: Path, tmp_path: Path) -> None:
+    """scheduler/config.json carries the choice temperature; a call's argument overrides it."""
+    pipe = kinema.load_pipeline(tiny)
+    prompt = "a red circle moves up at night"
+    greedy = pipe(prompt, seed=3, num_inference_steps=3, choice_temperature=0.0)
+    assert not np.array_equal(greedy.frames, pipe(prompt, seed=3, num_inference_steps=3).frames)
+    pipe.sampler.choice_temperature = 0.0
+    folder = pipe.save_pretrained(tmp_path / "greedy")
+    again = kinema.load_pipeline(folder)
+    assert again.sampler.choice_temperature == 0.0
+    assert np.array_equal(again(prompt, seed=3, num_inference_steps=3).frames, greedy.frames)
+
+
 def test_story_streams_to_a_file(tiny: Path, tmp_path: Path) -> None:
     pipe = kinema.load_pipeline(tiny)
     seen = []
@@ -366,6 +379,21 @@ def test_infill_draws_only_the_masked_tokens() -> None:
     assert (out[masked] != codes[masked]).any() and int(out.max()) < 16
     with pytest.raises(ValueError, match="infilling"):
         model.generate(text, mask, codes=codes)
+
+
+def test_choice_temperature_sets_the_noise_on_which_tokens_are_kept() -> None:
+    """MaskGIT's choice temperature is its own knob: by default it follows `temperature` (the
+    shipped models' behaviour), and changing it alone changes which tokens are kept."""
+    torch.manual_seed(0)
+    model = MaskGit(MaskGitConfig(fsq_levels=(4, 4), grid=4, event_grids=2, dim=32, depth=1, heads=2, dim_head=16)).eval()
+    text, mask = torch.randn(2, 5, 384), torch.ones(2, 5, dtype=torch.bool)
+
+    def draw(**kw) -> torch.Tensor:
+        return model.generate(text, mask, steps=4, guidance_scale=1.0, generator=torch.Generator().manual_seed(3), **kw)
+
+    assert torch.equal(draw(), draw(choice_temperature=1.0))
+    assert torch.equal(draw(temperature=0.5), draw(temperature=0.5, choice_temperature=0.5))
+    assert not torch.equal(draw(choice_temperature=0.0), draw(choice_temperature=20.0))
 
 
 def test_decoder_tuning_keeps_the_codes_and_the_maskgit(tiny: Path, tmp_path: Path) -> None:

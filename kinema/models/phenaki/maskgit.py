@@ -204,6 +204,7 @@ class MaskGit(nn.Module):
         guidance_scale: float = 3.0,
         temperature: float = 1.0,
         top_k: int | None = None,
+        choice_temperature: float | None = None,
         generator: torch.Generator | None = None,
         callback: Callable[[int, int], None] | None = None,
     ) -> torch.Tensor:
@@ -211,7 +212,9 @@ class MaskGit(nn.Module):
 
         With `codes` [B, N] and `masked` [B, N] bool it infills: only the masked tokens are
         drawn (the schedule runs over each row's own masked count), the rest are kept.
-        `has_context` [B] marks rows whose context is real in a mixed batch."""
+        `has_context` [B] marks rows whose context is real in a mixed batch. `choice_temperature`
+        scales the Gumbel noise on which tokens are kept (MaskGIT's choice temperature, annealed
+        to 0 over the steps): 0 keeps the most confident, more explores the order; None = `temperature`."""
         c = self.config
         b, n = text.shape[0], c.event_tokens
         device = text.device
@@ -223,6 +226,7 @@ class MaskGit(nn.Module):
         masked = masked.clone()
         to_draw = masked.sum(-1)  # [B]
         guided = guidance_scale != 1.0
+        choice_temperature = temperature if choice_temperature is None else choice_temperature
         if guided:  # conditional and unconditional rows in one batch
             text2 = torch.cat([text, text])
             text_mask2 = torch.cat([text_mask, torch.zeros_like(text_mask)])
@@ -252,7 +256,7 @@ class MaskGit(nn.Module):
             else:
                 # MaskGIT: keep the most confident tokens; the choice is noised, less so as steps go
                 noise = -torch.log(-torch.log(torch.rand(b, n, generator=generator, device=device).clamp(1e-9, 1 - 1e-9)))
-                score = confidence + temperature * (1 - (step + 1) / steps) * noise
+                score = confidence + choice_temperature * (1 - (step + 1) / steps) * noise
                 score = score.masked_fill(~masked, float("inf"))  # already-fixed tokens stay fixed
                 threshold = score.sort(dim=-1).values.gather(-1, (remaining - 1).clamp_min(0)[:, None])
                 masked = (score <= threshold) & (remaining[:, None] > 0)

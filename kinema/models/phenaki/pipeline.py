@@ -35,6 +35,7 @@ class PhenakiSampler:
     guidance_scale: float = 3.0
     temperature: float = 1.0
     top_k: int | None = None
+    choice_temperature: float | None = None  # noise on which tokens are kept; None = temperature
 
     @classmethod
     def load(cls, path: Path) -> PhenakiSampler:
@@ -93,6 +94,7 @@ class PhenakiPipeline(Pipeline):
         guidance_scale: float | None = None,
         temperature: float | None = None,
         top_k: int | None = None,
+        choice_temperature: float | None = None,
     ) -> Iterator[np.ndarray]:
         s = self.sampler
         steps = s.num_inference_steps if num_inference_steps is None else num_inference_steps
@@ -109,7 +111,9 @@ class PhenakiPipeline(Pipeline):
                 codes = self.transformer.generate(
                     tokens, mask, context, steps=steps, guidance_scale=guidance,
                     temperature=s.temperature if temperature is None else temperature,
-                    top_k=s.top_k if top_k is None else top_k, generator=generator, callback=step_callback,
+                    top_k=s.top_k if top_k is None else top_k,
+                    choice_temperature=s.choice_temperature if choice_temperature is None else choice_temperature,
+                    generator=generator, callback=step_callback,
                 )
                 video = self.tokenizer.decode_from_indices(codes.reshape(1, -1, grid, grid))
             frames = to_uint8_frames(video[0])
