@@ -87,7 +87,7 @@ class Infill:
             codes = self.transformer.generate(
                 text, text_mask, tokens.context, has_context=tokens.has_context, codes=tokens.codes, masked=masked,
                 steps=self.steps, guidance_scale=self.sampler.guidance_scale, temperature=self.sampler.temperature,
-                top_k=self.sampler.top_k, generator=g,
+                top_k=self.sampler.top_k, choice_temperature=self.sampler.choice_temperature, generator=g,
             )
         grid = self.data.tokenizer.config.grid_size
         return InfillBatch(batch.index, batch.clips, codes.reshape(b, -1, grid, grid))
