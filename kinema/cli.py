@@ -208,16 +208,20 @@ def info() -> None:
 
     from . import __version__
     from .pipelines import available_models
+    from .precision import bf16_is_fast, resolve
 
     device = "cuda (" + torch.cuda.get_device_name(0) + ")" if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"
-    bf16 = torch.cuda.is_bf16_supported() if torch.cuda.is_available() else torch.backends.mkldnn.is_available()
+    where = "cuda" if torch.cuda.is_available() else "cpu"
+    with user_errors():  # a bad KINEMA_PRECISION
+        precision = resolve(None, where)
     rows = [
         ("kinema", __version__),
         ("python", platform.python_version()),
         ("torch", torch.__version__),
         ("device", device),
         ("cpu capability", torch.backends.cpu.get_cpu_capability()),
-        ("bf16 autocast", "yes" if bf16 else "no"),
+        ("bf16 kernels", "native" if bf16_is_fast(where) else "none (bf16 would be emulated, many times slower)"),
+        ("precision used", f"{precision} (KINEMA_PRECISION=bf16|fp32 overrides)"),
         ("models", ", ".join(available_models()) or "none shipped yet"),
     ]
     for key, value in rows:

@@ -58,6 +58,12 @@ class Pipeline:
         return []
 
     # ---- what every family shares
+    def _autocast(self):
+        """bf16 autocast where `self.device` runs bf16 natively, else fp32 (precision.py)."""
+        from .precision import autocast
+
+        return autocast(self.device)
+
     def _save_folder(self, folder: str | os.PathLike, components: dict, sampler, extra: dict | None, dtype) -> Path:
         """A diffusers-style model folder: model_index.json naming this pipeline class, a
         subfolder per component, and the sampling defaults as scheduler/config.json."""

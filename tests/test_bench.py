@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from kinema.cli import app
 from kinema.eval import versus
-from kinema.eval.bench import BenchReport, bf16_matmul_peak, report_json, time_training_step
+from kinema.eval.bench import BenchReport, matmul_peak, report_json, time_training_step
 from kinema.models.phenaki.maskgit import MaskGit, MaskGitConfig
 from kinema.models.phenaki.pipeline import PhenakiPipeline
 from kinema.text import get_text_encoder
@@ -25,9 +25,10 @@ def test_bench_world_reports_every_measure(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["bench", "world", "--runs", "2", "--story-sentences", "20", "--json", str(path)])
     assert result.exit_code == 0, result.output
     report = json.loads(path.read_text())
-    for key in ("load_seconds", "cold_start_seconds", "warm_clip_seconds", "story_seconds", "story_peak_rss_mb", "bf16_peak_tflops"):
+    for key in ("load_seconds", "cold_start_seconds", "warm_clip_seconds", "story_seconds", "story_peak_rss_mb", "peak_tflops"):
         assert report[key] > 0, key
     assert report["story_sentences"] == 20
+    assert report["precision"] in ("bf16", "fp32") and f"{report['precision']} matmul peak" in result.output
     # the world streams its story: 20 sentences need no more memory than 10 (within noise)
     assert report["story_peak_rss_mb"] < 1.3 * report["short_story_peak_rss_mb"]
     assert "warm 16-frame clip" in result.output
@@ -36,7 +37,7 @@ def test_bench_world_reports_every_measure(tmp_path: Path) -> None:
 def test_training_step_counts_flops() -> None:
     model = torch.nn.Sequential(torch.nn.Linear(256, 256), torch.nn.GELU(), torch.nn.Linear(256, 256))
     x = torch.randn(64, 256)
-    step = time_training_step("mlp", model, lambda: model(x).square().mean(), peak=bf16_matmul_peak(n=256, seconds=0.1), repeats=1)
+    step = time_training_step("mlp", model, lambda: model(x).square().mean(), peak=matmul_peak(n=256, seconds=0.1), repeats=1)
     # forward: two 64x256x256 matmuls; backward: weight grads of both and the input grad
     # of the second (the batch needs none): five matmuls of 2*64*256*256 flop
     expected = 5 * 2 * 64 * 256 * 256
@@ -73,7 +74,7 @@ def test_phenaki_pytorch_is_built_to_the_same_size_offline() -> None:
 @needs_phenaki_pytorch
 def test_versus_times_both_sides_and_reports_ratios() -> None:
     pipe = tiny_phenaki()
-    report = versus.compare(pipe, peak=bf16_matmul_peak(n=256, seconds=0.1), runs=1, repeats=1)
+    report = versus.compare(pipe, peak=matmul_peak(n=256, seconds=0.1), runs=1, repeats=1)
     measures = [m.measure for m in report.matchups]
     assert [m.split()[0:2] for m in measures] == [["sample", "one"], ["train", "step:"], ["train", "step:"]]
     assert "C-ViViT" in measures[1] and "MaskGIT" in measures[2]

@@ -4,7 +4,8 @@ Everything is measured in the same run, so ratios are honest: load time, the CLI
 start to a clip on disk, the warm 16-frame clip (median of N) against real time (8 fps),
 a long story's time and peak memory (at 10 and at 60 sentences: the memory must not grow),
 and one training step of each trained component, with its achieved TFLOP/s against this
-machine's bf16 matmul peak, measured here first. With `vs`, the same size of another
+machine's matmul peak in the precision it trains in (bf16 where the hardware has it,
+precision.py), measured here first. With `vs`, the same size of another
 implementation is timed beside it (versus.py).
 """
 
@@ -25,17 +26,20 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from ..precision import autocast, resolve
 from ..world import FPS, caption, random_story
 
 if TYPE_CHECKING:
     from .versus import VersusReport
 
 
-def bf16_matmul_peak(n: int = 2048, seconds: float = 1.5) -> float:
-    """Achieved TFLOP/s of a square bf16 matmul: the yardstick for training steps."""
+def matmul_peak(precision: str | None = None, n: int = 2048, seconds: float = 1.5) -> float:
+    """Achieved TFLOP/s of a square matmul in the precision this machine trains in (or the
+    one given): the yardstick for training steps."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
-    b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    dtype = torch.bfloat16 if resolve(precision, device) == "bf16" else torch.float32
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
     a @ b  # warm up kernels
     count, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
@@ -56,17 +60,18 @@ class StepTiming:
 
 
 def time_training_step(name: str, module: torch.nn.Module, loss_fn: Callable[[], torch.Tensor], peak: float, repeats: int = 3) -> StepTiming:
-    """Median seconds of forward + backward under bf16 autocast, and FLOPs counted once."""
+    """Median seconds of forward + backward as the trainer runs it (bf16 autocast where the
+    hardware has it), and FLOPs counted once."""
     module.train()
-    device = next(module.parameters()).device.type
-    with FlopCounterMode(display=False) as counter, torch.autocast(device, dtype=torch.bfloat16):
+    device = next(module.parameters()).device
+    with FlopCounterMode(display=False) as counter, autocast(device):
         loss_fn().backward()
     flop = counter.get_total_flops()
     times = []
     for _ in range(repeats):
         module.zero_grad(set_to_none=True)
         start = time.perf_counter()
-        with torch.autocast(device, dtype=torch.bfloat16):
+        with autocast(device):
             loss = loss_fn()
         loss.backward()
         times.append(time.perf_counter() - start)
@@ -112,7 +117,8 @@ class BenchReport:
     story_seconds: float
     story_peak_rss_mb: float
     short_story_peak_rss_mb: float
-    bf16_peak_tflops: float
+    precision: str  # what the training steps and the peak ran in: bf16 or fp32
+    peak_tflops: float
     training_steps: list[StepTiming] = field(default_factory=list)
     versus: VersusReport | None = None  # `--vs`: the same size of another implementation
 
@@ -125,7 +131,7 @@ class BenchReport:
             ("frames/s (real time = 8)", f"{self.clip_fps:.1f}  ({self.realtime_factor:.2f}× real time)"),
             (f"{self.story_sentences}-sentence story ({self.story_sentences * 16} frames)", f"{self.story_seconds:.1f} s"),
             ("peak RSS: 10 vs " + str(self.story_sentences) + " sentences", f"{self.short_story_peak_rss_mb:.0f} MB vs {self.story_peak_rss_mb:.0f} MB"),
-            ("bf16 matmul peak (measured)", f"{self.bf16_peak_tflops:.2f} TFLOP/s"),
+            (f"{self.precision} matmul peak (measured)", f"{self.peak_tflops:.2f} TFLOP/s"),
         ]
         for step in self.training_steps:
             rows.append((f"train step: {step.name}", f"{step.seconds:.2f} s, {step.tflop:.3f} TFLOP, {step.tflops:.2f} TFLOP/s = {100 * step.of_peak:.0f} % of peak"))
@@ -144,8 +150,9 @@ def bench(
         versus.check_competitor(vs)
 
     prompt = "a red circle moves to the right on a black background"
-    progress("bf16 matmul peak")
-    peak = bf16_matmul_peak()
+    precision = resolve(None, "cuda" if torch.cuda.is_available() else "cpu")
+    progress(f"{precision} matmul peak")
+    peak = matmul_peak(precision)
 
     progress("load")
     start = time.perf_counter()
@@ -188,7 +195,7 @@ def bench(
         model=model, device=device, threads=torch.get_num_threads(), load_seconds=load_seconds, cold_start_seconds=cold,
         warm_clip_seconds=warm, warm_clip_runs=warm_runs, clip_fps=16 / warm, realtime_factor=(16 / FPS) / warm,
         story_sentences=story_sentences, story_seconds=long["seconds"], story_peak_rss_mb=long["peak_rss_mb"],
-        short_story_peak_rss_mb=short["peak_rss_mb"], bf16_peak_tflops=peak, training_steps=steps,
+        short_story_peak_rss_mb=short["peak_rss_mb"], precision=precision, peak_tflops=peak, training_steps=steps,
         versus=against,
     )
 

@@ -109,7 +109,7 @@ def bench_section(report: dict) -> list[str]:
         (f"warm 16-frame clip (median of {report['warm_clip_runs']})", f"{report['warm_clip_seconds']:.2f} s ({report['clip_fps']:.1f} frames/s)"),
         (f"{report['story_sentences']}-sentence story", f"{report['story_seconds']:.1f} s"),
         ("peak RSS, 10 vs long story", f"{report['short_story_peak_rss_mb']:.0f} MB vs {report['story_peak_rss_mb']:.0f} MB"),
-        ("bf16 matmul peak", f"{report['bf16_peak_tflops']:.2f} TFLOP/s"),
+        (f"{report.get('precision', 'bf16')} matmul peak", f"{report.get('peak_tflops', report.get('bf16_peak_tflops')):.2f} TFLOP/s"),  # older reports: bf16 only
     ]
     rows += [(f"train step: {s['name']}", f"{s['seconds']:.2f} s, {s['tflops']:.2f} TFLOP/s ({100 * s['of_peak']:.0f} % of peak)") for s in report.get("training_steps", [])]
     return ["## Speed (`kinema bench`)", "", "| measure | value |", "|---|---|", *[f"| {k} | {v} |" for k, v in rows]]

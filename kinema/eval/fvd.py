@@ -33,7 +33,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checkpoint import CONFIG_NAME, WEIGHTS_NAME, build_from_config, config_dict, load_weights, read_json, read_tensors, register, state_tensors
+from ..checkpoint import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    build_from_config,
+    config_dict,
+    load_weights,
+    read_json,
+    read_tensors,
+    register,
+    state_tensors,
+)
+from ..precision import autocast
 from ..world import EVENT_FRAMES, random_event, random_story, render_event
 from ..world.judge import classify
 from ..world.spec import BACKGROUNDS, COLORS, MOTIONS, SHAPES
@@ -332,7 +343,7 @@ def train(
     config: ShapesClassifierConfig | None = None,
     log_every: int = 100,
 ) -> dict:
-    """Train the classifier on endless world clips (bf16 autocast on CPU), stop at
+    """Train the classifier on endless world clips (bf16 autocast where the CPU has it), stop at
     `steps` or `max_minutes`, measure held-out accuracy, and save to `output`."""
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
@@ -353,7 +364,7 @@ def train(
             group["lr"] = lr_at(step)
         x, labels = training_batch(rng, batch_size)
         model.train()
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with autocast("cpu"):
             out = model(to_input(x, model.config))
         loss = classifier_loss(out, labels)
         opt.zero_grad(set_to_none=True)

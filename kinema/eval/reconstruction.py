@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ..data.shapes import to_model_range, to_uint8_frames
+from ..precision import autocast
 from ..tokenizer.cvivit import CViViT
 from ..world.judge import judge
 from ..world.render import render_event
@@ -50,7 +51,7 @@ class ReconstructionScore:
 @torch.no_grad()
 def score_reconstructions(tokenizer: CViViT, clips: int = 100, seed: int = 777, batch_size: int = 10, progress: Progress | None = None) -> ReconstructionScore:
     """Encode and decode `clips` fresh world events (event i drawn from the generator seeded
-    [seed, i]) under bf16 autocast, as a pipeline does; judge each against its scene."""
+    [seed, i]) in the precision a pipeline uses; judge each against its scene."""
     tokenizer = tokenizer.eval()
     device = next(tokenizer.parameters()).device
     passed, psnrs, patterns = 0, [], Counter()
@@ -61,7 +62,7 @@ def score_reconstructions(tokenizer: CViViT, clips: int = 100, seed: int = 777, 
             spec, event = random_event(np.random.default_rng([seed, i]))
             specs.append(spec)
             truth.append(render_event(event))
-        with torch.autocast(device.type, dtype=torch.bfloat16):
+        with autocast(device):
             recon = to_uint8_frames(tokenizer.decode_from_indices(tokenizer.encode(to_model_range(np.stack(truth)).to(device))))
         for spec, true, made in zip(specs, truth, recon):
             verdict = judge(made, spec)

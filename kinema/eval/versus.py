@@ -5,7 +5,7 @@ The competitor is built from the kinema pipeline's own configs: C-ViViT width, d
 head width, token grid (their patch size = our total downsampling), frames per space-time
 patch and code count; MaskGIT width, depth, heads, head width, feed-forward width, text
 width and tokens per event; the same number of sampling steps and guidance scale; the same
-batches; both under bf16 autocast. Where the two designs cannot match (their LFQ against
+batches; both in the same precision (bf16 autocast where the hardware has it). Where the two designs cannot match (their LFQ against
 our FSQ, their 65 536-way softmax against our per-digit heads, no context slot, their
 linear patches against our conv stacks) the report says so in note rows. Their text
 encoder (T5) is swapped for kinema's own token embeddings of the same width, so nothing
@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from ..precision import autocast, resolve
 from .bench import time_training_step
 
 if TYPE_CHECKING:
@@ -234,7 +235,7 @@ def compare(
 
     def theirs_sample(seed: int) -> None:
         torch.manual_seed(seed)
-        with torch.autocast(device.type, dtype=torch.bfloat16):
+        with autocast(device):
             theirs.phenaki.sample(texts=PROMPT, num_frames=pipe.frames_per_event, cond_scale=guidance)
 
     ours_sample(0), theirs_sample(0)  # warm-up: kernels, caches, the text encoder
@@ -283,7 +284,7 @@ def _differences(pipe: PhenakiPipeline, theirs: PhenakiPytorch) -> list[str]:
         f"C-ViViT: kinema conv encoder/decoder around a block-causal transformer of depth {t.depth} on each side; theirs linear "
         f"patch embeddings with a spatial and a causal temporal transformer of depth {t.depth} on each side, trained without "
         "its VGG and GAN losses (they need torchvision and downloaded weights)",
-        "text: both read kinema's token embeddings (theirs would use T5); both run under bf16 autocast in this process",
+        f"text: both read kinema's token embeddings (theirs would use T5); both run in {resolve(None, pipe.device)} in this process",
     ]
     if t.train_decode_frames and t.train_decode_frames < pipe.frames_per_event:
         notes.append(f"C-ViViT training: kinema decodes {t.train_decode_frames} of {pipe.frames_per_event} frames a clip (train_decode_frames); theirs all")

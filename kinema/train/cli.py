@@ -14,10 +14,32 @@ from ..data import data_label, load_dataset
 from ..tokenizer.cvivit import CViViT, CViViTConfig
 from . import distributed
 from .options import (
-    DataWorkers, EmaDecay, ExportDtype, Fsdp, GradAccum, Lr, MaxMinutes, MaxSteps, MinLrRatio, Precision, Progress, Resume,
-    SaveEvery, SaveEveryMinutes, Seed, Threads, WarmupSteps,
+    DataWorkers,
+    EmaDecay,
+    ExportDtype,
+    Fsdp,
+    GradAccum,
+    Lr,
+    MaxMinutes,
+    MaxSteps,
+    MinLrRatio,
+    Precision,
+    Progress,
+    Resume,
+    SaveEvery,
+    SaveEveryMinutes,
+    Seed,
+    Threads,
+    WarmupSteps,
 )
-from .trainer import TrainConfig, Trainer, list_checkpoints, load_trained, resumed_model_config, warm_start
+from .trainer import (
+    TrainConfig,
+    Trainer,
+    list_checkpoints,
+    load_trained,
+    resumed_model_config,
+    warm_start,
+)
 
 train_app = typer.Typer(help="Train kinema's models (one process, or many under torchrun).", no_args_is_help=True)
 
@@ -60,7 +82,7 @@ def tokenizer(
     config_json: str = typer.Option("{}", help='more CViViTConfig overrides as JSON, e.g. \'{"depth": 2}\''),
     threads: Threads = None,
     auto_threads: bool = typer.Option(True, help="on CPU, keep measuring whether 1 thread beats --threads (a shared CPU) and switch"),
-    precision: Precision = "bf16",
+    precision: Precision = "auto",
     export_dtype: ExportDtype = "bfloat16",
     progress: Progress = True,
     fsdp: Fsdp = False,

@@ -20,7 +20,7 @@ Seed = Annotated[int, typer.Option(help="seed of the initialisation and the data
 ExportDtype = Annotated[Optional[str], typer.Option(help="dtype of final/ weights (bfloat16 halves the size)")]
 # the machine and the run
 Threads = Annotated[Optional[int], typer.Option(help="torch CPU threads")]
-Precision = Annotated[str, typer.Option(help="bf16 | fp32")]
+Precision = Annotated[str, typer.Option(help="auto (bf16 autocast where the hardware has it, else fp32) | bf16 | fp32")]
 Progress = Annotated[bool, typer.Option(help="progress bar")]
 Fsdp = Annotated[bool, typer.Option("--fsdp", help="under torchrun: shard parameters, gradients and optimizer state over the processes (PyTorch FSDP2) instead of copying them to each (DDP); for models too large for one device")]
 DataWorkers = Annotated[int, typer.Option(help="processes that make batches ahead of the step (for a GPU, which outruns one CPU core; 0 = made in the loop)")]

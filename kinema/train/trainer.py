@@ -40,7 +40,6 @@ and `final/` are what a one-process run gives.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import hashlib
@@ -64,6 +63,7 @@ from tqdm.auto import tqdm
 
 from .. import checkpoint as ckpt
 from ..fsutil import atomic_dir
+from ..precision import PRECISIONS, autocast, resolve
 from . import distributed
 from .prefetch import batch_stream
 
@@ -88,7 +88,7 @@ class TrainConfig:
     keep_checkpoints: int = 3  # newest checkpoints kept on disk
     log_every: int = 10
     seed: int = 0
-    precision: str = "bf16"  # "bf16" (autocast) or "fp32"
+    precision: str = "auto"  # "bf16" (autocast), "fp32", or "auto": bf16 where the hardware has it (precision.py)
     progress: bool = True  # show a progress bar
     export_dtype: str | None = None  # dtype of final/ weights: None (as trained) or "bfloat16"
     # CPU threads: on a CPU shared with other jobs, threads of one op wait on each other and
@@ -106,8 +106,8 @@ class TrainConfig:
 
     def __post_init__(self):
         self.betas = tuple(self.betas)
-        if self.precision not in ("bf16", "fp32"):
-            raise ValueError(f"precision must be 'bf16' or 'fp32', got {self.precision!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.grad_accum < 1 or self.max_steps < 0:
             raise ValueError("grad_accum must be >= 1 and max_steps >= 0")
         if self.data_workers < 0:
@@ -293,6 +293,9 @@ class Trainer:
         self.rank, self.world_size = distributed.init_distributed()
         self.device = torch.device(device) if device is not None else default_device()
         self.model = model.to(self.device)
+        self.precision = resolve(config.precision, self.device)  # "bf16" or "fp32"
+        if config.precision == "auto" and self.precision == "fp32":
+            self._print(f"precision: fp32 ({self.device.type} has no native bf16 kernels; --precision bf16 forces autocast)")
         self.get_batch = get_batch
         self.prepare = prepare  # batch -> batch on the training device (e.g. a frozen tokenizer run on the GPU)
         self.loss_fn = loss_fn
@@ -338,9 +341,7 @@ class Trainer:
         return self.rank == 0
 
     def _autocast(self):
-        if self.config.precision == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return autocast(self.device, self.precision)
 
     def save_checkpoint(self) -> Path | None:
         """Rank 0 writes the next checkpoint folder. Under FSDP every rank must call this:

@@ -28,6 +28,7 @@ from einops import reduce
 
 from ...data.shapes import captioned_example, to_model_range
 from ...nn.weighting import foreground_mask
+from ...precision import autocast
 from ...tokenizer.cvivit import CViViT
 
 if TYPE_CHECKING:
@@ -130,7 +131,7 @@ class PhenakiData:
         """`clips` as C-ViViT codes, on the device the clips are on (the tokenizer moves there)."""
         device = clips.events.device
         self.tokenizer.to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16):
+        with autocast(device):
             codes = self.tokenizer.encode(clips.events).flatten(1)
             context = self.tokenizer.encode(clips.contexts).flatten(1)
         c = self.tokenizer.config

@@ -27,11 +27,24 @@ import torch
 import typer
 
 from ... import checkpoint as ckpt
+from ...precision import autocast
 from ...tokenizer.cvivit import CViViT
 from ...train.distributed import dist_info
 from ...train.options import (
-    DataWorkers, EmaDecay, Lr, MaxMinutes, MaxSteps, MinLrRatio, Precision, Progress, Resume, SaveEvery, SaveEveryMinutes, Seed,
-    Threads, WarmupSteps,
+    DataWorkers,
+    EmaDecay,
+    Lr,
+    MaxMinutes,
+    MaxSteps,
+    MinLrRatio,
+    Precision,
+    Progress,
+    Resume,
+    SaveEvery,
+    SaveEveryMinutes,
+    Seed,
+    Threads,
+    WarmupSteps,
 )
 from ...train.trainer import TrainConfig, Trainer
 from .data import ClipBatch, PhenakiData
@@ -83,7 +96,7 @@ class Infill:
         masked = self.choose(tokens.foreground, g)
         text, text_mask = trim(tokens.text, tokens.text_mask)
         self.transformer.to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16):
+        with autocast(device):
             codes = self.transformer.generate(
                 text, text_mask, tokens.context, has_context=tokens.has_context, codes=tokens.codes, masked=masked,
                 steps=self.steps, guidance_scale=self.sampler.guidance_scale, temperature=self.sampler.temperature,
@@ -116,7 +129,7 @@ def phenaki_decoder(
     infill_steps: int = typer.Option(6, min=1, help="MaskGIT decoding steps for the redrawn tokens"),
     story_share: float = typer.Option(0.5, help="share of events that continue a story from a context frame"),
     threads: Threads = None,
-    precision: Precision = "bf16",
+    precision: Precision = "auto",
     progress: Progress = True,
     data_workers: DataWorkers = 0,
     max_minutes: MaxMinutes = None,

@@ -14,10 +14,31 @@ from ...data import data_label, is_shapes, load_dataset
 from ...tokenizer.cvivit import CViViT
 from ...train.distributed import dist_info
 from ...train.options import (
-    DataWorkers, EmaDecay, Fsdp, GradAccum, Lr, MaxMinutes, MaxSteps, Precision, Progress, Resume, SaveEvery, SaveEveryMinutes,
-    SceneMix, Seed, Threads, WarmupSteps, scene_mix_option,
+    DataWorkers,
+    EmaDecay,
+    Fsdp,
+    GradAccum,
+    Lr,
+    MaxMinutes,
+    MaxSteps,
+    Precision,
+    Progress,
+    Resume,
+    SaveEvery,
+    SaveEveryMinutes,
+    SceneMix,
+    Seed,
+    Threads,
+    WarmupSteps,
+    scene_mix_option,
 )
-from ...train.trainer import TrainConfig, Trainer, default_device, load_trained, resumed_model_config
+from ...train.trainer import (
+    TrainConfig,
+    Trainer,
+    default_device,
+    load_trained,
+    resumed_model_config,
+)
 from .data import PhenakiData, TokenBatch
 from .maskgit import MaskGit, MaskGitConfig
 from .pipeline import PhenakiPipeline, PhenakiSampler, trim
@@ -106,7 +127,7 @@ def phenaki(
     reuse_batches: int = typer.Option(0, help="cycle over this many distinct batches, each tokenized once and kept in memory (0 = fresh data every step)"),
     joint_head: bool = typer.Option(False, "--joint-head", help="predict each token's code with one softmax over the codebook, not one per FSQ digit; from a digit-head --init-from it starts as the same distribution"),
     threads: Threads = None,
-    precision: Precision = "bf16",
+    precision: Precision = "auto",
     progress: Progress = True,
     fsdp: Fsdp = False,
     data_workers: DataWorkers = 0,
