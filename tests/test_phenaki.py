@@ -396,6 +396,51 @@ def test_choice_temperature_sets_the_noise_on_which_tokens_are_kept() -> None:
     assert not torch.equal(draw(choice_temperature=0.0), draw(choice_temperature=20.0))
 
 
+def test_refine_redraws_only_the_drawable_tokens_the_model_finds_least_likely() -> None:
+    """MaskGit.refine: the model scores every token given the rest (a pseudo-likelihood, <= 0)
+    and redraws the lowest `share` of the drawable ones; every other token stays."""
+    torch.manual_seed(0)
+    model = MaskGit(MaskGitConfig(fsq_levels=(4, 4), grid=4, event_grids=2, dim=32, depth=1, heads=2, dim_head=16)).eval()
+    text, mask = torch.randn(2, 5, 384), torch.ones(2, 5, dtype=torch.bool)
+    codes = torch.randint(0, 16, (2, 32))
+    drawable = torch.zeros(2, 32, dtype=torch.bool)
+    drawable[:, 8:] = True  # e.g. an infill: the first 8 tokens are given and never move
+    score = model.token_log_likelihood(codes, text, mask, guidance_scale=2.0, generator=torch.Generator().manual_seed(5))
+    assert score.shape == (2, 32) and bool((score <= 0).all())
+    refined = model.refine(codes, drawable, 0.25, 3, text=text, text_mask=mask, context=None, has_context=None, guidance_scale=2.0,
+                           temperature=1.0, top_k=None, choice_temperature=1.0, generator=torch.Generator().manual_seed(5))
+    worst = score.masked_fill(~drawable, float("inf")).argsort(-1)[:, :6]  # floor(24 * 0.25)
+    allowed = torch.zeros_like(drawable).scatter_(1, worst, True)
+    changed = refined != codes
+    assert changed.any() and not (changed & ~allowed).any()
+
+
+def test_refine_rounds_extend_the_draw_and_its_progress() -> None:
+    torch.manual_seed(0)
+    model = MaskGit(MaskGitConfig(fsq_levels=(4, 4), grid=4, event_grids=2, dim=32, depth=1, heads=2, dim_head=16)).eval()
+    text, mask = torch.randn(2, 5, 384), torch.ones(2, 5, dtype=torch.bool)
+    seen = []
+
+    def draw(**kw) -> torch.Tensor:
+        return model.generate(text, mask, steps=4, generator=torch.Generator().manual_seed(3), **kw)
+
+    assert torch.equal(draw(), draw(refine_rounds=0))
+    assert not torch.equal(draw(), draw(refine_rounds=2, refine_share=0.5, callback=lambda i, n: seen.append((i, n))))
+    assert seen[-1] == (12, 12) and [i for i, _ in seen] == sorted(i for i, _ in seen)
+
+
+def test_a_folders_sampler_sets_the_refine_rounds(tiny: Path, tmp_path: Path) -> None:
+    pipe = kinema.load_pipeline(tiny)
+    prompt = "a red circle moves up at night"
+    refined = pipe(prompt, seed=3, num_inference_steps=3, refine_rounds=1)
+    assert not np.array_equal(refined.frames, pipe(prompt, seed=3, num_inference_steps=3).frames)
+    pipe.sampler.refine_rounds = 1
+    again = kinema.load_pipeline(pipe.save_pretrained(tmp_path / "refined"))
+    assert again.sampler.refine_rounds == 1
+    assert np.array_equal(again(prompt, seed=3, num_inference_steps=3).frames, refined.frames)
+    assert np.array_equal(again(prompt, seed=3, num_inference_steps=3, refine_rounds=0).frames, pipe(prompt, seed=3, num_inference_steps=3, refine_rounds=0).frames)
+
+
 def test_decoder_tuning_keeps_the_codes_and_the_maskgit(tiny: Path, tmp_path: Path) -> None:
     """`kinema train phenaki-decoder`: the decoder learns from the MaskGIT's infills; the
     codes and the MaskGIT stay as they were, and the result is a model folder that generates."""

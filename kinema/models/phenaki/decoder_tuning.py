@@ -100,7 +100,8 @@ class Infill:
             codes = self.transformer.generate(
                 text, text_mask, tokens.context, has_context=tokens.has_context, codes=tokens.codes, masked=masked,
                 steps=self.steps, guidance_scale=self.sampler.guidance_scale, temperature=self.sampler.temperature,
-                top_k=self.sampler.top_k, choice_temperature=self.sampler.choice_temperature, generator=g,
+                top_k=self.sampler.top_k, choice_temperature=self.sampler.choice_temperature,
+                refine_rounds=self.sampler.refine_rounds, refine_share=self.sampler.refine_share, refine_steps=self.sampler.refine_steps, generator=g,
             )
         grid = self.data.tokenizer.config.grid_size
         return InfillBatch(batch.index, batch.clips, codes.reshape(b, -1, grid, grid))

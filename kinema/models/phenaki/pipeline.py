@@ -36,6 +36,9 @@ class PhenakiSampler:
     temperature: float = 1.0
     top_k: int | None = None
     choice_temperature: float | None = None  # noise on which tokens are kept; None = temperature
+    refine_rounds: int = 0  # then re-mask the least likely tokens given the rest and redraw them (MaskGit.refine)
+    refine_share: float = 0.2
+    refine_steps: int = 4
 
     @classmethod
     def load(cls, path: Path) -> PhenakiSampler:
@@ -97,24 +100,28 @@ class PhenakiPipeline(Pipeline):
         temperature: float | None = None,
         top_k: int | None = None,
         choice_temperature: float | None = None,
+        refine_rounds: int | None = None,
     ) -> Iterator[np.ndarray]:
         s = self.sampler
         steps = s.num_inference_steps if num_inference_steps is None else num_inference_steps
         guidance = s.guidance_scale if guidance_scale is None else guidance_scale
+        rounds = s.refine_rounds if refine_rounds is None else refine_rounds
         generator = torch.Generator(self.device).manual_seed(seed)
         grid = self.transformer.config.grid
         context = None
-        total = steps * len(sentences)
+        per_event = steps + rounds * s.refine_steps
+        total = per_event * len(sentences)
         for k, sentence in enumerate(sentences):
             text = self.text_encoder.encode([sentence], device=self.device)
             tokens, mask = trim(text.tokens, text.mask)
-            step_callback = (lambda i, n, k=k: callback(k * steps + i, total)) if callback else None
+            step_callback = (lambda i, n, k=k: callback(k * per_event + i, total)) if callback else None
             with self._autocast():
                 codes = self.transformer.generate(
                     tokens, mask, context, steps=steps, guidance_scale=guidance,
                     temperature=s.temperature if temperature is None else temperature,
                     top_k=s.top_k if top_k is None else top_k,
                     choice_temperature=s.choice_temperature if choice_temperature is None else choice_temperature,
+                    refine_rounds=rounds, refine_share=s.refine_share, refine_steps=s.refine_steps,
                     generator=generator, callback=step_callback,
                 )
                 video = self.tokenizer.decode_from_indices(codes.reshape(1, -1, grid, grid))
