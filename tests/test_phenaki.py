@@ -204,17 +204,22 @@ def test_generate_is_seeded_and_shaped(tiny: Path) -> None:
     assert pipe("a red circle moves up at night", num_frames=32, num_inference_steps=2).frames.shape[0] == 32
 
 
-def test_a_folders_sampler_sets_the_choice_temperature(tiny: Path, tmp_path: Path) -> None:
-    """scheduler/config.json carries the choice temperature; a call's argument overrides it."""
+@pytest.mark.parametrize("field, value", [("choice_temperature", 0.0), ("refine_rounds", 1)])
+def test_a_folders_sampler_sets_how_it_draws(tiny: Path, tmp_path: Path, field: str, value) -> None:
+    """scheduler/config.json carries the choice temperature and the refine rounds; a call's
+    argument overrides the folder's."""
     pipe = kinema.load_pipeline(tiny)
     prompt = "a red circle moves up at night"
-    greedy = pipe(prompt, seed=3, num_inference_steps=3, choice_temperature=0.0)
-    assert not np.array_equal(greedy.frames, pipe(prompt, seed=3, num_inference_steps=3).frames)
-    pipe.sampler.choice_temperature = 0.0
-    folder = pipe.save_pretrained(tmp_path / "greedy")
-    again = kinema.load_pipeline(folder)
-    assert again.sampler.choice_temperature == 0.0
-    assert np.array_equal(again(prompt, seed=3, num_inference_steps=3).frames, greedy.frames)
+    changed = pipe(prompt, seed=3, num_inference_steps=3, **{field: value})
+    assert not np.array_equal(changed.frames, pipe(prompt, seed=3, num_inference_steps=3).frames)
+    default = getattr(pipe.sampler, field)
+    setattr(pipe.sampler, field, value)
+    again = kinema.load_pipeline(pipe.save_pretrained(tmp_path / "changed"))
+    assert getattr(again.sampler, field) == value
+    assert np.array_equal(again(prompt, seed=3, num_inference_steps=3).frames, changed.frames)
+    if default is not None:
+        restored = again(prompt, seed=3, num_inference_steps=3, **{field: default}).frames
+        assert np.array_equal(restored, kinema.load_pipeline(tiny)(prompt, seed=3, num_inference_steps=3).frames)
 
 
 def test_story_streams_to_a_file(tiny: Path, tmp_path: Path) -> None:
@@ -427,18 +432,6 @@ def test_refine_rounds_extend_the_draw_and_its_progress() -> None:
     assert torch.equal(draw(), draw(refine_rounds=0))
     assert not torch.equal(draw(), draw(refine_rounds=2, refine_share=0.5, callback=lambda i, n: seen.append((i, n))))
     assert seen[-1] == (12, 12) and [i for i, _ in seen] == sorted(i for i, _ in seen)
-
-
-def test_a_folders_sampler_sets_the_refine_rounds(tiny: Path, tmp_path: Path) -> None:
-    pipe = kinema.load_pipeline(tiny)
-    prompt = "a red circle moves up at night"
-    refined = pipe(prompt, seed=3, num_inference_steps=3, refine_rounds=1)
-    assert not np.array_equal(refined.frames, pipe(prompt, seed=3, num_inference_steps=3).frames)
-    pipe.sampler.refine_rounds = 1
-    again = kinema.load_pipeline(pipe.save_pretrained(tmp_path / "refined"))
-    assert again.sampler.refine_rounds == 1
-    assert np.array_equal(again(prompt, seed=3, num_inference_steps=3).frames, refined.frames)
-    assert np.array_equal(again(prompt, seed=3, num_inference_steps=3, refine_rounds=0).frames, pipe(prompt, seed=3, num_inference_steps=3, refine_rounds=0).frames)
 
 
 def test_decoder_tuning_keeps_the_codes_and_the_maskgit(tiny: Path, tmp_path: Path) -> None:

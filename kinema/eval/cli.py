@@ -34,14 +34,7 @@ def eval_command(
     """Score a model on the Shapes world: pass rates per category with 95 % intervals,
     the commonest failures, FVD-shapes and flicker. `kinema eval world` is the upper bound."""
     from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from ..cli import console, user_errors
     from ..pipelines import load_pipeline

@@ -33,17 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checkpoint import (
-    CONFIG_NAME,
-    WEIGHTS_NAME,
-    build_from_config,
-    config_dict,
-    load_weights,
-    read_json,
-    read_tensors,
-    register,
-    state_tensors,
-)
+from ..checkpoint import CONFIG_NAME, WEIGHTS_NAME, build_from_config, config_dict, load_weights, read_json, read_tensors, register, state_tensors
 from ..precision import autocast
 from ..world import EVENT_FRAMES, random_event, random_story, render_event
 from ..world.judge import classify

@@ -14,32 +14,10 @@ from ..data import data_label, load_dataset
 from ..tokenizer.cvivit import CViViT, CViViTConfig
 from . import distributed
 from .options import (
-    DataWorkers,
-    EmaDecay,
-    ExportDtype,
-    Fsdp,
-    GradAccum,
-    Lr,
-    MaxMinutes,
-    MaxSteps,
-    MinLrRatio,
-    Precision,
-    Progress,
-    Resume,
-    SaveEvery,
-    SaveEveryMinutes,
-    Seed,
-    Threads,
-    WarmupSteps,
+    DataWorkers, EmaDecay, ExportDtype, Fsdp, GradAccum, Lr, MaxMinutes, MaxSteps, MinLrRatio, Precision, Progress, Resume,
+    SaveEvery, SaveEveryMinutes, Seed, Threads, WarmupSteps,
 )
-from .trainer import (
-    TrainConfig,
-    Trainer,
-    list_checkpoints,
-    load_trained,
-    resumed_model_config,
-    warm_start,
-)
+from .trainer import TrainConfig, Trainer, list_checkpoints, load_trained, resumed_model_config, warm_start
 
 train_app = typer.Typer(help="Train kinema's models (one process, or many under torchrun).", no_args_is_help=True)
 

@@ -30,15 +30,7 @@ from ...diffusion import GaussianDiffusion, sample
 from ...diffusion.sampling import SCHEDULERS
 from ...nn.unet import VideoUNet
 from ...pipelines import Callback, Pipeline, register_pipeline
-from .data import (
-    STAGES,
-    base_cond,
-    downsample,
-    noise_augmentation,
-    ssr_cond,
-    trim_text,
-    tsr_cond,
-)
+from .data import STAGES, base_cond, downsample, noise_augmentation, ssr_cond, trim_text, tsr_cond
 
 if TYPE_CHECKING:
     from ...text import TextEncoder
@@ -106,9 +98,7 @@ class ImagenVideoPipeline(Pipeline):
         missing = [s for s in STAGE_ORDER if s not in stages]
         if missing:
             raise ckpt.CheckpointError(f"{folder}: an Imagen Video folder needs components {', '.join(STAGE_ORDER)}; missing {', '.join(missing)}")
-        from ...text import (
-            get_text_encoder,  # transformers loads only when a model does
-        )
+        from ...text import get_text_encoder  # transformers loads only when a model does
 
         text_encoder = get_text_encoder(index.get("text_encoder", "minilm"))
         return cls(stages, text_encoder, ImagenVideoSampler.load(folder / "scheduler" / "config.json"), device)

@@ -20,40 +20,15 @@ import typer
 
 from ... import checkpoint as ckpt
 from ...data import data_label, is_shapes, load_dataset
-from ...diffusion import (
-    DiffusionBatch,
-    GaussianDiffusion,
-    distillation_loss,
-    halving_schedule,
-    make_student,
-)
+from ...diffusion import DiffusionBatch, GaussianDiffusion, distillation_loss, halving_schedule, make_student
 from ...nn.unet import VideoUNet
 from ...pipelines import SHAPES_WORLD
 from ...train.distributed import dist_info
 from ...train.options import (
-    DataWorkers,
-    ExportDtype,
-    Fsdp,
-    GradAccum,
-    Lr,
-    MaxMinutes,
-    Precision,
-    Progress,
-    SaveEvery,
-    SaveEveryMinutes,
-    SceneMix,
-    Seed,
-    Threads,
-    WarmupSteps,
-    scene_mix_option,
+    DataWorkers, ExportDtype, Fsdp, GradAccum, Lr, MaxMinutes, Precision, Progress, SaveEvery, SaveEveryMinutes, SceneMix, Seed,
+    Threads, WarmupSteps, scene_mix_option,
 )
-from ...train.trainer import (
-    TrainConfig,
-    Trainer,
-    default_device,
-    load_trained,
-    resumed_model_config,
-)
+from ...train.trainer import TrainConfig, Trainer, default_device, load_trained, resumed_model_config
 from .data import STAGES, ImagenVideoData, stage_config
 from .pipeline import STAGE_ORDER, ImagenVideoPipeline, ImagenVideoSampler
 

@@ -31,20 +31,8 @@ from ...precision import autocast
 from ...tokenizer.cvivit import CViViT
 from ...train.distributed import dist_info
 from ...train.options import (
-    DataWorkers,
-    EmaDecay,
-    Lr,
-    MaxMinutes,
-    MaxSteps,
-    MinLrRatio,
-    Precision,
-    Progress,
-    Resume,
-    SaveEvery,
-    SaveEveryMinutes,
-    Seed,
-    Threads,
-    WarmupSteps,
+    DataWorkers, EmaDecay, Lr, MaxMinutes, MaxSteps, MinLrRatio, Precision, Progress, Resume, SaveEvery, SaveEveryMinutes, Seed,
+    Threads, WarmupSteps,
 )
 from ...train.trainer import TrainConfig, Trainer
 from .data import ClipBatch, PhenakiData

@@ -77,9 +77,7 @@ class PhenakiPipeline(Pipeline):
         levels = tuple(tokenizer.config.fsq_levels)
         if levels != tuple(transformer.config.fsq_levels):
             raise ckpt.CheckpointError(f"{folder}: the transformer was trained on FSQ levels {transformer.config.fsq_levels}, the tokenizer has {levels}")
-        from ...text import (
-            get_text_encoder,  # transformers loads only when a model does
-        )
+        from ...text import get_text_encoder  # transformers loads only when a model does
 
         text_encoder = get_text_encoder(index.get("text_encoder", "minilm"))
         return cls(tokenizer, transformer, text_encoder, PhenakiSampler.load(folder / "scheduler" / "config.json"), device)

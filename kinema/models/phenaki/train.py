@@ -14,31 +14,10 @@ from ...data import data_label, is_shapes, load_dataset
 from ...tokenizer.cvivit import CViViT
 from ...train.distributed import dist_info
 from ...train.options import (
-    DataWorkers,
-    EmaDecay,
-    Fsdp,
-    GradAccum,
-    Lr,
-    MaxMinutes,
-    MaxSteps,
-    Precision,
-    Progress,
-    Resume,
-    SaveEvery,
-    SaveEveryMinutes,
-    SceneMix,
-    Seed,
-    Threads,
-    WarmupSteps,
-    scene_mix_option,
+    DataWorkers, EmaDecay, Fsdp, GradAccum, Lr, MaxMinutes, MaxSteps, Precision, Progress, Resume, SaveEvery, SaveEveryMinutes,
+    SceneMix, Seed, Threads, WarmupSteps, scene_mix_option,
 )
-from ...train.trainer import (
-    TrainConfig,
-    Trainer,
-    default_device,
-    load_trained,
-    resumed_model_config,
-)
+from ...train.trainer import TrainConfig, Trainer, default_device, load_trained, resumed_model_config
 from .data import PhenakiData, TokenBatch
 from .maskgit import MaskGit, MaskGitConfig
 from .pipeline import PhenakiPipeline, PhenakiSampler, trim
