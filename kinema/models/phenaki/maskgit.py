@@ -195,6 +195,7 @@ class MaskGit(nn.Module):
         and unconditional rows run as one batch."""
         if guidance_scale == 1.0:
             return [lg.float() for lg in self.forward(codes, masked, text, text_mask, context, has_context)]
+
         def twice(x: torch.Tensor | None) -> torch.Tensor | None:
             return None if x is None else torch.cat([x, x])
 
@@ -266,11 +267,12 @@ class MaskGit(nn.Module):
     @torch.inference_mode()
     def refine(self, codes, drawable, share: float, steps: int, *, text, text_mask, context, has_context, guidance_scale, callback=None, **draw) -> torch.Tensor:
         """Re-mask the `share` of `drawable` tokens the model finds least likely given all the
-        others, and redraw them. MaskGIT never revisits a token it kept: a corner drawn early
-        for a square stays a square's corner even when the object around it ends a circle, and
-        such disagreements are what the judge reads as rounded squares and changed shapes.
-        Token-Critic (Lezama et al. 2022) trains a second transformer to pick the tokens to
-        redraw; here the MaskGIT is its own critic, so nothing more is trained."""
+        others, and redraw them. MaskGIT never revisits a token it kept, so a patch drawn early
+        that disagrees with the object finally drawn around it stays: a stray patch grows into
+        an extra object, a circle's edge rounds a square's corner (on phenaki-shapes one round
+        roughly halves the extra objects; its card has the numbers). Token-Critic (Lezama et
+        al. 2022) trains a second transformer to pick the tokens to redraw; here the MaskGIT
+        is its own critic, so nothing more is trained."""
         score = self.token_log_likelihood(codes, text, text_mask, context, has_context=has_context, guidance_scale=guidance_scale, generator=draw.get("generator"))
         count = (drawable.sum(-1).double() * share).floor().long()  # [B]
         rank = score.masked_fill(~drawable, float("inf")).argsort(-1).argsort(-1)
