@@ -150,7 +150,8 @@ def bench(
         versus.check_competitor(vs)
 
     prompt = "a red circle moves to the right on a black background"
-    precision = resolve(None, "cuda" if torch.cuda.is_available() else "cpu")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    precision = resolve(None, device)
     progress(f"{precision} matmul peak")
     peak = matmul_peak(precision)
 
@@ -190,7 +191,6 @@ def bench(
         steps.append(time_training_step(name, module, loss_fn, peak))
     against = versus.compare(pipe, vs, peak=peak, runs=warm_runs, progress=progress) if vs is not None else None
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
     return BenchReport(
         model=model, device=device, threads=torch.get_num_threads(), load_seconds=load_seconds, cold_start_seconds=cold,
         warm_clip_seconds=warm, warm_clip_runs=warm_runs, clip_fps=16 / warm, realtime_factor=(16 / FPS) / warm,

@@ -5,11 +5,11 @@ The competitor is built from the kinema pipeline's own configs: C-ViViT width, d
 head width, token grid (their patch size = our total downsampling), frames per space-time
 patch and code count; MaskGIT width, depth, heads, head width, feed-forward width, text
 width and tokens per event; the same number of sampling steps and guidance scale; the same
-batches; both in the same precision (bf16 autocast where the hardware has it). Where the two designs cannot match (their LFQ against
-our FSQ, their 65 536-way softmax against our per-digit heads, no context slot, their
-linear patches against our conv stacks) the report says so in note rows. Their text
-encoder (T5) is swapped for kinema's own token embeddings of the same width, so nothing
-downloads and both sides pay the same text cost.
+batches; both in the same precision (bf16 autocast where the hardware has it). Where the
+two designs cannot match (their LFQ against our FSQ, their 65 536-way softmax against our
+per-digit heads, no context slot, their linear patches against our conv stacks) the report
+says so in note rows. Their text encoder (T5) is swapped for kinema's own token embeddings
+of the same width, so nothing downloads and both sides pay the same text cost.
 """
 
 from __future__ import annotations
