@@ -237,7 +237,7 @@ from .serve.cli import serve_command  # noqa: E402  (fastapi loads only when it 
 app.command("serve")(serve_command)
 app.command("eval")(eval_command)
 app.add_typer(data_app, name="data", help="Real training data: check a folder of captioned videos or images.")
-app.add_typer(train_app, name="train", help="Train tokenizers and models (bf16 on CPU, torchrun for many processes).")
+app.add_typer(train_app, name="train", help="Train tokenizers and models (bf16 where the hardware has it, torchrun for many processes).")
 
 
 def _one_line_warnings() -> None:

@@ -31,8 +31,10 @@ def eval_command(
     reconstruct: Annotated[Optional[int], typer.Option(help="Instead, score the model's tokenizer: the judge on its reconstructions of this many fresh world events (the ceiling of what its generator can pass).", min=1)] = None,
     lexicon: Annotated[bool, typer.Option("--lexicon", help="Instead, probe the model's text encoder: which colour, shape and motion synonyms it reads as their own canonical word (a held-out word it misreads bounds the held-out paraphrases).")] = False,
 ) -> None:
-    """Score a model on the Shapes world: pass rates per category with 95 % intervals,
-    the commonest failures, FVD-shapes and flicker. `kinema eval world` is the upper bound."""
+    """Score a model on the Shapes world: judge pass rates, failures and FVD-shapes.
+
+    Pass rates per category come with 95 % intervals, beside the commonest failures,
+    FVD-shapes and flicker. `kinema eval world` is the upper bound."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
