@@ -36,12 +36,25 @@ class Attention(nn.Module):
         self.to_kv = nn.Linear(context_dim or dim, 2 * inner, bias=False)
         self.to_out = nn.Linear(inner, dim)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, mask: torch.Tensor | None = None, causal: bool = False) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, mask: torch.Tensor | None = None, causal: bool = False, weights: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """With a `weights` list, the attention probabilities [B, heads, N, M] are appended to
+        it (computed explicitly, not by the fused kernel), e.g. for a loss on where a word is
+        attended from; without one the fused kernel runs."""
         context = x if context is None else context
         q = self.to_q(x)
         k, v = self.to_kv(context).chunk(2, dim=-1)
         q, k, v = (rearrange(t, "b n (h d) -> b h n d", h=self.heads) for t in (q, k, v))
-        out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=causal and mask is None, dropout_p=self.dropout if self.training else 0.0
-        )
+        if weights is None:
+            out = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, is_causal=causal and mask is None, dropout_p=self.dropout if self.training else 0.0
+            )
+        else:
+            if causal and mask is None:
+                mask = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool, device=q.device).tril()
+            scores = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5
+            if mask is not None:
+                scores = scores.masked_fill(~mask, float("-inf"))
+            probs = scores.softmax(dim=-1)
+            weights.append(probs)
+            out = F.dropout(probs, self.dropout, self.training) @ v
         return self.to_out(rearrange(out, "b h n d -> b n (h d)"))

@@ -32,12 +32,16 @@ class TransformerBlock(nn.Module):
         self.norm_ff = nn.LayerNorm(dim)
         self.ff = FeedForward(dim, mult=ff_mult, dropout=dropout)
 
-    def forward(self, x: torch.Tensor, *, mask: torch.Tensor | None = None, context: torch.Tensor | None = None, context_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, *, mask: torch.Tensor | None = None, context: torch.Tensor | None = None, context_mask: torch.Tensor | None = None,
+        cross_weights: list[torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """`cross_weights`, a list, collects the cross-attention probabilities (`Attention`)."""
         x = x + self.attn(self.norm_attn(x), mask=mask)
         if self.cross is not None:
             if context is None:
                 raise ValueError("this transformer block was built with cross-attention: pass context=")
-            x = x + self.cross(self.norm_cross(x), context=context, mask=context_mask)
+            x = x + self.cross(self.norm_cross(x), context=context, mask=context_mask, weights=cross_weights)
         return x + self.ff(self.norm_ff(x))
 
 

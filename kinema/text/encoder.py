@@ -179,6 +179,12 @@ class TextEncoder:
 
     __call__ = encode
 
+    def token_positions(self, sentence: str, spans: list[tuple[int, int]]) -> list[int]:
+        """Positions in `encode([sentence]).tokens` of the tokens that overlap any of the
+        character `spans` (start, end) of `sentence`: which embeddings carry a given word."""
+        offsets = self.tokenizer(sentence, truncation=True, max_length=self.max_length, return_offsets_mapping=True)["offset_mapping"]
+        return [i for i, (a, b) in enumerate(offsets) if b > a and any(a < end and b > start for start, end in spans)]
+
     def clear_cache(self) -> None:
         with self._lock:
             self._cache.clear()

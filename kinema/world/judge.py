@@ -145,6 +145,12 @@ def classify(frames: np.ndarray) -> np.ndarray:
     return labels[index].reshape(frames.shape[:-1])
 
 
+def color_pixels(frames: np.ndarray, color: str) -> np.ndarray:
+    """Bool [..., H, W]: the pixels of `frames` [..., H, W, 3] that `classify` reads as the
+    object colour `color`."""
+    return classify(frames) == _PALETTE_NAMES.index(color)
+
+
 def read_frame(labels: np.ndarray) -> FrameReading:
     h, w = labels.shape
     ring = max(1, h // 32)

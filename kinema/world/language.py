@@ -355,14 +355,15 @@ LEXICON: dict[tuple[str, ...], Entry] = _build_lexicon()
 _LONGEST = max(len(key) for key in LEXICON)
 
 
-def _tokens(text: str) -> list[tuple[str, Entry]]:
-    """Greedy longest match of lexicon phrases; any other word is an error."""
-    words, tokens, i = _normalise(text), [], 0
+def _match(words: list[str], text: str) -> list[tuple[int, int, Entry]]:
+    """Greedy longest match of lexicon phrases over `words`: (first word, end word, entry);
+    any other word is an error."""
+    matches, i = [], 0
     while i < len(words):
         for n in range(min(_LONGEST, len(words) - i), 0, -1):
             entry = LEXICON.get(tuple(words[i : i + n]))
             if entry is not None:
-                tokens.append((" ".join(words[i : i + n]), entry))
+                matches.append((i, i + n, entry))
                 i += n
                 break
         else:
@@ -370,7 +371,23 @@ def _tokens(text: str) -> list[tuple[str, Entry]]:
                 f'unknown word {words[i]!r} in "{text.strip()}"; the Shapes world has only circles, squares and '
                 f"triangles coloured {', '.join(COLORS)}, their motions and backgrounds (see WORLD.md)"
             )
-    return tokens
+    return matches
+
+
+def _tokens(text: str) -> list[tuple[str, Entry]]:
+    words = _normalise(text)
+    return [(" ".join(words[a:b]), entry) for a, b, entry in _match(words, text)]
+
+
+def phrase_spans(text: str) -> list[tuple[int, int, Entry]]:
+    """The lexicon phrases of `text` as `parse` reads them, each with its character span
+    (start, end) in `text`: what a model attending to a caption's words can be told about
+    which word means what. Raises `ParseError` on an unknown word."""
+    found = [(m.start(), m.end(), m.group().lower()) for m in re.finditer(r"[^\W_]+", text)]
+    words = [SPELLINGS.get(w, w) for _, _, w in found]
+    if words != _normalise(text):  # "n't" is two words to the parser; no caption the world writes has it
+        raise ParseError(f"cannot align the words of \"{text.strip()}\" with their characters")
+    return [(found[a][0], found[b - 1][1], entry) for a, b, entry in _match(words, text)]
 
 
 def uses_heldout(text: str) -> bool:

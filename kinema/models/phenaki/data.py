@@ -19,13 +19,14 @@ second. `batch(i)` is the two in one process.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from einops import reduce
 
+from ...data.grounding import object_pixels, object_words
 from ...data.shapes import captioned_example, to_model_range
 from ...nn.weighting import foreground_mask
 from ...precision import autocast
@@ -44,25 +45,45 @@ class TokenBatch:
     text_mask: torch.Tensor  # [B, L]
     captions: list[str]
     foreground: torch.Tensor  # [B, N] bool: the event token's patch shows an object (foreground_tokens)
+    grounding: Grounding | None = None  # which words name which object's tokens (Shapes world only)
 
     def to(self, device) -> TokenBatch:
         move = lambda t: t.to(device)  # noqa: E731
-        return TokenBatch(move(self.codes), move(self.context), move(self.has_context), move(self.text), move(self.text_mask), self.captions, move(self.foreground))
+        grounding = self.grounding and self.grounding.to(device)
+        return TokenBatch(move(self.codes), move(self.context), move(self.has_context), move(self.text), move(self.text_mask), self.captions, move(self.foreground), grounding)
+
+
+@dataclass
+class Grounding:
+    """Targets for `kinema.nn.grounding`: up to `MAX_OBJECTS` named objects per example."""
+
+    tokens: torch.Tensor  # [B, K, N] bool: the event tokens object k shows in (object_tokens)
+    words: torch.Tensor  # [B, K, L] bool: the caption's text tokens that describe object k
+
+    def to(self, device) -> Grounding:
+        return Grounding(self.tokens.to(device), self.words.to(device))
+
+
+MAX_OBJECTS = 2  # a Shapes-world scene holds at most two
 
 
 FOREGROUND_PIXELS = 6  # a token shows an object when, in one of its frames, this many of its patch's pixels are foreground
 
 
+def token_cover(pixels: torch.Tensor, grid: int, temporal_patch: int) -> torch.Tensor:
+    """[..., T', grid, grid] bool, token for token as C-ViViT codes a clip: True where the
+    token's patch has at least FOREGROUND_PIXELS of `pixels` [..., T, H, W] in one of its frames."""
+    counts = reduce(pixels.float(), "... t (h p) (w q) -> ... t h w", "sum", h=grid, w=grid)
+    first = counts[..., :1, :, :]
+    rest = reduce(counts[..., 1:, :, :], "... (g k) h w -> ... g h w", "max", k=temporal_patch)
+    return torch.cat([first, rest], dim=-3) >= FOREGROUND_PIXELS
+
+
 def foreground_tokens(video: torch.Tensor, grid: int, temporal_patch: int) -> torch.Tensor:
-    """[B, T', grid, grid] bool, token for token as C-ViViT codes `video` [B, 3, T, H, W]: True
-    where the token's patch shows foreground (kinema.nn.weighting) in any of its frames. A
-    star (at most 2x2 pixels, zoomed) stays below the bar; an object's edge (objects are at
-    least 7 pixels across) does not."""
-    mask = foreground_mask(video.float(), rim=False)[:, 0]
-    counts = reduce(mask, "b t (h p) (w q) -> b t h w", "sum", h=grid, w=grid)
-    first = counts[:, :1]
-    rest = reduce(counts[:, 1:], "b (g k) h w -> b g h w", "max", k=temporal_patch)
-    return torch.cat([first, rest], dim=1) >= FOREGROUND_PIXELS
+    """[B, T', grid, grid] bool: the tokens of `video` [B, 3, T, H, W] whose patch shows
+    foreground (kinema.nn.weighting). A star (at most 2x2 pixels, zoomed) stays below the
+    bar; an object's edge (objects are at least 7 pixels across) does not."""
+    return token_cover(foreground_mask(video.float(), rim=False)[:, 0], grid, temporal_patch)
 
 
 @dataclass
@@ -75,10 +96,12 @@ class ClipBatch:
     text: torch.Tensor  # [B, L, D]
     text_mask: torch.Tensor  # [B, L]
     captions: list[str]
+    grounding: Grounding | None = None
 
     def to(self, device) -> ClipBatch:
         move = lambda t: t.to(device, non_blocking=True)  # noqa: E731
-        return ClipBatch(move(self.events), move(self.contexts), move(self.has_context), move(self.text), move(self.text_mask), self.captions)
+        grounding = self.grounding and self.grounding.to(device)
+        return ClipBatch(move(self.events), move(self.contexts), move(self.has_context), move(self.text), move(self.text_mask), self.captions, grounding)
 
 
 @dataclass
@@ -93,9 +116,10 @@ class PhenakiData:
     scene_mix: dict[str, float] | None = None  # weights of the single-scene kinds (kinema.data.shapes.parse_scene_mix)
     source: Any = None  # a real captioned-video dataset (kinema.data.load_dataset); None = the Shapes world
     reuse: int = 0  # > 0: cycle over this many distinct batches, each encoded once (0 = endless)
+    grounding: bool = False  # also give each example's Grounding (kinema.nn.grounding; Shapes world only)
 
     def __post_init__(self):
-        self._cache: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str], torch.Tensor]] = {}
+        self._cache: dict[int, TokenBatch] = {}
 
     def batch(self, index: int) -> TokenBatch:
         """Micro-batch `index`, tokenized here (on the CPU, or from the `reuse` cache)."""
@@ -103,11 +127,10 @@ class PhenakiData:
             return self.tokens(self.clips(index))
         index %= self.reuse
         if index not in self._cache:
-            b = self.tokens(self.clips(index))
-            self._cache[index] = (b.codes, b.context, b.has_context, b.captions, b.foreground)
-        codes, context, has_context, captions, foreground = self._cache[index]
-        text = self.text_encoder.encode(captions)
-        return TokenBatch(codes, context, has_context, text.tokens, text.mask, captions, foreground)
+            self._cache[index] = replace(self.tokens(self.clips(index)), text=None, text_mask=None)
+        cached = self._cache[index]
+        text = self.text_encoder.encode(cached.captions)  # its own cache: the embeddings are not kept twice
+        return replace(cached, text=text.tokens, text_mask=text.mask)
 
     def clips(self, index: int) -> ClipBatch:
         """Micro-batch `index` as pixels and caption embeddings (CPU work)."""
@@ -124,7 +147,24 @@ class PhenakiData:
             has_context = torch.tensor([c is not None for _, c, _ in examples])
             contexts = to_model_range(np.stack([c if c is not None else e[:1] for e, c, _ in examples]))
         text = self.text_encoder.encode(captions)
-        return ClipBatch(events, contexts, has_context, text.tokens, text.mask, captions)
+        grounding = self.ground([e for e, _, _ in examples], captions, text.mask.shape[1]) if self.grounding and self.source is None else None
+        return ClipBatch(events, contexts, has_context, text.tokens, text.mask, captions, grounding)
+
+    def ground(self, events: list[np.ndarray], captions: list[str], length: int) -> Grounding:
+        """Each caption's named objects (at most MAX_OBJECTS): their event tokens, from the
+        pixels of their colour, and their words' text tokens."""
+        c = self.tokenizer.config
+        tokens = torch.zeros(len(events), MAX_OBJECTS, c.token_frames(len(events[0])) * c.grid_size**2, dtype=torch.bool)
+        words = torch.zeros(len(events), MAX_OBJECTS, length, dtype=torch.bool)
+        for i, (frames, caption) in enumerate(zip(events, captions)):
+            named = list(object_words(caption).items())[:MAX_OBJECTS]
+            if not named:
+                continue
+            pixels = torch.from_numpy(object_pixels(frames, [color for color, _ in named]))
+            tokens[i, : len(named)] = token_cover(pixels, c.grid_size, c.temporal_patch).flatten(1)
+            for k, (_, spans) in enumerate(named):
+                words[i, k, self.text_encoder.token_positions(caption, spans)] = True
+        return Grounding(tokens, words)
 
     @torch.no_grad()
     def tokens(self, clips: ClipBatch) -> TokenBatch:
@@ -136,4 +176,4 @@ class PhenakiData:
             context = self.tokenizer.encode(clips.contexts).flatten(1)
         c = self.tokenizer.config
         foreground = foreground_tokens(clips.events, c.grid_size, c.temporal_patch).flatten(1)
-        return TokenBatch(codes, context, clips.has_context, clips.text, clips.text_mask, clips.captions, foreground)
+        return TokenBatch(codes, context, clips.has_context, clips.text, clips.text_mask, clips.captions, foreground, clips.grounding)

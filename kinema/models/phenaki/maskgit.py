@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from ...nn.grounding import grounding_loss
 from ...nn.transformer import Transformer
 from ...nn.weighting import weighted_mean
 
@@ -141,6 +142,7 @@ class MaskGit(nn.Module):
         text_mask: torch.Tensor,
         context: torch.Tensor | None = None,
         has_context: torch.Tensor | None = None,
+        cross_weights: list[torch.Tensor] | None = None,
     ) -> list[torch.Tensor]:
         """Logits for every event token, one tensor per output head: [B, N, levels_i] per
         digit, or [B, N, codebook_size] with `joint_head`.
@@ -148,7 +150,9 @@ class MaskGit(nn.Module):
         codes [B, N] event token codes (ignored where `masked`), masked [B, N] bool,
         text [B, L, text_dim] with text_mask [B, L] (all False = no caption),
         context [B, M] codes of the context grid(s), or None for events with no past;
-        has_context [B] bool marks which rows' context is real in a mixed batch."""
+        has_context [B] bool marks which rows' context is real in a mixed batch; a
+        `cross_weights` list receives each layer's attention from the event tokens to the
+        words, [B, heads, N, L] (the "no caption" token left out)."""
         c = self.config
         b = codes.shape[0]
         no_context = self.no_context.expand(b, -1, -1)
@@ -162,7 +166,10 @@ class MaskGit(nn.Module):
         x = torch.cat([ctx, self.embed(codes, masked)], dim=1) + pos
         words = torch.cat([self.null_text.expand(b, -1, -1), self.text_proj(text)], dim=1)
         word_mask = torch.cat([text_mask.new_ones(b, 1), text_mask], dim=1)[:, None, None, :]
-        h = self.transformer(x, context=words, context_mask=word_mask)[:, c.context_tokens :]
+        weights = None if cross_weights is None else []
+        h = self.transformer(x, context=words, context_mask=word_mask, cross_weights=weights)[:, c.context_tokens :]
+        if weights is not None:
+            cross_weights += [w[:, :, c.context_tokens :, 1:] for w in weights]
         return [self.code_head(h)] if c.joint_head else [head(h) for head in self.digit_heads]
 
     def loss(
@@ -173,22 +180,33 @@ class MaskGit(nn.Module):
         context: torch.Tensor | None = None,
         has_context: torch.Tensor | None = None,
         weight: torch.Tensor | None = None,
+        grounding: tuple[torch.Tensor, torch.Tensor] | None = None,
+        grounding_weight: float = 0.0,
     ) -> dict[str, torch.Tensor]:
         """Mask a cosine-scheduled share of each event's tokens; cross-entropy on them,
-        weighted per token by `weight` [B, N] if given (objects are a few tokens of 256)."""
+        weighted per token by `weight` [B, N] if given (objects are a few tokens of 256).
+        With `grounding` = (object tokens [B, K, N], object words [B, K, L]) bool, adds
+        `grounding_weight` x `kinema.nn.grounding.grounding_loss` on the cross-attention."""
         b, n = codes.shape
         ratio = cosine_mask_ratio(torch.rand(b, device=codes.device))
         count = (ratio * n).ceil().clamp(min=1)
         rank = torch.rand(b, n, device=codes.device).argsort(dim=-1).argsort(dim=-1)
         masked = rank < count[:, None]
         drop = torch.rand(b, device=codes.device) < self.config.cond_drop
-        logits = self.forward(codes, masked, text, text_mask & ~drop[:, None], context, has_context)
+        cross_weights = [] if grounding is not None and grounding_weight else None
+        logits = self.forward(codes, masked, text, text_mask & ~drop[:, None], context, has_context, cross_weights)
         targets = self.targets(codes)
         w = None if weight is None else weight[masked].float()
         loss = sum(weighted_mean(F.cross_entropy(lg[masked].float(), targets[..., i][masked], reduction="none"), w) for i, lg in enumerate(logits))
         with torch.no_grad():
             correct = torch.stack([lg[masked].argmax(-1) == targets[..., i][masked] for i, lg in enumerate(logits)]).all(0)
-        return {"loss": loss, "token_acc": correct.float().mean()}
+        out = {"loss": loss, "token_acc": correct.float().mean()}
+        if cross_weights is not None:
+            tokens, words = grounding
+            words = words[:, :, : text.shape[1]] & ~drop[:, None, None]  # a dropped caption has no words to ground
+            out["grounding"] = grounding_loss(cross_weights, tokens, words)
+            out["loss"] = loss + grounding_weight * out["grounding"]
+        return out
 
     def guided_logits(self, codes, masked, text, text_mask, context, has_context, guidance_scale: float) -> list[torch.Tensor]:
         """fp32 logits per head, with classifier-free guidance: u + s (c - u), the conditional

@@ -64,14 +64,16 @@ def maskgit_from_checkpoint(checkpoint: Path, config: MaskGitConfig) -> MaskGit:
     return model.train()
 
 
-def maskgit_loss(foreground_weight: float = 0.0):
+def maskgit_loss(foreground_weight: float = 0.0, grounding_weight: float = 0.0):
     """The Trainer's loss_fn: MaskGIT's masked-token cross-entropy, tokens that show an
-    object weighted 1 + `foreground_weight` (kinema.nn.weighting, per token)."""
+    object weighted 1 + `foreground_weight` (kinema.nn.weighting, per token), plus
+    `grounding_weight` x the grounding loss where the batch has its targets (kinema.nn.grounding)."""
 
     def loss_fn(model: MaskGit, batch: TokenBatch) -> dict[str, torch.Tensor]:
         text, mask = trim(batch.text, batch.text_mask)
         weight = 1 + foreground_weight * batch.foreground.float() if foreground_weight else None
-        return model.loss(batch.codes, text, mask, batch.context, batch.has_context, weight)
+        grounding = (batch.grounding.tokens, batch.grounding.words) if batch.grounding is not None else None
+        return model.loss(batch.codes, text, mask, batch.context, batch.has_context, weight, grounding, grounding_weight)
 
     return loss_fn
 
@@ -103,6 +105,7 @@ def phenaki(
     story_share: float = typer.Option(0.5, help="share of examples continuing a story from a context frame"),
     data: str = typer.Option("shapes", help="training data: 'shapes' (the Shapes world) or a folder of captioned videos"),
     foreground_weight: float = typer.Option(0.0, help="extra loss weight on tokens whose patch shows an object (a few of 256 tokens)"),
+    grounding_weight: float = typer.Option(0.0, help="weight of a loss that a word naming an object is attended from that object's tokens (TokenCompose; Shapes world only): binds each object's words to it"),
     reuse_batches: int = typer.Option(0, help="cycle over this many distinct batches, each tokenized once and kept in memory (0 = fresh data every step)"),
     joint_head: bool = typer.Option(False, "--joint-head", help="predict each token's code with one softmax over the codebook, not one per FSQ digit; from a digit-head --init-from it starts as the same distribution"),
     threads: Threads = None,
@@ -117,6 +120,8 @@ def phenaki(
     from ...text import get_text_encoder
 
     mix = scene_mix_option(scene_mix, data)  # before anything is written
+    if grounding_weight and not is_shapes(data):
+        raise typer.BadParameter("--grounding-weight needs the Shapes world's labels (which words name which object); --data is real footage")
     if threads:
         torch.set_num_threads(threads)
     rank, world_size = dist_info()
@@ -136,7 +141,7 @@ def phenaki(
     source = None
     if not is_shapes(data):
         source = load_dataset(data, batch_size=batch_size, seed=seed, rank=rank, world_size=world_size, size=tok.config.image_size, frames=16)
-    batches = PhenakiData(tok, get_text_encoder(), batch_size=batch_size, seed=seed, rank=rank, story_share=story_share, scene_mix=mix, source=source, reuse=reuse_batches)
+    batches = PhenakiData(tok, get_text_encoder(), batch_size=batch_size, seed=seed, rank=rank, story_share=story_share, scene_mix=mix, source=source, reuse=reuse_batches, grounding=grounding_weight > 0)
     train_config = TrainConfig(
         output=str(output), max_steps=max_steps, lr=lr, warmup_steps=warmup_steps, grad_accum=grad_accum, ema_decay=ema_decay,
         save_every=save_every, save_every_minutes=save_every_minutes, seed=seed, precision=precision, progress=progress, fsdp=fsdp, data_workers=data_workers, max_minutes=max_minutes,
@@ -147,7 +152,7 @@ def phenaki(
     # on a GPU the frozen C-ViViT runs there, on batches of pixels the data workers render
     on_device = default_device().type != "cpu" and not reuse_batches
     get_batch, prepare = (batches.clips, batches.tokens) if on_device else (batches.batch, None)
-    trainer = Trainer(model, train_config, get_batch, maskgit_loss(foreground_weight), export_name="transformer", export_extra={"trained_on": trained_on}, prepare=prepare)
+    trainer = Trainer(model, train_config, get_batch, maskgit_loss(foreground_weight, grounding_weight), export_name="transformer", export_extra={"trained_on": trained_on}, prepare=prepare)
     trainer.train(resume=resume)
     if trainer.is_main:
         folder = assemble(tok, trainer.ema.model, output / "pipeline", {"step": trainer.step, "elapsed_seconds": round(trainer.elapsed, 1), "trained_on": trained_on})

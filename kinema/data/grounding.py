@@ -1,0 +1,47 @@
+"""Which words of a Shapes-world caption name which object, and where that object is.
+
+A text-to-video model that learns only from the denoising or masked-token loss can learn
+*that* a caption names a red circle and a blue square without learning which of the two
+places on the frame is the circle: on the Shapes world, Phenaki's MaskGIT drew both of two
+objects with a shape between theirs (its card). TokenCompose (Wang et al., 2024) supervises
+the cross-attention instead: a word naming an object should be attended to from that
+object's pixels (here tokens) and not from elsewhere. The world knows both halves: its
+lexicon says what each word means, and its palette says which pixels each object covers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..world.judge import color_pixels
+from ..world.language import ParseError, parse, phrase_spans
+
+OBJECT_WORDS = ("size", "color", "shape", "motion", "appear", "disappear")
+
+
+def object_words(caption: str) -> dict[str, list[tuple[int, int]]]:
+    """Object colour -> character spans of the caption's words that describe that object
+    (its size, colour, shape, motion; "appears" / "vanishes" when one object is named). A
+    word whose meaning fits both objects (two squares: "square") belongs to neither. A
+    caption the world cannot read, or one naming no object, gives {}."""
+    try:
+        meaning, spans = parse(caption), phrase_spans(caption)
+    except ParseError:
+        return {}
+    objects = list(getattr(meaning, "objects", None) or ([meaning] if hasattr(meaning, "color") else []))
+    words: dict[str, list[tuple[int, int]]] = {}
+    for start, end, entry in spans:
+        if entry.category not in OBJECT_WORDS:
+            continue
+        if entry.category in ("appear", "disappear"):
+            owners = objects if len(objects) == 1 else []
+        else:
+            owners = [o for o in objects if getattr(o, entry.category, None) == entry.value]
+        if len(owners) == 1:
+            words.setdefault(owners[0].color, []).append((start, end))
+    return words
+
+
+def object_pixels(frames: np.ndarray, colors: list[str]) -> np.ndarray:
+    """Bool [K, T, H, W]: per colour, the pixels of `frames` [T, H, W, 3] (uint8) in it."""
+    return np.stack([color_pixels(frames, c) for c in colors]) if colors else np.zeros((0, *frames.shape[:-1]), dtype=bool)
