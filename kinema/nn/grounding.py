@@ -5,8 +5,10 @@ Cross-attention lets every video token read every word. A small model can learn 
 red circle and a blue square" by reading "circle" and "square" from both objects' tokens:
 then each object gets a shape between the two (on the Shapes world, Phenaki's MaskGIT drew a
 triangle next to a circle with a circle's fill ratio). Telling the model, per word, where on
-the frame the word is read from binds it to its object without changing the architecture or
-what is done at sampling time.
+the frame the word is to be read from asks for the binding without changing the
+architecture or what is done at sampling time. It is not a cure yet: on phenaki-shapes the
+loss fell from 0.70 to 0.16 in 296 steps while an object's tokens went on reading both
+shape words alike (the README's training section and the card's HISTORY.md have the numbers).
 """
 
 from __future__ import annotations
