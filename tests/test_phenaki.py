@@ -470,3 +470,20 @@ def test_decoder_tuning_redraws_the_objects_tokens_first() -> None:
     assert first[many][:, 100:130].all(), "rows that redraw more take the whole object"
     anywhere = Infill(None, None, None, max_infill=0.5, objects_first=False).choose(foreground, torch.Generator().manual_seed(0))
     assert (anywhere[few] & ~foreground[few]).any()
+
+
+def test_a_deepened_maskgit_predicts_as_before_and_trains_its_new_blocks() -> None:
+    torch.manual_seed(0)
+    model = MaskGit(MaskGitConfig(fsq_levels=(4, 4), grid=4, event_grids=2, dim=32, depth=1, heads=2, dim_head=16)).eval()
+    for p in model.parameters():  # a trained-looking model: no zero output projections anywhere
+        p.data.add_(0.05 * torch.randn_like(p))
+    deeper = model.deepened(2).eval()
+    assert deeper.config.depth == 3 and len(deeper.transformer.blocks) == 3
+    codes = torch.randint(0, 16, (2, model.config.event_tokens))
+    masked = torch.rand(2, model.config.event_tokens) < 0.5
+    text, mask = torch.randn(2, 3, 384), torch.ones(2, 3, dtype=torch.bool)
+    context = torch.randint(0, 16, (2, model.config.context_tokens))
+    for a, b in zip(model(codes, masked, text, mask, context), deeper(codes, masked, text, mask, context)):
+        assert torch.allclose(a, b, atol=1e-5)
+    deeper.train().loss(codes, text, mask, context)["loss"].backward()
+    assert deeper.transformer.blocks[2].ff.net[-1].weight.grad.abs().sum() > 0, "the new blocks learn"

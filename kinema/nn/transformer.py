@@ -53,6 +53,19 @@ class Transformer(nn.Module):
         self.blocks = nn.ModuleList([TransformerBlock(dim, **block_kwargs) for _ in range(depth)])
         self.norm = nn.LayerNorm(dim)
 
+    @torch.no_grad()
+    def append_identity_blocks(self, count: int, **block_kwargs) -> None:
+        """Grow by `count` blocks at the top whose residual branches start at zero (their
+        output projections zeroed), so the stack computes exactly what it did: a trained
+        model gains depth without losing what it knows, and the new blocks learn from there."""
+        dim = self.norm.normalized_shape[0]
+        for _ in range(count):
+            block = TransformerBlock(dim, **block_kwargs).to(self.norm.weight.device)
+            for out in (block.attn.to_out, block.ff.net[-1], *([block.cross.to_out] if block.cross is not None else [])):
+                out.weight.zero_()
+                out.bias.zero_()
+            self.blocks.append(block)
+
     def forward(self, x: torch.Tensor, **kwargs) -> torch.Tensor:
         for block in self.blocks:
             x = block(x, **kwargs)

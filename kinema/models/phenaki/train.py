@@ -107,6 +107,7 @@ def phenaki(
     foreground_weight: float = typer.Option(0.0, help="extra loss weight on tokens whose patch shows an object (a few of 256 tokens)"),
     grounding_weight: float = typer.Option(0.0, help="weight of a loss that a word naming an object is attended from that object's tokens (TokenCompose; Shapes world only); off by default, the README says why"),
     reuse_batches: int = typer.Option(0, help="cycle over this many distinct batches, each tokenized once and kept in memory (0 = fresh data every step)"),
+    grow_depth: int = typer.Option(0, min=0, help="with --init-from: add this many transformer blocks on top, started as identities (the same predictions, more depth to train)"),
     joint_head: bool = typer.Option(False, "--joint-head", help="predict each token's code with one softmax over the codebook, not one per FSQ digit; from a digit-head --init-from it starts as the same distribution"),
     threads: Threads = None,
     precision: Precision = "auto",
@@ -120,6 +121,8 @@ def phenaki(
     from ...text import get_text_encoder
 
     mix = scene_mix_option(scene_mix, data)  # before anything is written
+    if grow_depth and init_from is None:
+        raise typer.BadParameter("--grow-depth adds blocks to a trained MaskGIT: give it --init-from (a fresh model takes --depth)")
     if grounding_weight and not is_shapes(data):
         raise typer.BadParameter("--grounding-weight needs the Shapes world's labels (which words name which object); --data is real footage")
     if threads:
@@ -132,6 +135,8 @@ def phenaki(
         model = ckpt.build_from_config(saved, "checkpoint config.json")
     elif init_from is not None:
         model = maskgit_from_checkpoint(init_from, config)
+        if grow_depth:
+            model = model.deepened(grow_depth)
         if joint_head:
             model = model.with_joint_head()
         typer.echo(f"weights from {init_from} (EMA); a fresh optimizer and schedule")
