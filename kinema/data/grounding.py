@@ -1,4 +1,4 @@
-"""Which words of a Shapes-world caption name which object, and where that object is.
+"""Which words of a Shapes-world caption name which object.
 
 A text-to-video model that learns only from the denoising or masked-token loss can learn
 *that* a caption names a red circle and a blue square without learning which of the two
@@ -6,14 +6,12 @@ places on the frame is the circle: on the Shapes world, Phenaki's MaskGIT drew b
 objects with a shape between theirs (its card). TokenCompose (Wang et al., 2024) supervises
 the cross-attention instead: a word naming an object should be attended to from that
 object's pixels (here tokens) and not from elsewhere. The world knows both halves: its
-lexicon says what each word means, and its palette says which pixels each object covers.
+lexicon says what each word means (here), and its palette which pixels each object covers
+(`kinema.world.judge.color_pixels`).
 """
 
 from __future__ import annotations
 
-import numpy as np
-
-from ..world.judge import color_pixels
 from ..world.language import ParseError, parse, phrase_spans
 
 OBJECT_WORDS = ("size", "color", "shape", "motion", "appear", "disappear")
@@ -41,7 +39,3 @@ def object_words(caption: str) -> dict[str, list[tuple[int, int]]]:
             words.setdefault(owners[0].color, []).append((start, end))
     return words
 
-
-def object_pixels(frames: np.ndarray, colors: list[str]) -> np.ndarray:
-    """Bool [K, T, H, W]: per colour, the pixels of `frames` [T, H, W, 3] (uint8) in it."""
-    return np.stack([color_pixels(frames, c) for c in colors]) if colors else np.zeros((0, *frames.shape[:-1]), dtype=bool)

@@ -44,6 +44,15 @@ class TransformerBlock(nn.Module):
             x = x + self.cross(self.norm_cross(x), context=context, mask=context_mask, weights=cross_weights)
         return x + self.ff(self.norm_ff(x))
 
+    @torch.no_grad()
+    def zero_residuals(self) -> None:
+        """Zero the output projection of every residual branch, so the block passes its input
+        through unchanged: added on top of a trained stack it computes exactly what the stack
+        did, and it learns from there (its projections still get gradients)."""
+        for out in (self.attn.to_out, self.ff.net[-1], *([self.cross.to_out] if self.cross is not None else [])):
+            out.weight.zero_()
+            out.bias.zero_()
+
 
 class Transformer(nn.Module):
     """A stack of `TransformerBlock`s and a final LayerNorm."""
@@ -52,19 +61,6 @@ class Transformer(nn.Module):
         super().__init__()
         self.blocks = nn.ModuleList([TransformerBlock(dim, **block_kwargs) for _ in range(depth)])
         self.norm = nn.LayerNorm(dim)
-
-    @torch.no_grad()
-    def append_identity_blocks(self, count: int, **block_kwargs) -> None:
-        """Grow by `count` blocks at the top whose residual branches start at zero (their
-        output projections zeroed), so the stack computes exactly what it did: a trained
-        model gains depth without losing what it knows, and the new blocks learn from there."""
-        dim = self.norm.normalized_shape[0]
-        for _ in range(count):
-            block = TransformerBlock(dim, **block_kwargs).to(self.norm.weight.device)
-            for out in (block.attn.to_out, block.ff.net[-1], *([block.cross.to_out] if block.cross is not None else [])):
-                out.weight.zero_()
-                out.bias.zero_()
-            self.blocks.append(block)
 
     def forward(self, x: torch.Tensor, **kwargs) -> torch.Tensor:
         for block in self.blocks:

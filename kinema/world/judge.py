@@ -145,10 +145,12 @@ def classify(frames: np.ndarray) -> np.ndarray:
     return labels[index].reshape(frames.shape[:-1])
 
 
-def color_pixels(frames: np.ndarray, color: str) -> np.ndarray:
-    """Bool [..., H, W]: the pixels of `frames` [..., H, W, 3] that `classify` reads as the
-    object colour `color`."""
-    return classify(frames) == _PALETTE_NAMES.index(color)
+def color_pixels(frames: np.ndarray, colors: Sequence[str]) -> np.ndarray:
+    """Bool [K, ..., H, W]: per object colour in `colors`, the pixels of `frames`
+    [..., H, W, 3] that `classify` reads as that colour (the frames classified once)."""
+    labels = classify(frames)
+    index = np.array([_PALETTE_NAMES.index(c) for c in colors], dtype=labels.dtype).reshape(-1, *[1] * labels.ndim)
+    return labels[None] == index
 
 
 def read_frame(labels: np.ndarray) -> FrameReading:

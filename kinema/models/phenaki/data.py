@@ -26,11 +26,12 @@ import numpy as np
 import torch
 from einops import reduce
 
-from ...data.grounding import object_pixels, object_words
+from ...data.grounding import object_words
 from ...data.shapes import captioned_example, to_model_range
 from ...nn.weighting import foreground_mask
 from ...precision import autocast
 from ...tokenizer.cvivit import CViViT
+from ...world.judge import color_pixels
 
 if TYPE_CHECKING:
     from ...text import TextEncoder
@@ -160,7 +161,7 @@ class PhenakiData:
             named = list(object_words(caption).items())[:MAX_OBJECTS]
             if not named:
                 continue
-            pixels = torch.from_numpy(object_pixels(frames, [color for color, _ in named]))
+            pixels = torch.from_numpy(color_pixels(frames, [color for color, _ in named]))
             tokens[i, : len(named)] = token_cover(pixels, c.grid_size, c.temporal_patch).flatten(1)
             for k, (_, spans) in enumerate(named):
                 words[i, k, self.text_encoder.token_positions(caption, spans)] = True

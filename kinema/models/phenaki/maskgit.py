@@ -131,12 +131,12 @@ class MaskGit(nn.Module):
     @torch.no_grad()
     def deepened(self, extra: int) -> MaskGit:
         """This model with `extra` more transformer blocks on top, started as identities
-        (`Transformer.append_identity_blocks`): the same predictions, more capacity to train."""
+        (`TransformerBlock.zero_residuals`): the same predictions, more capacity to train."""
         c = self.config
         deeper = MaskGit(MaskGitConfig(**{**c.to_dict(), "depth": c.depth + extra})).to(self.space_embedding.device)
-        deeper.transformer.blocks = deeper.transformer.blocks[: c.depth]
-        deeper.transformer.append_identity_blocks(extra, heads=c.heads, dim_head=c.dim_head, ff_mult=c.ff_mult, context_dim=c.dim)
         deeper.load_state_dict({**deeper.state_dict(), **self.state_dict()})
+        for block in deeper.transformer.blocks[c.depth :]:
+            block.zero_residuals()
         return deeper.train(self.training)
 
     def embed(self, codes: torch.Tensor, masked: torch.Tensor | None = None) -> torch.Tensor:
