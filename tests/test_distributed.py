@@ -7,9 +7,9 @@ stream two sub-streams whatever the number of processes (`kinema.train.distribut
 2 processes x batch 2, rank r reads shard r; with 1 process x batch 4 the one process reads
 both shards and concatenates them, so every micro-batch holds the same 4 clips in both runs.
 The tokenizer's loss is a mean over equally sized clips, so the mean over 4 clips equals
-DDP's average of the two ranks' means over 2; every rank draws the same decoded frames from
-the same seeded torch RNG, as the single process does; weights start equal (DDP broadcasts
-rank 0's). fp32 keeps the remaining difference at rounding level: the losses and gradient norms agree
+DDP's average of the two ranks' means over 2; it decodes every frame here (train_decode_frames
+0), so it draws nothing at random (ranks draw from their own seeds, kinema.train.trainer.step_seed,
+and a loss that draws would differ by its draws); weights start equal (DDP broadcasts rank 0's). fp32 keeps the remaining difference at rounding level: the losses and gradient norms agree
 to 6 digits, yet AdamW turns the rounding noise of gradients that are ~0 in exact arithmetic
 (conv biases just before a normalisation) into steps of up to ~1e-4 after 3 steps, hence the
 tolerances: max 3e-4 per weight, 1e-4 relative overall, where a run that sees different clips
@@ -38,7 +38,7 @@ from kinema.train import list_checkpoints
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
 COMMON = ["tokenizer", "--preset", "tiny", "--precision", "fp32", "--threads", "1", "--no-auto-threads", "--no-progress",
-          "--warmup-steps", "1", "--lr", "3e-3", "--save-every-minutes", "0"]
+          "--warmup-steps", "1", "--lr", "3e-3", "--save-every-minutes", "0", "--config-json", '{"train_decode_frames": 0}']
 
 
 def launch(*args: str, procs: int = 1) -> list[str]:

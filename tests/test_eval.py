@@ -142,6 +142,8 @@ def test_a_wrong_background_scores_zero_for_the_right_reason(tmp_path: Path) -> 
         assert score.failures[0][0] == "background: reads as another background", (name, score.failures)
         assert score.ci95[1] < 0.7
     assert report.categories["story boundaries"].rate == 1.0  # nothing jumps at the cuts
+    whole = report.categories["whole stories"]
+    assert whole.failures[0][1] == whole.total  # a story counts a way it failed once, not once per event
     names = sorted(p.name for p in (tmp_path / "strips").iterdir())
     assert "one-object-000.png" in names and "held-out-paraphrases-003.png" in names
     assert "stories-001-event-03.png" in names

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -14,15 +15,16 @@ from kinema.data.shapes import ShapesVideoDataset
 from kinema.tokenizer import CViViT, CViViTConfig
 from kinema.train import TrainConfig, Trainer, list_checkpoints, load_checkpoint_model, lr_at
 from kinema.train.cli import tokenizer_loss, train_app
+from kinema.train.trainer import STATE_JSON, step_seed
 
 
-def make_trainer(output, max_steps, save_every=0, lr=3e-3, seed=0, batch_size=2, init_seed=None, data_workers=0, max_minutes=None) -> Trainer:
+def make_trainer(output, max_steps, save_every=0, lr=3e-3, seed=0, batch_size=2, init_seed=None, data_workers=0, max_minutes=None, grad_accum=1) -> Trainer:
     torch.manual_seed(seed if init_seed is None else init_seed)
     model = CViViT(CViViTConfig.preset("tiny"))
     data = ShapesVideoDataset(batch_size=batch_size, seed=seed)
     config = TrainConfig(output=str(output), max_steps=max_steps, lr=lr, warmup_steps=3, save_every=save_every,
                          ema_decay=0.9, seed=seed, progress=False, log_every=5, data_workers=data_workers,
-                         max_minutes=max_minutes)
+                         max_minutes=max_minutes, grad_accum=grad_accum)
     return Trainer(model, config, data.batch, tokenizer_loss, export_name="tokenizer")
 
 
@@ -121,6 +123,35 @@ def test_truncated_newest_checkpoint_is_skipped(tmp_path, capsys):
     assert "refusing damaged checkpoint step-000004" in out and "model.safetensors" in out
     # the checkpoint's own model (EMA weights) loads for evaluation
     assert isinstance(load_checkpoint_model(tmp_path / "checkpoints" / "step-000002"), CViViT)
+    # the damaged one is set aside, so the run's own new checkpoints are the newest and kept
+    assert (tmp_path / "checkpoints" / "damaged-step-000004").is_dir()
+    make_trainer(tmp_path, max_steps=8, save_every=2).train(resume=True)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step-000004", "step-000006", "step-000008"]
+
+
+def test_a_fresh_run_refuses_a_folder_with_checkpoints(tmp_path):
+    """Its pruning would remove the other run's checkpoints (or its own, if theirs are
+    further on), and a later --resume would mix the two."""
+    make_trainer(tmp_path, max_steps=2, save_every=2).train()
+    with pytest.raises(FileExistsError, match="--resume"):
+        make_trainer(tmp_path, max_steps=4).train()
+    args = ["tokenizer", "--output", str(tmp_path), "--preset", "tiny", "--batch-size", "1", "--max-steps", "2", "--no-progress"]
+    result = CliRunner().invoke(train_app, args)
+    said = " ".join(re.sub("[│╭╮╰╯─]", " ", result.output).split())  # typer's error box, unwrapped
+    assert result.exit_code == 2 and "already holds the checkpoints of a run (newest: step-000002)" in said
+
+
+def test_each_step_and_rank_draws_from_its_own_seed(tmp_path):
+    """Ranks must not draw the same masks, noise and timesteps for their clips; a resumed run
+    needs no saved RNG state, and continues at the saved data position even with another
+    --grad-accum."""
+    assert len({step_seed(0, step, rank) for step in range(50) for rank in range(4)}) == 200
+    assert step_seed(0, 3, 1) == step_seed(0, 3, 1) != step_seed(1, 3, 1)
+    make_trainer(tmp_path, max_steps=3, save_every=3).train()
+    resumed = make_trainer(tmp_path, max_steps=4, grad_accum=2)
+    resumed.train(resume=True)
+    state = json.loads((tmp_path / "checkpoints" / "step-000004" / STATE_JSON).read_text())
+    assert resumed.data_position == state["data_position"] == 3 + 2
 
 
 def test_cli_trains_and_resumes(tmp_path):

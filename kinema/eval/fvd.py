@@ -36,7 +36,7 @@ from torch import nn
 from ..checkpoint import CONFIG_NAME, WEIGHTS_NAME, build_from_config, config_dict, load_weights, read_json, read_tensors, register, state_tensors
 from ..precision import autocast
 from ..world import EVENT_FRAMES, random_event, random_story, render_event
-from ..world.judge import classify
+from ..world.judge import background_label, classify
 from ..world.spec import BACKGROUNDS, COLORS, MOTIONS, SHAPES
 
 CLASSIFIER_DIR = Path(__file__).resolve().parent.parent / "pretrained" / "shapes-classifier"
@@ -129,8 +129,6 @@ def save_classifier(model: ShapesClassifier, folder: str | Path, training: dict 
         save_file(state_tensors(model), str(tmp), metadata={"format": "pt"})
     with atomic_path(folder / CONFIG_NAME) as tmp:
         tmp.write_text(json.dumps(config, indent=2) + "\n")
-    for name in (WEIGHTS_NAME, CONFIG_NAME):
-        (folder / name).chmod(0o644)  # mkstemp made them private
     return folder
 
 
@@ -145,7 +143,7 @@ def load_classifier(folder: str | Path = CLASSIFIER_DIR) -> ShapesClassifier:
     return model.eval()
 
 
-@lru_cache(maxsize=2)
+@lru_cache(maxsize=1)
 def _shipped(folder: str) -> ShapesClassifier:
     return load_classifier(folder)
 
@@ -216,17 +214,8 @@ def fvd_shapes(generated: np.ndarray | Sequence[np.ndarray], real: np.ndarray | 
 
 
 def _background_labels(labels: np.ndarray) -> np.ndarray:
-    """Per frame, the most common class in the outer ring (the judge's rule); -1 if none."""
-    t, h, w = labels.shape
-    ring = max(1, h // 32)
-    border = np.concatenate(
-        [labels[:, :ring].reshape(t, -1), labels[:, -ring:].reshape(t, -1), labels[:, :, :ring].reshape(t, -1), labels[:, :, -ring:].reshape(t, -1)], axis=1
-    )
-    out = np.empty(t, dtype=np.int64)
-    for i, row in enumerate(border):
-        values, counts = np.unique(row, return_counts=True)
-        out[i] = values[counts.argmax()]
-    return out
+    """Per frame, the judge's background class (-1 if unclassified)."""
+    return np.array([background_label(frame) for frame in labels], dtype=np.int64)
 
 
 def flicker(frames: np.ndarray) -> float | None:
@@ -255,7 +244,7 @@ def flicker(frames: np.ndarray) -> float | None:
 
 def event_labels(event) -> dict[str, np.ndarray]:
     """What the classifier learns to name, read off a world event."""
-    c, a = len(_COLOR_NAMES), len(ACTIONS)
+    c = len(_COLOR_NAMES)
     present = np.zeros(c, np.float32)
     shape = np.full(c, -100, np.int64)  # -100: ignored by cross-entropy (colour absent)
     action = np.full(c, -100, np.int64)
@@ -264,7 +253,6 @@ def event_labels(event) -> dict[str, np.ndarray]:
         present[k] = 1.0
         shape[k] = SHAPES.index(thing.shape)
         action[k] = ACTIONS.index(f"zoom {event.camera}" if event.camera else act)
-    assert a == len(ACTIONS)
     return {"background": np.int64(_BACKGROUND_NAMES.index(event.start.background)), "present": present, "shape": shape, "action": action}
 
 
@@ -328,13 +316,14 @@ def train(
     lr: float = 2e-3,
     seed: int = 0,
     threads: int = 1,
-    max_minutes: float = 15.0,
+    max_minutes: float | None = None,
     eval_clips: int = 1000,
     config: ShapesClassifierConfig | None = None,
     log_every: int = 100,
 ) -> dict:
-    """Train the classifier on endless world clips (bf16 autocast where the CPU has it), stop at
-    `steps` or `max_minutes`, measure held-out accuracy, and save to `output`."""
+    """Train the classifier on endless world clips (bf16 autocast where the CPU has it) for
+    `steps`, measure held-out accuracy, and save to `output`. The learning rate follows the
+    steps alone, so a seed repeats a run; `max_minutes` only cuts it short (unannealed)."""
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -344,9 +333,7 @@ def train(
     start, running, done = time.time(), 0.0, 0
 
     def lr_at(step: int) -> float:
-        # cosine decay over the steps or the minutes, whichever runs out first, so a
-        # run cut short by its time limit still ends annealed
-        progress = min(1.0, max(step / steps, (time.time() - start) / (max_minutes * 60)))
+        progress = step / steps
         return lr * min(1.0, (step + 1) / max(1, warmup)) * 0.5 * (1 + math.cos(math.pi * progress))
 
     for step in range(steps):
@@ -365,7 +352,7 @@ def train(
         if done % log_every == 0:
             print(f"step {done}/{steps}  loss {running / log_every:.4f}  {time.time() - start:.0f}s", flush=True)
             running = 0.0
-        if time.time() - start >= max_minutes * 60:
+        if max_minutes is not None and time.time() - start >= max_minutes * 60:
             print(f"stopping at step {done}: {max_minutes} minutes spent", flush=True)
             break
     train_seconds = time.time() - start
@@ -396,7 +383,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     t.add_argument("--lr", type=float, default=2e-3)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, default=1)
-    t.add_argument("--max-minutes", type=float, default=15.0)
+    t.add_argument("--max-minutes", type=float, default=None, help="stop after this many minutes (the schedule follows --steps)")
     t.add_argument("--eval-clips", type=int, default=1000)
     e = sub.add_parser("accuracy", help="Held-out accuracies of a saved classifier.")
     e.add_argument("folder", type=Path, nargs="?", default=CLASSIFIER_DIR)

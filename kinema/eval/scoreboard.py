@@ -104,10 +104,6 @@ class Prompt:
     meanings: list[Sentence]  # what the judge checks
     seed: int  # the generation seed
 
-    @property
-    def text(self) -> str:
-        return self.sentences[0] if self.category != "stories" else " ".join(s.rstrip(".") + "." for s in self.sentences)
-
 
 def derive_seed(seed: int, category: str, index: int) -> int:
     """The generation seed of prompt `index` of `category`: independent of every other."""
@@ -237,7 +233,6 @@ class Report:
         path = Path(path)
         with atomic_path(path) as tmp:
             tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        path.chmod(0o644)
         return path
 
     def table(self):
@@ -317,9 +312,9 @@ def aggregate(results: Sequence[PromptResult]) -> dict[str, CategoryScore]:
     out["story boundaries"] = CategoryScore(
         "story boundaries", sum(sum(r.boundaries) for r in stories), sum(len(r.boundaries) for r in stories), _top(bound_patterns), None
     )
-    out["whole stories"] = CategoryScore(
-        "whole stories", sum(r.passed for r in stories), len(stories), _top(event_patterns + bound_patterns), None
-    )
+    # a story counts each way it failed once, however many of its events and boundaries show it
+    story_patterns = Counter(p for r in stories for p in {x["pattern"] for part in (*r.event_reasons, *r.boundary_reasons) for x in part})
+    out["whole stories"] = CategoryScore("whole stories", sum(r.passed for r in stories), len(stories), _top(story_patterns), None)
     return out
 
 
@@ -479,7 +474,7 @@ def evaluate(
         "story_length": story_length,
         "long_story": long_story or 0,
         "fvd": fvd,
-        "fvd_real": (fvd_real or max(100, len(generated))) if fvd else None,
+        "fvd_real": fvd_score.real_clips if fvd_score else None,
         "kinema_version": __version__,
         **({"sampling": dict(options)} if options else {}),
     }

@@ -15,7 +15,7 @@ from ..tokenizer.cvivit import CViViT, CViViTConfig
 from . import distributed
 from .options import (
     DataWorkers, EmaDecay, ExportDtype, Fsdp, GradAccum, Lr, MaxMinutes, MaxSteps, MinLrRatio, Precision, Progress, Resume,
-    SaveEvery, SaveEveryMinutes, Seed, Threads, WarmupSteps,
+    SaveEvery, SaveEveryMinutes, Seed, Threads, WarmupSteps, fresh_or_resumed,
 )
 from .trainer import TrainConfig, Trainer, list_checkpoints, load_trained, resumed_model_config, warm_start
 
@@ -70,6 +70,7 @@ def tokenizer(
     """Train the C-ViViT video tokenizer on endless Shapes-world events (or on real videos, --data).
 
     Global batch = --batch-size x processes x --grad-accum."""
+    fresh_or_resumed(output, resume)
     rank, world_size = distributed.init_distributed()
     echo = typer.echo if rank == 0 else (lambda *a, **k: None)
     if threads:

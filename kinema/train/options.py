@@ -41,3 +41,14 @@ def scene_mix_option(text: str | None, data: str) -> dict[str, float] | None:
         return parse_scene_mix(text)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
+
+
+def fresh_or_resumed(output, resume: bool) -> None:
+    """A fresh run into a folder with another run's checkpoints, as a one-line usage error
+    before anything is loaded or written (`kinema.train.trainer.check_output`)."""
+    from .trainer import check_output
+
+    try:
+        check_output(output, resume)
+    except FileExistsError as e:
+        raise typer.BadParameter(str(e), param_hint="--output") from None

@@ -8,27 +8,32 @@ checkpoints:
       config.json                 the model's config (+ "_class_name"), so evaluators can build it
       model.safetensors           raw weights
       ema.safetensors             EMA weights
-      training_state.safetensors  optimizer moments, torch RNG state(s)
+      training_state.safetensors  optimizer moments
       trainer_state.json          step, data position, LR schedule, optimizer hyper-parameters,
-                                  numpy/python RNG states, and size + sha256 of every file above
+                                  and size + sha256 of every file above
     OUTPUT/final/                 save_pretrained folder with the EMA weights (for inference)
     OUTPUT/metrics.jsonl          one JSON line per log interval
 
 Data is addressed by index: `get_batch(i)` must return the i-th micro-batch (any order, any
 time), so the data position is just a counter and a resumed run sees exactly the batches an
 unbroken run would have (`TrainConfig.data_workers` makes them ahead in other processes,
-in the same order: prefetch.py). Tensors go to safetensors and everything else to JSON: nothing is
-ever pickled or read with torch.load. Every checkpoint folder appears atomically; a damaged
-one (truncated file, wrong checksum) is refused with a message and the previous one used.
+in the same order: prefetch.py). Randomness is addressed the same way: each optimizer step
+reseeds the RNGs from (seed, step, rank) (`step_seed`), so a resumed run draws what an
+unbroken one would without carrying RNG state, and ranks draw independently (a global batch
+gets as many mask, noise and timestep draws as it has clips). Tensors go to safetensors and
+everything else to JSON: nothing is ever pickled or read with torch.load. Every checkpoint
+folder appears atomically; a damaged one (truncated file, wrong checksum) is refused with a
+message, set aside, and the previous one used. A fresh run refuses a folder that already
+holds checkpoints (`check_output`).
 
 Multi-process: under torchrun (RANK / WORLD_SIZE > 1) the Trainer joins the process group
 (gloo on CPU, nccl on CUDA, see `distributed.py`) and wraps the loss in
 DistributedDataParallel, which averages gradients over ranks; accumulation skips that
 all-reduce (`no_sync`) on all but the last micro-batch. Each rank's `get_batch` gives its
 own shard, so one optimizer step sees a global batch of
-per-rank batch x world size x grad_accum clips. Parameters, optimizer moments, EMA and
-torch RNG stay identical on every rank, so rank 0 alone logs and writes checkpoints, and on
-`resume` every rank loads the checkpoint rank 0 chose.
+per-rank batch x world size x grad_accum clips. Parameters, optimizer moments and EMA stay
+identical on every rank, so rank 0 alone logs and writes checkpoints, and on `resume` every
+rank loads the checkpoint rank 0 chose.
 
 FSDP (`TrainConfig.fsdp`, `--fsdp`): instead of a full copy per rank, PyTorch's FSDP2 keeps
 1/world of every parameter, gradient, optimizer moment and EMA weight on each rank (see
@@ -69,6 +74,7 @@ from .prefetch import batch_stream
 
 STATE_JSON = "trainer_state.json"
 STEP_PREFIX = "step-"
+DAMAGED_PREFIX = "damaged-"
 
 
 @dataclass
@@ -92,9 +98,10 @@ class TrainConfig:
     progress: bool = True  # show a progress bar
     export_dtype: str | None = None  # dtype of final/ weights: None (as trained) or "bfloat16"
     # CPU threads: on a CPU shared with other jobs, threads of one op wait on each other and
-    # N threads can run several times slower than 1. "auto_threads" measures: every
-    # `thread_probe_every` steps it tries the other choice (1 or torch's current count) for a
-    # few steps and keeps whichever is faster.
+    # N threads can run several times slower than 1. "auto_threads" measures: now and then it
+    # tries the other choice (1 or torch's current count) for a few steps and keeps whichever
+    # is faster; probes come `thread_probe_every` steps apart, twice as far after each probe
+    # that changes nothing (up to 8x; ThreadTuner).
     auto_threads: bool = False
     thread_probe_every: int = 100
     find_unused_parameters: bool = False  # DDP: set when some parameters get no gradient in a step
@@ -114,6 +121,8 @@ class TrainConfig:
             raise ValueError(f"data_workers must be >= 0, got {self.data_workers}")
         if self.max_minutes is not None and self.max_minutes <= 0:
             raise ValueError(f"max_minutes must be > 0, got {self.max_minutes}")
+        if self.log_every < 1 or self.save_every < 0 or self.keep_checkpoints < 0:
+            raise ValueError("log_every must be >= 1, save_every and keep_checkpoints >= 0")
 
 
 def default_device() -> torch.device:
@@ -127,6 +136,11 @@ def lr_at(step: int, config: TrainConfig) -> float:
     span = max(1, config.max_steps - config.warmup_steps)
     progress = min(1.0, (step - config.warmup_steps) / span)
     return config.lr * (config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def step_seed(seed: int, step: int, rank: int) -> int:
+    """The seed of one optimizer step on one rank: independent streams for every (step, rank)."""
+    return int(np.random.SeedSequence([seed, step, rank]).generate_state(1, dtype=np.uint64)[0])
 
 
 def _sha256(path: Path) -> str:
@@ -161,16 +175,32 @@ def verify_checkpoint(folder: Path) -> dict[str, Any]:
     return state
 
 
+def newest_checkpoint(output: str | os.PathLike, on_damaged: Callable[[Path, ckpt.CheckpointError], None] | None = None) -> tuple[Path, dict[str, Any]] | None:
+    """(folder, trainer state) of the newest checkpoint that verifies, or None; each damaged
+    one on the way is handed to `on_damaged`."""
+    for folder in reversed(list_checkpoints(output)):
+        try:
+            return folder, verify_checkpoint(folder)
+        except ckpt.CheckpointError as err:
+            if on_damaged is not None:
+                on_damaged(folder, err)
+    return None
+
+
 def resumed_model_config(output: str | os.PathLike) -> dict[str, Any] | None:
     """The model config.json of the checkpoint `--resume` will load (the newest undamaged
     one), or None: a resumed run is rebuilt as it was, whatever the command line now says."""
-    for folder in reversed(list_checkpoints(output)):
-        try:
-            verify_checkpoint(folder)
-            return ckpt.read_json(folder / ckpt.CONFIG_NAME)
-        except ckpt.CheckpointError:
-            continue
-    return None
+    found = newest_checkpoint(output)
+    return ckpt.read_json(found[0] / ckpt.CONFIG_NAME) if found else None
+
+
+def check_output(output: str | os.PathLike, resume: bool) -> None:
+    """A fresh run refuses a folder that holds another run's checkpoints: it would prune
+    them by step number (its own newest first, if theirs are further on), and a later
+    --resume would mix the two runs."""
+    found = list_checkpoints(output)
+    if found and not resume:
+        raise FileExistsError(f"{output} already holds the checkpoints of a run (newest: {found[-1].name}): add --resume to continue it, or train into another --output")
 
 
 def load_checkpoint_model(folder: str | os.PathLike, ema: bool = True) -> nn.Module:
@@ -327,14 +357,17 @@ class Trainer:
         if not self.fsdp:
             self.ema = EMA(self.model, config.ema_decay)
         self.step = 0
+        self.data_position = 0  # the next micro-batch index of this rank's stream
         self.elapsed = 0.0  # training wall time over all sessions
-        self._seed_everything(config.seed)
 
     # -- state -----------------------------------------------------------------------
-    def _seed_everything(self, seed: int) -> None:
+    def _seed_step(self) -> None:
+        """Reseed every RNG the loss may draw from (masks, noise, timesteps, dropped captions)
+        for this step on this rank."""
+        seed = step_seed(self.config.seed, self.step, self.rank)
+        torch.manual_seed(seed)  # CPU and every CUDA device
         random.seed(seed)
-        np.random.seed(seed)
-        torch.manual_seed(seed)
+        np.random.seed(seed % 2**32)
 
     @property
     def is_main(self) -> bool:
@@ -359,10 +392,7 @@ class Trainer:
             (tmp / ckpt.CONFIG_NAME).write_text(json.dumps(ckpt.config_dict(self.model), indent=2) + "\n")
             save_file(ckpt.state_tensors(model_state), str(tmp / "model.safetensors"))
             save_file(ckpt.state_tensors(ema_state), str(tmp / "ema.safetensors"))
-            tensors: dict[str, torch.Tensor] = {"rng/torch": torch.get_rng_state()}
-            if torch.cuda.is_available():
-                for i, s in enumerate(torch.cuda.get_rng_state_all()):
-                    tensors[f"rng/cuda/{i}"] = s
+            tensors: dict[str, torch.Tensor] = {}
             scalars: dict[str, dict[str, Any]] = {}
             for pid, pstate in optim["state"].items():
                 for key, value in pstate.items():
@@ -371,19 +401,14 @@ class Trainer:
                     else:
                         scalars.setdefault(str(pid), {})[key] = value
             save_file(tensors, str(tmp / "training_state.safetensors"))
-            np_state = np.random.get_state()
             files = {name: {"size": (tmp / name).stat().st_size, "sha256": _sha256(tmp / name)} for name in ("config.json", "model.safetensors", "ema.safetensors", "training_state.safetensors")}
             state = {
                 "step": self.step,
-                "data_position": self.step * self.config.grad_accum,  # next micro-batch index
+                "data_position": self.data_position,
                 "elapsed_seconds": self.elapsed,
                 "world_size": self.world_size,
                 "train_config": dataclasses.asdict(self.config),
                 "optimizer": {"param_groups": optim["param_groups"], "scalars": scalars},
-                "rng": {
-                    "python": _jsonable(random.getstate()),
-                    "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
-                },
                 "files": files,
             }
             (tmp / STATE_JSON).write_text(json.dumps(state) + "\n")
@@ -391,14 +416,18 @@ class Trainer:
         return folder
 
     def _prune(self) -> None:
+        """Keep the newest `keep_checkpoints`; remove what a killed save left half-written."""
         keep = self.config.keep_checkpoints
         if keep > 0:
             for old in list_checkpoints(self.output)[:-keep]:
                 shutil.rmtree(old, ignore_errors=True)
+        for debris in (self.output / "checkpoints").glob(f".{STEP_PREFIX}*.tmp"):
+            shutil.rmtree(debris, ignore_errors=True)
 
-    def load_checkpoint(self, folder: Path) -> None:
-        """Load a checkpoint on this rank (under FSDP each rank keeps its shards of the full files)."""
-        state = verify_checkpoint(folder)
+    def load_checkpoint(self, folder: Path, state: dict[str, Any] | None = None) -> None:
+        """Load a checkpoint on this rank (under FSDP each rank keeps its shards of the full
+        files); `state` is its trainer state if already verified."""
+        state = state or verify_checkpoint(folder)
         for module, name in ((self.model, "model.safetensors"), (self.ema.model, "ema.safetensors")):
             ckpt.load_weights(module, distributed.shard_like(module.state_dict(), ckpt.read_tensors(folder / name)), folder / name)
         tensors = ckpt.read_tensors(folder / "training_state.safetensors")
@@ -416,36 +445,31 @@ class Trainer:
             self.optimizer.load_state_dict({"state": optim_state, "param_groups": state["optimizer"]["param_groups"]})
         except (ValueError, KeyError) as err:
             raise ckpt.CheckpointError(f"{folder}: optimizer state does not fit this model ({err})") from err
-        torch.set_rng_state(tensors["rng/torch"])
-        if torch.cuda.is_available():
-            cuda = [tensors[k] for k in sorted(tensors) if k.startswith("rng/cuda/")]
-            if cuda:
-                torch.cuda.set_rng_state_all(cuda)
-        random.setstate(_tupleize(state["rng"]["python"]))
-        n = state["rng"]["numpy"]
-        np.random.set_state((n[0], np.asarray(n[1], dtype=np.uint32), *n[2:]))
         self.step = int(state["step"])
+        self.data_position = int(state.get("data_position", self.step * self.config.grad_accum))
+        if state.get("world_size", self.world_size) != self.world_size:
+            self._print(f"note: {folder.name} was written by {state['world_size']} ranks, this run has {self.world_size}: each rank goes on from the same data position in its own shard")
         self.elapsed = float(state.get("elapsed_seconds", 0.0))
 
     def resume(self) -> Path | None:
-        """Load the newest checkpoint that verifies; damaged ones are reported and skipped.
-        Rank 0 chooses; every other rank loads the very same folder."""
-        chosen = None
-        if self.is_main:
-            for folder in reversed(list_checkpoints(self.output)):
-                try:
-                    verify_checkpoint(folder)
-                except ckpt.CheckpointError as err:
-                    self._print(f"refusing damaged checkpoint {folder.name}: {err}; trying the previous one")
-                    continue
-                chosen = str(folder)
-                break
-        chosen = distributed.broadcast_object(chosen)
+        """Load the newest checkpoint that verifies. Damaged ones are reported and set aside
+        (renamed damaged-step-N, out of the run's list: newer than the checkpoints this run
+        will write, they would be kept when those are pruned). Rank 0 chooses; every other
+        rank loads the very same folder."""
+
+        def set_aside(folder: Path, err: ckpt.CheckpointError) -> None:
+            aside = folder.with_name(DAMAGED_PREFIX + folder.name)
+            shutil.rmtree(aside, ignore_errors=True)
+            os.replace(folder, aside)
+            self._print(f"refusing damaged checkpoint {folder.name}: {err}; set aside as {aside.name}, trying the previous one")
+
+        found = newest_checkpoint(self.output, set_aside) if self.is_main else None
+        chosen = distributed.broadcast_object(None if found is None else str(found[0]))
         if chosen is None:
             self._print(f"no usable checkpoint in {self.output / 'checkpoints'}; starting at step 0")
             return None
         folder = Path(chosen)
-        self.load_checkpoint(folder)
+        self.load_checkpoint(folder, found[1] if found else None)
         self._print(f"resumed from {folder} (step {self.step})")
         return folder
 
@@ -463,6 +487,7 @@ class Trainer:
 
     def train(self, resume: bool = False) -> dict[str, float]:
         cfg = self.config
+        check_output(self.output, resume)
         if resume:
             self.resume()
         self.model.train()
@@ -478,15 +503,17 @@ class Trainer:
         window_start, window_steps = time.monotonic(), 0
         logs: dict[str, float] = {}
         announced = False
-        stream = batch_stream(self.get_batch, self.step * cfg.grad_accum, cfg.max_steps * cfg.grad_accum, cfg.data_workers)
+        stream = batch_stream(self.get_batch, self.data_position, self.data_position + max(0, cfg.max_steps - self.step) * cfg.grad_accum, cfg.data_workers)
         while self.step < cfg.max_steps:
             t0 = time.monotonic()
+            self._seed_step()
             lr = lr_at(self.step, cfg)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             sums: dict[str, float] = {}
             for micro in range(cfg.grad_accum):
-                batch = next(stream)  # micro-batch self.step * grad_accum + micro
+                batch = next(stream)  # micro-batch self.data_position
+                self.data_position += 1
                 if hasattr(batch, "to"):
                     batch = batch.to(self.device)
                 if self.prepare is not None:
@@ -577,17 +604,3 @@ def _batch_size(batch: Any) -> int | None:
     if torch.is_tensor(batch) and batch.ndim > 0:
         return int(batch.shape[0])
     return None
-
-
-def _jsonable(obj):
-    if isinstance(obj, tuple):
-        return {"__tuple__": [_jsonable(x) for x in obj]}
-    return obj
-
-
-def _tupleize(obj):
-    if isinstance(obj, dict) and "__tuple__" in obj:
-        return tuple(_tupleize(x) for x in obj["__tuple__"])
-    if isinstance(obj, list):
-        return [_tupleize(x) for x in obj]
-    return obj

@@ -153,11 +153,17 @@ def color_pixels(frames: np.ndarray, colors: Sequence[str]) -> np.ndarray:
     return labels[None] == index
 
 
-def read_frame(labels: np.ndarray) -> FrameReading:
+def background_label(labels: np.ndarray) -> int:
+    """A frame's background: the most common class in its outer ring (-1: unclassified)."""
     h, w = labels.shape
     ring = max(1, h // 32)
     border = np.concatenate([labels[:ring].ravel(), labels[-ring:].ravel(), labels[:, :ring].ravel(), labels[:, -ring:].ravel()])
-    top = Counter(border.tolist()).most_common(1)[0][0]
+    return Counter(border.tolist()).most_common(1)[0][0]
+
+
+def read_frame(labels: np.ndarray) -> FrameReading:
+    h, w = labels.shape
+    top = background_label(labels)
     background = _PALETTE_NAMES[top] if top >= 0 else None
     objects: dict[str, Sighting] = {}
     min_pixels = MIN_AREA * h * w

@@ -26,7 +26,7 @@ from ...pipelines import SHAPES_WORLD
 from ...train.distributed import dist_info
 from ...train.options import (
     DataWorkers, ExportDtype, Fsdp, GradAccum, Lr, MaxMinutes, Precision, Progress, SaveEvery, SaveEveryMinutes, SceneMix, Seed,
-    Threads, WarmupSteps, scene_mix_option,
+    Threads, WarmupSteps, fresh_or_resumed, scene_mix_option,
 )
 from ...train.trainer import TrainConfig, Trainer, default_device, load_trained, resumed_model_config
 from .data import STAGES, ImagenVideoData, stage_config
@@ -164,6 +164,7 @@ def imagen_video(
         )
 
     if stage != "distill":
+        fresh_or_resumed(output / stage, resume)
         saved = resumed_model_config(output / stage) if resume else None
         if saved is not None:  # the run's own architecture; the weights come from disk
             model = ckpt.build_from_config(saved, "checkpoint config.json")
@@ -185,6 +186,7 @@ def imagen_video(
             if resume and (run / "final" / ckpt.MODEL_INDEX).is_file():
                 teacher_model = load_stage(run / "final", name).to(default_device())
                 continue
+            fresh_or_resumed(run, resume)
             typer.echo(f"distilling {target}: {steps * 2} -> {steps} DDIM steps")
             student = make_student(teacher_model)
             loss = distillation_loss(teacher_model, diffusion, steps, teacher_guidance=guidance if i == 0 else 1.0, foreground_weight=foreground_weight)

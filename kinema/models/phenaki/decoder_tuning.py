@@ -32,7 +32,7 @@ from ...tokenizer.cvivit import CViViT
 from ...train.distributed import dist_info
 from ...train.options import (
     DataWorkers, EmaDecay, Lr, MaxMinutes, MaxSteps, MinLrRatio, Precision, Progress, Resume, SaveEvery, SaveEveryMinutes, Seed,
-    Threads, WarmupSteps,
+    Threads, WarmupSteps, fresh_or_resumed,
 )
 from ...train.trainer import TrainConfig, Trainer
 from .data import ClipBatch, PhenakiData
@@ -126,6 +126,7 @@ def phenaki_decoder(
     """Fine-tune a Phenaki model's C-ViViT decoder on its MaskGIT's infills (codes and MaskGIT unchanged)."""
     from ...pipelines import load_pipeline
 
+    fresh_or_resumed(output, resume)
     if threads:
         torch.set_num_threads(threads)
     try:

@@ -15,7 +15,7 @@ from ...tokenizer.cvivit import CViViT
 from ...train.distributed import dist_info
 from ...train.options import (
     DataWorkers, EmaDecay, Fsdp, GradAccum, Lr, MaxMinutes, MaxSteps, Precision, Progress, Resume, SaveEvery, SaveEveryMinutes,
-    SceneMix, Seed, Threads, WarmupSteps, scene_mix_option,
+    SceneMix, Seed, Threads, WarmupSteps, fresh_or_resumed, scene_mix_option,
 )
 from ...train.trainer import TrainConfig, Trainer, default_device, load_trained, resumed_model_config
 from .data import PhenakiData, TokenBatch
@@ -125,6 +125,7 @@ def phenaki(
         raise typer.BadParameter("--grow-depth adds blocks to a trained MaskGIT: give it --init-from (a fresh model takes --depth)")
     if grounding_weight and not is_shapes(data):
         raise typer.BadParameter("--grounding-weight needs the Shapes world's labels (which words name which object); --data is real footage")
+    fresh_or_resumed(output, resume)
     if threads:
         torch.set_num_threads(threads)
     rank, world_size = dist_info()
