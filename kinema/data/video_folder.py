@@ -14,11 +14,15 @@ homogeneous: the same source shape (it matters once outputs are not square crops
 never a mix of whole clips and looped short ones.
 
 Determinism and sharding: batch `i` of rank `r` is a pure function of
-(seed, rank, world_size, i). Epoch `e` shuffles each bucket with
-`default_rng([seed, e, bucket])`, gives rank `r` the slice `[r::world_size]`, and cuts it
-into batches; the epoch's batches are then ordered by `default_rng([seed, e])`. Clip start
-times come from `default_rng([seed, r, i, j])`. So a resumed run sees exactly the batches
-of an unbroken one, and ranks never share a video within an epoch.
+(seed, rank, world_size, i), whatever batches the process drew before. Epoch `e` shuffles
+each bucket with `default_rng([seed, e, bucket])`, gives rank `r` the slice
+`[r::world_size]`, and cuts it into batches; the epoch's batches are then ordered by
+`default_rng([seed, e])`. Clip `j` of the batch has generators of its own: one for the
+order its replacements are tried in, and one per file tried for the clip's start time. So
+a resumed run sees exactly the batches of an unbroken one. A bucket whose size is not a
+multiple of world_size x batch_size is topped up with more shuffles of itself, so some of
+its videos appear more than once in an epoch, on one rank or on several; otherwise no two
+ranks share a video within an epoch.
 
 Clips: `frames` timestamps `start + k / fps` are read from the stream's own clock (the frame
 on screen at each time), so a 30 fps source and a 24 fps one both give true 8 fps motion;
@@ -34,8 +38,12 @@ tail, and both teach the model motion that does not happen. `short="loop"` or
 
 Robustness: a file that is missing, empty, not a video, or fails while decoding is skipped
 and counted, with one warning the first time it fails; its place in the batch goes to
-another video of the same bucket (chosen deterministically, so batches stay pure functions
-of their index). If no file is usable the constructor raises a ValueError that says why.
+another video of the same bucket, or when none of those decodes, to one of the same length
+kind (whole or short clip) from another bucket, then to any (chosen deterministically, so
+batches stay pure functions of their index). The one exception: a file that decodes at some
+clip starts and fails at others (cut short behind a whole header) is skipped from its first
+failure on, so batches after that depend on whether this process saw it fail. If no file
+is usable the constructor raises a ValueError that says why.
 """
 
 from __future__ import annotations
@@ -49,13 +57,19 @@ import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 import torch
 
+from ..io.video import probe_gif, stream_fps
 from ..world.spec import DEFAULT_SIZE, EVENT_FRAMES, FPS
 from .shapes import to_model_range
+
+if TYPE_CHECKING:
+    from av.container import InputContainer
+    from av.video.frame import VideoFrame
+    from av.video.stream import VideoStream
 
 CAPTION_FILES = ("captions.csv", "captions.jsonl")
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".mov", ".avi", ".m4v", ".gif", ".mpg", ".mpeg", ".ts", ".flv", ".ogv")
@@ -71,8 +85,11 @@ STAT_KEYS = (
     "usable", "clips_served", "batches_served", "skipped_unreadable", "skipped_too_short", "skipped_no_caption",
     "failed_decoding", "caption_rows_malformed",
 )
-# Tries to find a decodable replacement for a clip that fails before giving up on a batch.
+# Files of its own bucket tried in place of a clip that fails, before files of other buckets.
 MAX_REPLACEMENTS = 64
+# What a clip slot's generators are seeded with after (seed, rank, batch index, slot): the
+# order replacements are tried in, or a clip start for the file tried at a given attempt.
+_ORDER, _START = 0, 1
 
 
 class DataWarning(UserWarning):
@@ -141,7 +158,9 @@ def read_captions(path: str | os.PathLike) -> CaptionFile:
                 continue
             rows.append(CaptionRow(p, (record.get("caption") or "").strip(), line))
     else:
-        for line, raw in enumerate(text.splitlines(), start=1):
+        # read_text has made every line end "\n"; splitlines would also cut at U+2028 / U+0085,
+        # which json.dumps(ensure_ascii=False) leaves raw inside strings
+        for line, raw in enumerate(text.split("\n"), start=1):
             if not raw.strip():
                 continue
             try:
@@ -210,17 +229,8 @@ def probe_video(path: Path) -> dict[str, Any]:
             stream = container.streams.video[0] if container.streams.video else None
             if stream is not None:
                 width, height = stream.codec_context.width, stream.codec_context.height
-                rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-                fps = float(rate) if rate else 0.0
-                if stream.duration and stream.time_base:
-                    duration = float(stream.duration * stream.time_base)
-                elif container.duration:
-                    duration = container.duration / 1_000_000  # AV_TIME_BASE
-                elif stream.frames and fps:
-                    duration = stream.frames / fps
-                else:
-                    duration = 0.0
                 sar = stream.sample_aspect_ratio
+                fps, duration = _stream_timing(container, stream, path)
     except _av_errors() as err:
         raise ValueError(f"cannot decode: {_reason(err)}") from None
     if stream is None:
@@ -233,6 +243,21 @@ def probe_video(path: Path) -> dict[str, Any]:
         raise ValueError("no duration in the header")
     display_width = width * float(sar) if sar and float(sar) > 0 else width
     return {"width": max(1, round(display_width)), "height": height, "stored": (width, height), "fps": fps, "duration": duration}
+
+
+def _stream_timing(container: InputContainer, stream: VideoStream, path: Path) -> tuple[float, float]:
+    """(fps, seconds) of a video stream, as `kinema.io.read_video` would time it."""
+    if container.format.name == "gif":  # no rate, a delay per frame: read_video's GIF timing
+        fps, count = probe_gif(path)
+        return fps, count / fps
+    fps = stream_fps(stream)
+    if stream.duration and stream.time_base:
+        return fps, float(stream.duration * stream.time_base)
+    if container.duration:
+        return fps, container.duration / 1_000_000  # AV_TIME_BASE
+    if stream.frames and fps:
+        return fps, stream.frames / fps
+    return fps, 0.0
 
 
 def _reason(err: BaseException) -> str:
@@ -327,6 +352,7 @@ class CaptionedFolderDataset:
             buckets.setdefault(r.bucket_key, []).append(i)
         self.bucket_keys = sorted(buckets, key=lambda k: (k[0], not k[1]))
         self.buckets = [np.array(buckets[k]) for k in self.bucket_keys]
+        self._long_enough = np.array([r.long_enough for r in records])
         self.stats["usable"] = len(records)
         # Each rank gets ceil(m / (world_size * batch_size)) batches of a bucket of m files per
         # epoch, the same count on every rank so ranks stay in step.
@@ -388,9 +414,8 @@ class CaptionedFolderDataset:
         epoch, position = divmod(index, self.batches_per_epoch)
         bucket, members = self.epoch_plan(epoch)[position]
         clips, captions, sources = [], [], []
-        for j, record in enumerate(members):
-            rng = np.random.default_rng([self.seed, self.rank, index, j])
-            frames, start, info = self._clip(int(record), bucket, rng)
+        for slot, record in enumerate(members):
+            frames, start, info = self._clip(index, slot, int(record), bucket)
             clips.append(frames)
             captions.append(info.caption)
             sources.append((self._relative(info.path), start))
@@ -398,17 +423,24 @@ class CaptionedFolderDataset:
         self.stats["batches_served"] += 1
         return CaptionedBatch(to_model_range(np.stack(clips)), captions, index, sources)
 
-    def _clip(self, record: int, bucket: int, rng: np.random.Generator) -> tuple[np.ndarray, float, MediaInfo]:
-        """Load the planned clip; if its file fails, a replacement drawn from the same bucket
-        (then from all files) by `rng`, so the outcome depends only on the batch index."""
-        candidates = self._replacements(record, bucket, rng)
-        for k in candidates:
+    def _rng(self, index: int, slot: int, *use: int) -> np.random.Generator:
+        """A generator for one use in one clip slot of batch `index`: nothing drawn for another
+        use, another slot or another batch shifts it."""
+        return np.random.default_rng([self.seed, self.rank, index, slot, *use])
+
+    def _clip(self, index: int, slot: int, record: int, bucket: int) -> tuple[np.ndarray, float, MediaInfo]:
+        """Load the planned clip, or if its file fails, a replacement. The candidates' order and
+        each candidate's clip start come from their own generators, so a file this process
+        already saw fail is skipped without shifting what the next candidate draws: the outcome
+        depends only on the slot, not on the batches drawn before."""
+        candidates = self._replacements(record, bucket, self._rng(index, slot, _ORDER))
+        for attempt, k in enumerate(candidates):
             info = self.records[k]
             name = self._relative(info.path)
             if name in self.failures:
                 continue
             try:
-                frames, start = self._load(info, rng)
+                frames, start = self._load(info, self._rng(index, slot, _START, attempt))
             except ValueError as err:
                 self._fail(name, str(err), "failed_decoding")
                 continue
@@ -416,12 +448,14 @@ class CaptionedFolderDataset:
         raise ValueError(f"no usable {self.kind} left in {self.root}: every file failed ({len(self.failures)} skipped); see the warnings above")
 
     def _replacements(self, record: int, bucket: int, rng: np.random.Generator) -> Iterator[int]:
+        """The planned record; then up to MAX_REPLACEMENTS files of its bucket; then every file
+        whose clips are of the same length kind (whole or short), so a batch of whole clips
+        gets no looped one while another will do; then every file."""
         yield record
-        members = self.buckets[bucket]
-        for k in rng.permutation(members)[:MAX_REPLACEMENTS]:
-            yield int(k)
-        for k in rng.permutation(len(self.records)):
-            yield int(k)
+        yield from (int(k) for k in rng.permutation(self.buckets[bucket])[:MAX_REPLACEMENTS])
+        everyone = rng.permutation(len(self.records))
+        same_kind = self._long_enough[everyone] == self.bucket_keys[bucket][1]
+        yield from (int(k) for k in np.concatenate([everyone[same_kind], everyone[~same_kind]]))
 
     def __iter__(self) -> Iterator[CaptionedBatch]:
         index = self.start
@@ -511,6 +545,15 @@ def center_crop(frame: np.ndarray, size: int) -> np.ndarray:
     return frame[top : top + size, left : left + size]
 
 
+def _on_screen(frame: VideoFrame, stream: VideoStream) -> float:
+    """Seconds a decoded frame stays on screen: its own duration, else one frame at the
+    stream's rate."""
+    if frame.duration and frame.time_base:
+        return float(frame.duration * frame.time_base)
+    fps = stream_fps(stream)
+    return 1.0 / fps if fps else 0.0
+
+
 def read_clip(path: Path, times: np.ndarray, size: int, width: int, height: int) -> np.ndarray:
     """uint8 frames (len(times), size, size, 3): the frame on screen at each time (seconds from
     the stream's start), scaled so the shorter display side is `size` and centre-cropped.
@@ -546,11 +589,15 @@ def read_clip(path: Path, times: np.ndarray, size: int, width: int, height: int)
                 if len(picked) == len(targets):
                     break
                 previous, previous_image = frame, None
-            # the stream ended: the last frame stays on screen
-            missing = len(targets) - len(picked)
-            if missing and previous is not None and missing <= max(1, len(targets) // 4):
+            # The stream ended: the last frame fills the targets while it is on screen. For a
+            # constant-rate source that is at most one (is_long_enough puts the last target on
+            # the last frame's time); a GIF's still tail is one long frame. Past it, the file
+            # is shorter than its header says.
+            if previous is not None and len(picked) < len(targets):
+                shown_until = float(previous.pts * stream.time_base) + _on_screen(previous, stream)
                 last = previous_image if previous_image is not None else image(previous)
-                picked += [last] * missing
+                while len(picked) < len(targets) and targets[len(picked)] < shown_until - eps:
+                    picked.append(last)
     except _av_errors() as err:
         raise ValueError(f"cannot decode: {_reason(err)}") from None
     if len(picked) < len(targets):

@@ -1,8 +1,9 @@
 """Video files in and out.
 
 One in-memory type, `Video` (uint8 frames `(T, H, W, 3)` + fps), and one writer,
-`VideoWriter`, that streams chunks of frames to any supported format so a long film never
-has to sit in memory. `write_video` is just a writer fed a whole clip; `read_video` reads
+`VideoWriter`, that streams chunks of frames to a file, so a long film never has to sit in
+memory as mp4, webm, npy or a PNG folder (a GIF and a frame strip gather their frames until
+the writer closes). `write_video` is just a writer fed a whole clip; `read_video` reads
 every format back (a frame strip only when kinema wrote it).
 
 The format comes from the path:
@@ -12,6 +13,7 @@ The format comes from the path:
 | `x.mp4`                       | H.264 (libx264, yuv420p, crf 15): lossy; H and W must be even  |
 | `x.webm`                      | VP9 (libvpx-vp9, crf 20, constant quality): lossy              |
 | `x.gif`                       | GIF, a palette per frame: exact for ≤ 256 colours per frame    |
+|                               | and up to 100 fps; the fps rides in a GIF comment              |
 | `x.npy`                       | raw uint8 `(T, H, W, 3)`: exact; fps is not stored (reads 8.0) |
 | `x/`, `x` (no suffix), a dir  | a folder `frame_00000.png`, …: exact; fps is not stored        |
 | `x.png`                       | a frame strip (contact sheet) for eyes; reads back exactly     |
@@ -23,19 +25,25 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
+import re
 import struct
 from contextlib import ExitStack
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 import numpy as np
 from PIL import Image, PngImagePlugin
 
 from kinema.fsutil import atomic_dir, atomic_path
+
+if TYPE_CHECKING:
+    import av
+    from av.video.stream import VideoStream
 
 DEFAULT_FPS = 8.0
 SUPPORTED_FORMATS = (".mp4", ".webm", ".gif", ".npy", ".png", "folder of PNGs (no suffix or a directory)")
@@ -50,10 +58,25 @@ WEBM_CRF = 20
 STRIP_COLUMNS = 16
 STRIP_SEPARATOR = 2  # pixels between tiles
 STRIP_SEPARATOR_COLOUR = (255, 255, 255)
-STRIP_MIN_TILE = 128  # small frames are upscaled (nearest) until a tile is at least this big
+# Frames are upscaled (nearest) by the largest whole factor that keeps a tile's longer side
+# within this many pixels; a frame already larger stays at 1x.
+STRIP_MIN_TILE = 128
 STRIP_METADATA_KEY = "kinema-strip"
+_STRIP_COUNTS = ("frames", "height", "width", "columns", "scale", "separator")  # whole numbers in the layout
 
 FRAME_NAME = "frame_{:05d}.png"
+FRAME_PATTERN = re.compile(r"frame_(\d+)\.png")  # FRAME_NAME's files: a sixth digit appears at frame 100 000
+
+# A GIF's delays are whole centiseconds, so 8 fps (12.5 cs) cannot be stored as delays;
+# kinema writes the rate into the GIF's comment under this key, and reads it back.
+GIF_FPS_KEY = "kinema_fps"
+
+
+def _check_fps(fps: object, what: str = "fps") -> float:
+    """`fps` as a float: any finite positive real number (int, float, Fraction, numpy), not a bool."""
+    if isinstance(fps, bool) or not isinstance(fps, numbers.Real) or not (math.isfinite(fps) and fps > 0):
+        raise ValueError(f"{what} must be a positive number, got {fps!r}")
+    return float(fps)
 
 
 @dataclass
@@ -73,9 +96,7 @@ class Video:
             raise ValueError(f"Video frames must have shape (T, H, W, 3), got {frames.shape}")
         if frames.shape[0] < 1 or frames.shape[1] < 1 or frames.shape[2] < 1:
             raise ValueError(f"Video needs at least one frame of at least 1x1 pixels, got shape {frames.shape}")
-        if not (isinstance(self.fps, (int, float)) and math.isfinite(self.fps) and self.fps > 0):
-            raise ValueError(f"Video fps must be a positive number, got {self.fps!r}")
-        self.fps = float(self.fps)
+        self.fps = _check_fps(self.fps, "Video fps")
 
     @property
     def num_frames(self) -> int:
@@ -148,6 +169,18 @@ def _check_chunk(frames: np.ndarray) -> np.ndarray:
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"frames must be uint8 (T, H, W, 3) or (H, W, 3), got {frames.dtype} {frames.shape}")
     return np.ascontiguousarray(frames)
+
+
+def stream_fps(stream: VideoStream) -> float:
+    """Frames per second of a PyAV video stream, 0.0 when its header does not say.
+
+    average_rate (frames over duration) is the rate the decoded frames play at, so it comes
+    first. guessed_rate (FFmpeg's av_guess_frame_rate, mostly r_frame_rate: the lowest rate
+    whose ticks every timestamp falls on) and base_rate stand in when there is no average;
+    for constant-rate video they all agree, for variable-rate video only the average keeps
+    the duration right."""
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    return float(rate) if rate else 0.0
 
 
 def _av_rate(fps: float) -> Fraction:
@@ -287,9 +320,12 @@ def _palettize(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 class _GifSink:
-    """GIF through Pillow, a palette per frame. Pillow writes a GIF in one call, so the
-    (palettized, 1 byte per pixel) frames are kept until close; ffmpeg's streaming gif
-    encoder was tried and decodes some palettes to wrong colours."""
+    """GIF through Pillow, a palette per frame. Pillow writes a GIF in one call, so every
+    (palettized, 1 byte per pixel) frame is kept until close: memory grows with the film.
+    ffmpeg's streaming gif encoder was tried and decodes some palettes to wrong colours.
+
+    Pillow merges a frame identical to the one before it into one longer frame, and delays
+    are whole centiseconds; the fps in the comment lets `read_video` undo both."""
 
     def __init__(self, path: Path, fps: float) -> None:
         self.path, self.fps = path, fps
@@ -308,7 +344,10 @@ class _GifSink:
         # 8 fps alternates 12 and 13 cs and keeps its average rate
         ticks = [round(i * 100 / self.fps) for i in range(len(self.images) + 1)]
         durations = [10 * (b - a) for a, b in zip(ticks, ticks[1:])]
-        first.save(self.path, format="GIF", save_all=True, append_images=rest, duration=durations, loop=0, optimize=False, disposal=1)
+        first.save(
+            self.path, format="GIF", save_all=True, append_images=rest, duration=durations, loop=0, optimize=False, disposal=1,
+            comment=json.dumps({GIF_FPS_KEY: self.fps}),
+        )
 
     def abort(self) -> None:
         self.images.clear()
@@ -336,26 +375,42 @@ class _StripSink:
         self.kept.clear()
 
 
-def _strip_layout(num_frames: int, height: int, width: int, columns: int, scale: int | None) -> tuple[int, int, int]:
+def _strip_layout(num_frames: int, height: int, width: int, columns: int, scale: int | None) -> tuple[int, int]:
+    """(columns, scale) a strip of these frames is laid out with."""
     columns = max(1, min(columns, num_frames))
-    rows = math.ceil(num_frames / columns)
     if scale is None:
         scale = max(1, STRIP_MIN_TILE // max(height, width))
-    return columns, rows, scale
+    return columns, scale
+
+
+def _tile_size(layout: dict) -> tuple[int, int]:
+    """(height, width) of one upscaled tile of a strip."""
+    return layout["height"] * layout["scale"], layout["width"] * layout["scale"]
+
+
+def _sheet_size(layout: dict) -> tuple[int, int]:
+    """(height, width) of the sheet a strip layout needs."""
+    (th, tw), sep = _tile_size(layout), layout["separator"]
+    columns, rows = min(layout["columns"], layout["frames"]), math.ceil(layout["frames"] / layout["columns"])
+    return rows * th + (rows - 1) * sep, columns * tw + (columns - 1) * sep
+
+
+def _tile(sheet: np.ndarray, i: int, layout: dict) -> np.ndarray:
+    """The view of frame i's tile in a strip sheet."""
+    (th, tw), sep = _tile_size(layout), layout["separator"]
+    r, c = divmod(i, layout["columns"])
+    return sheet[r * (th + sep) : r * (th + sep) + th, c * (tw + sep) : c * (tw + sep) + tw]
 
 
 def _save_strip(frames: np.ndarray, path: Path, *, fps: float, columns: int, scale: int | None) -> None:
     t, h, w, _ = frames.shape
-    columns, rows, scale = _strip_layout(t, h, w, columns, scale)
-    th, tw, sep = h * scale, w * scale, STRIP_SEPARATOR
-    sheet = np.empty((rows * th + (rows - 1) * sep, columns * tw + (columns - 1) * sep, 3), np.uint8)
+    columns, scale = _strip_layout(t, h, w, columns, scale)
+    layout = {"frames": t, "height": h, "width": w, "columns": columns, "scale": scale, "separator": STRIP_SEPARATOR, "fps": fps}
+    sheet = np.empty((*_sheet_size(layout), 3), np.uint8)
     sheet[:] = STRIP_SEPARATOR_COLOUR
     for i, frame in enumerate(frames):
-        r, c = divmod(i, columns)
-        tile = frame.repeat(scale, axis=0).repeat(scale, axis=1)
-        sheet[r * (th + sep) : r * (th + sep) + th, c * (tw + sep) : c * (tw + sep) + tw] = tile
+        _tile(sheet, i, layout)[:] = frame.repeat(scale, axis=0).repeat(scale, axis=1)
     # The layout rides along in a text chunk so read_video can cut the tiles back out exactly.
-    layout = {"frames": t, "height": h, "width": w, "columns": columns, "scale": scale, "separator": sep, "fps": fps}
     info = PngImagePlugin.PngInfo()
     info.add_text(STRIP_METADATA_KEY, json.dumps(layout))
     Image.fromarray(sheet).save(path, format="PNG", pnginfo=info)
@@ -371,8 +426,9 @@ class VideoWriter:
             for chunk in chunks:          # each uint8 (T, H, W, 3)
                 writer.write(chunk)
 
-    mp4 / webm / gif / npy / PNG folders keep memory flat however long the film; a `.png`
-    strip gathers its frames until close. If the block raises, or nothing was written,
+    mp4 / webm / npy / PNG folders keep memory flat however long the film; a GIF keeps every
+    frame (1 byte per pixel) and a `.png` strip every tile until close, so their memory grows
+    with the film. If the block raises, or nothing was written,
     nothing appears at `path` (an existing file there is left as it was)."""
 
     def __init__(
@@ -387,11 +443,10 @@ class VideoWriter:
     ) -> None:
         self.format = _format_of(path)
         self.path = Path(path)
-        if not (math.isfinite(fps) and fps > 0):
-            raise ValueError(f"fps must be a positive number, got {fps!r}")
+        fps = _check_fps(fps)
         if strip_every < 1 or strip_columns < 1 or (strip_scale is not None and strip_scale < 1):
             raise ValueError("strip_every, strip_columns and strip_scale must be at least 1")
-        self.fps, self.size = float(fps), size
+        self.fps, self.size = fps, size
         self.strip_options = (strip_every, strip_columns, strip_scale)
         self.frames_written = 0
         self._stack = ExitStack()
@@ -483,7 +538,8 @@ def write_strip(
     scale: int | None = None,
 ) -> Path:
     """A contact sheet of every `every`-th frame, `columns` per row, tiles upscaled by
-    `scale` (default: until a tile is at least 128 px), 2 px white separators."""
+    `scale` (default: the largest whole factor that keeps a tile within 128 px, at least 1),
+    2 px white separators."""
     if Path(path).suffix.lower() != ".png":
         raise ValueError(f"a frame strip is a .png file, got {os.fspath(path)!r}")
     with VideoWriter(path, fps=video.fps, strip_every=every, strip_columns=columns, strip_scale=scale) as writer:
@@ -521,11 +577,11 @@ def _read_npy(path: Path) -> Video:
 
 
 def _read_folder(path: Path) -> Video:
-    files = sorted(path.glob("*.png"))
-    if not files:
-        raise ValueError(f"no .png frames in folder {path}")
+    numbered = sorted((int(m[1]), f) for f in path.glob("frame_*.png") if (m := FRAME_PATTERN.fullmatch(f.name)))
+    if not numbered:
+        raise ValueError(f"no frames named like {FRAME_NAME.format(0)} in folder {path}")
     frames = []
-    for f in files:
+    for _, f in numbered:
         try:
             with Image.open(f) as im:
                 frames.append(np.asarray(im.convert("RGB")))
@@ -548,18 +604,41 @@ def _read_strip(path: Path) -> Video:
             f"{path} is not a kinema frame strip (no layout metadata); a single .png is read only "
             "when kinema wrote it — for a folder of frames pass the folder"
         )
-    layout = json.loads(layout_text)
-    h, w, scale, sep, columns = (layout[k] for k in ("height", "width", "scale", "separator", "columns"))
-    th, tw = h * scale, w * scale
-    frames = []
-    for i in range(layout["frames"]):
-        r, c = divmod(i, columns)
-        tile = sheet[r * (th + sep) : r * (th + sep) + th, c * (tw + sep) : c * (tw + sep) + tw]
-        frames.append(tile[::scale, ::scale])  # nearest upscale: any pixel of a block is the original
+    layout = _strip_layout_of(layout_text, sheet.shape, path)
+    # nearest upscale: any pixel of a tile's block is the original
+    frames = [_tile(sheet, i, layout)[:: layout["scale"], :: layout["scale"]] for i in range(layout["frames"])]
     return Video(np.stack(frames), fps=layout["fps"])
 
 
+def _strip_layout_of(text: str, sheet_shape: tuple[int, ...], path: Path) -> dict:
+    """The layout a strip's metadata records, checked against the sheet it came with."""
+
+    def broken(reason: str) -> ValueError:
+        return ValueError(f"{path} has broken kinema frame strip metadata ({reason}); write the strip again with Video.strip")
+
+    try:
+        layout = json.loads(text)
+    except json.JSONDecodeError:
+        raise broken("not JSON") from None
+    if not isinstance(layout, dict):
+        raise broken("not a JSON object")
+    if missing := [k for k in (*_STRIP_COUNTS, "fps") if k not in layout]:
+        raise broken(f"no {', '.join(missing)}")
+    least = {"separator": 0}  # every other count is at least 1
+    if bad := [k for k in _STRIP_COUNTS if type(layout[k]) is not int or layout[k] < least.get(k, 1)]:
+        raise broken(f"{', '.join(bad)} must be whole numbers of at least 1 (separator 0)")
+    try:
+        layout["fps"] = _check_fps(layout["fps"])
+    except ValueError as err:
+        raise broken(str(err)) from None
+    if any(need > have for need, have in zip(_sheet_size(layout), sheet_shape)):
+        raise broken(f"its tiles do not fit the {sheet_shape[1]}x{sheet_shape[0]} image")
+    return layout
+
+
 def _read_av(path: Path) -> Video:
+    """mp4 / webm / gif through PyAV. A GIF frame lasts its own delay: it is repeated to fill
+    that time at a constant rate (`_gif_repeats`), which brings back the frames Pillow merged."""
     import av
 
     try:
@@ -567,13 +646,63 @@ def _read_av(path: Path) -> Video:
             if not container.streams.video:
                 raise ValueError(f"{path} has no video stream")
             stream = container.streams.video[0]
-            # guessed_rate is the container's nominal rate; GIF's 1/100 s delays make
-            # average_rate drift (8 fps is stored as 12-13 cs), so prefer it.
-            rate = stream.guessed_rate or stream.average_rate
-            frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
+            is_gif = container.format.name == "gif"
+            frames, delays = [], []
+            for frame in container.decode(stream):
+                frames.append(frame.to_ndarray(format="rgb24"))
+                if is_gif:
+                    delays.append(_delay(frame))
+            fps = _gif_fps(container.metadata.get("comment"), delays) if is_gif else (stream_fps(stream) or DEFAULT_FPS)
     except av.FFmpegError as err:
         reason = getattr(err, "strerror", None) or str(err)
         raise ValueError(f"cannot decode {path}: {reason}") from None
     if not frames:
         raise ValueError(f"{path} has no decodable video frames")
-    return Video(np.stack(frames), fps=float(rate) if rate else DEFAULT_FPS)
+    if is_gif:
+        return Video(np.repeat(np.stack(frames), _gif_repeats(delays, fps), axis=0), fps=fps)
+    return Video(np.stack(frames), fps=fps)
+
+
+# --------------------------------------------------------------------------- GIF timing
+#
+# GIF has no frame rate: each frame has a delay in whole centiseconds. read_video turns that
+# into a constant-rate clip, and the datasets probe a GIF through the same two functions.
+
+
+def _delay(frame_or_packet: av.VideoFrame | av.Packet) -> float:
+    """Seconds a GIF frame stays on screen (0.0 when it has no delay)."""
+    duration, time_base = frame_or_packet.duration, frame_or_packet.time_base
+    return float(duration * time_base) if duration and time_base else 0.0
+
+
+def _gif_fps(comment: str | bytes | None, delays: list[float]) -> float:
+    """The rate a GIF is read at: the one kinema recorded in its comment, else the rate of its
+    shortest frame (`delays` in seconds), so that every frame shows at least once."""
+    try:
+        return _check_fps(json.loads(comment)[GIF_FPS_KEY])
+    except (TypeError, ValueError, KeyError, IndexError):  # no comment, or not kinema's
+        shortest = min((d for d in delays if d > 0), default=0.0)
+        return 1.0 / shortest if shortest else DEFAULT_FPS
+
+
+def _gif_repeats(delays: list[float], fps: float) -> np.ndarray:
+    """How many frames at `fps` each GIF frame (delays in seconds) stays on screen, at least one.
+
+    The running clock is rounded, not each delay: kinema's writer rounds its clock to whole
+    centiseconds, which moves a frame's start by under half a frame when fps is below 100,
+    so rounding the clock back to frames at `fps` lands every frame on its own index, however
+    many frames one delay merged."""
+    clock = np.round(np.concatenate([[0.0], np.cumsum(delays)]) * fps)
+    return np.maximum(np.diff(clock), 1).astype(np.int64)
+
+
+def probe_gif(path: str | os.PathLike) -> tuple[float, int]:
+    """(fps, number of frames) `read_video` gives a GIF, from its frame delays alone (nothing
+    is decoded). Raises what `av.open` and demuxing raise for a broken file."""
+    import av
+
+    with av.open(os.fspath(path), mode="r") as container:
+        stream = container.streams.video[0]
+        delays = [_delay(packet) for packet in container.demux(stream) if packet.size]  # the last, empty, packet flushes
+        fps = _gif_fps(container.metadata.get("comment"), delays)
+    return fps, int(_gif_repeats(delays, fps).sum())
