@@ -39,6 +39,22 @@ SHAPES_WORLD = "shapes-world-v1"  # what `trained_on` says of a model trained on
 Callback = Callable[[int, int], None]
 
 
+def check_sentences(sentences: Sequence[str], max_sentences: int = MAX_STORY_SENTENCES) -> list[str]:
+    """The sentences stripped, or one ValueError that says what to fix: no sentence, too
+    many, an empty one. Shared by every pipeline and the HTTP service (which allows fewer)."""
+    if isinstance(sentences, str):
+        raise TypeError("give a list of sentences (or use pipe.story(paragraph) to split one at full stops)")
+    cleaned = [s.strip() for s in sentences]
+    if not cleaned:
+        raise ValueError("the story is empty: give at least one sentence")
+    if len(cleaned) > max_sentences:
+        raise ValueError(f"a story may have at most {max_sentences} sentences, got {len(cleaned)}")
+    for number, sentence in enumerate(cleaned, start=1):
+        if not sentence:
+            raise ValueError(f"sentence {number} of the story is empty")
+    return cleaned
+
+
 class Pipeline:
     """Base of every text-to-video pipeline: input checks, stories, streaming to files."""
 
@@ -80,17 +96,7 @@ class Pipeline:
 
     def check_inputs(self, sentences: Sequence[str]) -> list[str]:
         """One clear error for input no model can use; sentences are stripped."""
-        if isinstance(sentences, str):
-            raise TypeError("give a list of sentences (or use pipe.story(paragraph) to split one at full stops)")
-        cleaned = [s.strip() for s in sentences]
-        if not cleaned:
-            raise ValueError("the story is empty: give at least one sentence")
-        for i, s in enumerate(cleaned):
-            if not s:
-                raise ValueError(f"sentence {i + 1} is empty" if len(cleaned) > 1 else "the prompt is empty")
-        if len(cleaned) > MAX_STORY_SENTENCES:
-            raise ValueError(f"a story may have at most {MAX_STORY_SENTENCES} sentences, got {len(cleaned)}")
-        return cleaned
+        return check_sentences(sentences, MAX_STORY_SENTENCES)
 
     @staticmethod
     def check_sampling(num_inference_steps: int | None, guidance_scale: float | None) -> None:

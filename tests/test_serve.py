@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
+import random
 import sqlite3
 import subprocess
 import sys
@@ -54,6 +56,17 @@ def wait_running(client: httpx.Client, job_id: str, timeout: float = 30) -> dict
         assert job["status"] in ("queued", "running"), f"expected job {job_id} to run for a while, it is {job['status']}"
         time.sleep(0.01)
     raise TimeoutError(f"job {job_id} did not start within {timeout} s")
+
+
+def wait_in_service(service, job_id: str, statuses: tuple[str, ...] = ("done", "failed"), timeout: float = 30) -> dict:
+    """Like `wait`, for a JobService driven in this process."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = service.get(job_id)
+        if job["status"] in statuses:
+            return job
+        time.sleep(0.01)
+    raise TimeoutError(f"job {job_id} still {job['status']} after {timeout} s")
 
 
 @pytest.fixture(scope="module")
@@ -185,6 +198,16 @@ def test_invalid_requests_get_422_with_a_clear_message(client, body, message):
     assert message in response.json()["detail"], response.json()
 
 
+def test_malformed_json_and_non_finite_numbers_get_plain_messages(client):
+    json_body = {"content-type": "application/json"}
+    broken = client.post("/v1/videos", content=f'{{"prompt": "{PROMPT}",}}', headers=json_body)
+    assert broken.status_code == 422
+    assert broken.json()["detail"].startswith("the request body is not valid JSON (Expecting property name"), broken.json()
+    for number in ("NaN", "Infinity"):
+        response = client.post("/v1/videos", content=f'{{"prompt": "{PROMPT}", "guidance": {number}}}', headers=json_body)
+        assert response.status_code == 422 and response.json()["detail"] == "guidance: Input should be a finite number", response.json()
+
+
 def test_list_limit_is_checked(client):
     assert client.get("/v1/videos", params={"limit": 0}).status_code == 422
     assert client.get("/v1/videos", params={"limit": 101}).status_code == 422
@@ -192,6 +215,18 @@ def test_list_limit_is_checked(client):
 
 def test_oversized_body_is_refused(client):
     assert client.post("/v1/videos", json={"story": ["x" * 400] * 1000}).status_code == 413
+
+
+def test_oversized_chunked_body_is_refused(client):
+    from kinema.serve.app import MAX_BODY_BYTES
+
+    # valid JSON one byte over the limit (so the server has read it all when it answers),
+    # sent chunked: no Content-Length to judge it by
+    head, tail = b'{"prompt": "', b'"}'
+    body = head + b"x" * (MAX_BODY_BYTES + 1 - len(head) - len(tail)) + tail
+    chunks = (body[i : i + 16384] for i in range(0, len(body), 16384))
+    response = client.post("/v1/videos", content=chunks, headers={"content-type": "application/json"})
+    assert response.status_code == 413 and "request body is over" in response.json()["detail"], response.text
 
 
 # ---------------------------------------------------------------- security
@@ -237,6 +272,16 @@ def test_unknown_default_model_is_refused_in_one_line(tmp_path):
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "unknown model 'nope'" in lines[0], result.stderr
+
+
+def test_a_corrupt_job_database_is_refused_in_one_line(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "jobs.db").write_bytes(random.Random(0).randbytes(8192))
+    result = subprocess.run([sys.executable, "-m", "kinema.serve", "--port", "0", "--data", str(data)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "is not a kinema job database" in lines[0] and "move it aside" in lines[0], result.stderr
 
 
 def test_one_server_per_data_folder(server):
@@ -296,6 +341,62 @@ def test_a_job_that_keeps_crashing_the_server_is_given_up(tmp_path):
     given_up = store.get(crashing)
     assert given_up["status"] == "failed" and f"{MAX_ATTEMPTS} times" in given_up["error"]
     store.close()
+
+
+def test_stop_queues_again_a_job_whose_worker_is_still_busy(tmp_path, caplog):
+    from kinema.serve import JobService, JobSpec
+
+    def slow_loader(name: str):
+        time.sleep(2)  # loading a model: no progress step at which to notice the stop
+        return load_pipeline(name)
+
+    service = JobService(tmp_path, loader=slow_loader)
+    service.start()
+    job_id = service.submit(JobSpec([PROMPT], "world"))["id"]
+    wait_in_service(service, job_id, statuses=("running",))
+    with caplog.at_level(logging.WARNING, logger="kinema.serve"):
+        service.stop(timeout=0.5)
+        for thread in service._threads:  # the late worker wakes to a closed store
+            thread.join(10)
+    assert "still busy" in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text  # it gave up quietly
+    with sqlite3.connect(tmp_path / "jobs.db") as db:
+        assert db.execute("SELECT status, attempts FROM jobs WHERE id = ?", (job_id,)).fetchone() == ("queued", 0)
+
+    again = JobService(tmp_path)
+    again.start()
+    try:
+        job = wait_in_service(again, job_id)
+        assert job["status"] == "done" and job["attempts"] == 1, job  # the stop did not count as a start
+    finally:
+        again.stop()
+
+
+def test_internal_errors_are_logged_and_only_the_worlds_reach_the_client(tmp_path, caplog):
+    from kinema.serve import JobService, JobSpec
+
+    secret = str(tmp_path / "server-only" / "transformer" / "model.safetensors")
+
+    def loader(name: str):
+        if name == "missing-file":
+            raise FileNotFoundError(f"[Errno 2] No such file or directory: '{secret}'")
+        if name == "codec":
+            raise ValueError(f"[Errno 22] Invalid argument: '{secret}'")  # PyAV's errors are ValueErrors
+        return load_pipeline(name)
+
+    service = JobService(tmp_path, loader=loader)
+    service.start()
+    try:
+        with caplog.at_level(logging.ERROR, logger="kinema.serve"):
+            internal = [service.submit(JobSpec([PROMPT], model))["id"] for model in ("missing-file", "codec")]
+            unreadable = service.submit(JobSpec(["a purple blob dances"], "world"))["id"]
+            jobs = [wait_in_service(service, job_id) for job_id in (*internal, unreadable)]
+    finally:
+        service.stop()
+    for job in jobs[:2]:
+        assert job["status"] == "failed" and job["error"].startswith("internal error (") and secret not in job["error"], job
+    assert [r.levelno for r in caplog.records].count(logging.ERROR) == 2 and secret in caplog.text  # the details are in the log
+    assert jobs[2]["status"] == "failed" and "unknown word 'blob'" in jobs[2]["error"], jobs[2]
 
 
 def test_small_load_run(tmp_path):

@@ -9,10 +9,11 @@
     GET  /healthz                   liveness and queue counts (never needs the token)
     GET  /                          the web page;  /docs, /openapi.json: the API's description
 
-With a token, every route but /healthz and the page (a static file holding no data) needs
-`Authorization: Bearer <token>`. GET routes also take the token from the `kinema_token`
-cookie, which the page sets so that <video src> and EventSource (which cannot send
-headers) work; POST never does, so another site cannot make videos through a browser.
+With a token, every route but /healthz, the page and /docs-assets (static files holding no
+data) needs `Authorization: Bearer <token>`. GET routes also take the token from the
+`kinema_token` cookie, which the page sets so that <video src> and EventSource (which
+cannot send headers) work; POST never does, so another site cannot make videos through a
+browser.
 No route reads or writes a path a request names: files are found by job id alone.
 """
 
@@ -23,6 +24,7 @@ import hmac
 import json
 import re
 import time
+from collections.abc import Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -38,9 +40,10 @@ from swagger_ui_bundle import swagger_ui_path
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kinema import __version__
-from kinema.pipelines import available_models
+from kinema.pipelines import available_models, check_sentences
 from kinema.world import split_story
 
 from .jobs import MEDIA_TYPES, JobService, JobSpec, QueueFull
@@ -58,8 +61,8 @@ JOB_ID = re.compile(r"[0-9a-f]{32}")
 
 
 def default_model() -> str:
-    """The model for requests that name none, unless `kinema serve --default-model` says:
-    phenaki-shapes when it is installed, else the world's renderer."""
+    """The model for requests that name none when the server is given none (create_app's
+    `model`): phenaki-shapes when it is installed, else the world's renderer."""
     return PREFERRED_MODEL if PREFERRED_MODEL in available_models() else "world"
 
 
@@ -76,7 +79,8 @@ def check_model(model: str) -> str:
 class VideoRequest(BaseModel):
     """A prompt (one event of 16 frames) or a story (one event per sentence)."""
 
-    model_config = ConfigDict(extra="forbid")
+    # no NaN or infinity: pydantic would call NaN "not less than or equal to 30"
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     prompt: str | None = Field(None, max_length=MAX_PROMPT_CHARS, description="What happens, e.g. 'a red circle moves up at night'.")
     story: list[str] | Annotated[str, Field(max_length=MAX_STORY_CHARS)] | None = Field(
@@ -93,34 +97,37 @@ class VideoRequest(BaseModel):
     def _known_model(cls, model: str | None) -> str | None:
         return None if model is None else check_model(model)
 
+    @field_validator("prompt")
+    @classmethod
+    def _stripped_prompt(cls, prompt: str | None) -> str | None:
+        if prompt is None:
+            return None
+        if not prompt.strip():
+            raise ValueError("the prompt is empty")
+        return prompt.strip()
+
+    @field_validator("story")
+    @classmethod
+    def _story_sentences(cls, story: list[str] | str | None) -> list[str] | None:
+        """A story as its checked sentences (a paragraph split at full stops), each at most
+        MAX_PROMPT_CHARS long like a prompt; the pipeline's checks with a lower maximum."""
+        if story is None:
+            return None
+        sentences = check_sentences(split_story(story) if isinstance(story, str) else story, MAX_STORY_SENTENCES)
+        for number, sentence in enumerate(sentences, start=1):
+            if len(sentence) > MAX_PROMPT_CHARS:
+                raise ValueError(f"sentence {number} of the story has {len(sentence)} characters; at most {MAX_PROMPT_CHARS}")
+        return sentences
+
     @model_validator(mode="after")
     def _prompt_or_story(self) -> VideoRequest:
         if (self.prompt is None) == (self.story is None):
             raise ValueError("give exactly one of 'prompt' (one sentence) or 'story' (a list of sentences or a paragraph)")
-        if self.prompt is not None and not self.prompt.strip():
-            raise ValueError("the prompt is empty")
         return self
 
     def sentences(self) -> list[str]:
-        """The sentences to act out, checked: each non-empty and at most 500 characters."""
-        if self.prompt is not None:
-            return [self.prompt.strip()]
-        if isinstance(self.story, str):
-            if not self.story.strip():
-                raise ValueError("the story is empty")
-            sentences = split_story(self.story)
-        else:
-            sentences = [s.strip() for s in self.story]
-        if not sentences:
-            raise ValueError("the story is empty: give at least one sentence")
-        if len(sentences) > MAX_STORY_SENTENCES:
-            raise ValueError(f"a story may have at most {MAX_STORY_SENTENCES} sentences, got {len(sentences)}")
-        for number, sentence in enumerate(sentences, start=1):
-            if not sentence:
-                raise ValueError(f"sentence {number} of the story is empty")
-            if len(sentence) > MAX_PROMPT_CHARS:
-                raise ValueError(f"sentence {number} of the story has {len(sentence)} characters; at most {MAX_PROMPT_CHARS}")
-        return sentences
+        """The sentences to act out, checked and stripped by the validators."""
+        return [self.prompt] if self.prompt is not None else self.story
 
 
 class VideoJob(BaseModel):
@@ -173,32 +180,53 @@ def public(job: dict) -> VideoJob:
     )
 
 
-def _validation_message(errors: list[dict]) -> str:
-    """pydantic's errors as one line: 'prompt: String should have at most 500 characters'."""
-    parts = []
+def _unprocessable(errors: Sequence[dict]) -> JSONResponse:
+    """The one 422 body: pydantic's errors, each in words a client can act on, and joined
+    in one line as 'detail', e.g. 'prompt: String should have at most 500 characters'."""
+    shown, parts = [], []
     for error in errors:
-        where = ".".join(str(x) for x in error.get("loc", ()) if x not in ("body", "query", "path"))
+        loc = list(error.get("loc", ()))
+        where = ".".join(str(x) for x in loc if x not in ("body", "query", "path"))
         message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+        if error.get("type") == "json_invalid":  # its loc ends with a bare character offset
+            where, message = "", f"the request body is not valid JSON ({error.get('ctx', {}).get('error', 'syntax error')} at character {loc[-1]})"
+        shown.append({"loc": loc, "msg": message, "type": error.get("type")})
         parts.append(f"{where}: {message}" if where else message)
-    return "; ".join(parts) or "invalid request"
+    return JSONResponse({"detail": "; ".join(parts) or "invalid request", "errors": shown}, status_code=422)
 
 
 # ---------------------------------------------------------------- the app
 
 
 class _BodyLimit:
-    """Refuse request bodies over MAX_BODY_BYTES by their Content-Length (413)."""
+    """Refuse request bodies over MAX_BODY_BYTES (413): at once by their Content-Length,
+    else (a chunked body has none) by counting bytes as they arrive, so that no body is
+    ever read past the limit."""
 
-    def __init__(self, app) -> None:
+    detail = f"the request body is over {MAX_BODY_BYTES // 1024} KiB"
+
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "http":
-            length = dict(scope["headers"]).get(b"content-length")
-            if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-                response = JSONResponse({"detail": f"the request body is over {MAX_BODY_BYTES // 1024} KiB"}, status_code=413)
-                return await response(scope, receive, send)
-        await self.app(scope, receive, send)
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
+            return await JSONResponse({"detail": self.detail}, status_code=413)(scope, receive, send)
+        received = 0
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > MAX_BODY_BYTES:
+                # raised inside the route's read of the body: FastAPI passes an HTTPException
+                # on to its handler, which answers 413
+                raise HTTPException(413, self.detail)
+            return message
+
+        await self.app(scope, counted, send)
 
 
 def create_app(data_dir: str | Path, *, workers: int = 1, queue_size: int = 100, token: str | None = None, model: str | None = None) -> FastAPI:
@@ -244,9 +272,8 @@ def create_app(data_dir: str | Path, *, workers: int = 1, queue_size: int = 100,
             raise HTTPException(401, "this server needs a token: send 'Authorization: Bearer <token>'", headers={"WWW-Authenticate": "Bearer"})
 
     @app.exception_handler(RequestValidationError)
-    async def _unprocessable(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")).removeprefix("Value error, "), "type": e.get("type")} for e in exc.errors()]
-        return JSONResponse({"detail": _validation_message(exc.errors()), "errors": errors}, status_code=422)
+    async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _unprocessable(exc.errors())
 
     api = APIRouter(dependencies=[Depends(require_token)])
 
@@ -260,11 +287,7 @@ def create_app(data_dir: str | Path, *, workers: int = 1, queue_size: int = 100,
               responses={422: {"description": "The request is invalid; 'detail' says why."}, 429: {"description": "The queue is full; see Retry-After."}})
     def create_video(request: VideoRequest) -> JSONResponse:
         """Queue a video; follow it at `events_url` or by polling, fetch it at `content_url`."""
-        try:
-            sentences = request.sentences()
-        except ValueError as e:
-            return JSONResponse({"detail": str(e), "errors": [{"loc": ["body", "story"], "msg": str(e), "type": "value_error"}]}, status_code=422)
-        spec = JobSpec(sentences=sentences, model=request.model or default, format=request.format, seed=request.seed,
+        spec = JobSpec(sentences=request.sentences(), model=request.model or default, format=request.format, seed=request.seed,
                        steps=request.steps, guidance=request.guidance, is_story=request.story is not None)
         try:
             job = service.submit(spec)
@@ -276,7 +299,7 @@ def create_app(data_dir: str | Path, *, workers: int = 1, queue_size: int = 100,
     @api.get("/v1/videos", response_model=list[VideoJob], tags=["videos"])
     def list_videos(limit: Annotated[int, Query(ge=1, le=100)] = 20) -> list[VideoJob]:
         """The most recent jobs, newest first."""
-        return [public(job) for job in service.store.recent(limit)]
+        return [public(job) for job in service.recent(limit)]
 
     @api.get("/v1/videos/{job_id}", response_model=VideoJob, tags=["videos"])
     def get_video(job_id: str) -> VideoJob:
@@ -304,16 +327,15 @@ def create_app(data_dir: str | Path, *, workers: int = 1, queue_size: int = 100,
         async def stream():
             yield "retry: 2000\n\n"
             last, last_sent = None, time.monotonic()
-            while not service.stopping:
-                state = await run_in_threadpool(service.progress, job_id)
+            # no check of the service stopping: uvicorn ends open streams (after
+            # timeout_graceful_shutdown) before the lifespan stops the service
+            while True:
+                job = await run_in_threadpool(service.get, job_id)
+                state = {"id": job_id, "status": job["status"], "progress": job["progress"], "error": job["error"]}
                 if state != last:
                     last, last_sent = state, time.monotonic()
-                    status, progress = state
-                    error = None
-                    if status == "failed":
-                        error = (await run_in_threadpool(service.store.get, job_id))["error"]
-                    yield f"data: {json.dumps({'id': job_id, 'status': status, 'progress': progress, 'error': error})}\n\n"
-                    if status in ("done", "failed"):
+                    yield f"data: {json.dumps(state)}\n\n"
+                    if state["status"] in ("done", "failed"):
                         return
                 elif time.monotonic() - last_sent > SSE_KEEPALIVE_SECONDS:
                     last_sent = time.monotonic()

@@ -22,7 +22,6 @@ import math
 import os
 import queue
 import sqlite3
-import sys
 import threading
 import time
 import uuid
@@ -30,6 +29,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from kinema.world import InfeasibleError, ParseError
 
 log = logging.getLogger("kinema.serve")
 
@@ -39,6 +40,9 @@ STATUSES = ("queued", "running", "done", "failed")
 MAX_ATTEMPTS = 3  # starts of one job (a start interrupted by a crash counts) before it is given up
 PROGRESS_WRITE_INTERVAL = 0.5  # seconds; progress reaches SSE clients at once, SQLite at this pace
 SCHEMA_VERSION = 1
+# The only mistakes of a user's that can reach a worker: the API has checked everything
+# else, so any other error is the server's own (logged; the client gets no server paths).
+USER_ERRORS = (ParseError, InfeasibleError)  # a sentence the world cannot read, or cannot act out
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -99,22 +103,32 @@ class JobStore:
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
+        self.closed = False
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
         self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # WAL + NORMAL: every commit survives the process dying (kill -9); only `add` pays an
-        # fsync (FULL), so an accepted job survives a power cut too. A progress or status
-        # update lost that way merely runs the job again.
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise ValueError(f"{self.path} was written by a newer kinema (schema {version}); upgrade kinema or use another --data folder")
-        self._db.executescript(SCHEMA)
-        self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # WAL + NORMAL: every commit survives the process dying (kill -9); only `add` pays an
+            # fsync (FULL), so an accepted job survives a power cut too. A progress or status
+            # update lost that way merely runs the job again.
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise ValueError(f"{self.path} was written by a newer kinema (schema {version}); upgrade kinema or use another --data folder")
+            self._db.executescript(SCHEMA)
+            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except BaseException as e:
+            self._db.close()
+            # not SQLite at all, or a damaged file (a locked one is an OperationalError, and says so)
+            if isinstance(e, sqlite3.DatabaseError) and not isinstance(e, sqlite3.OperationalError):
+                raise ValueError(f"{self.path} is not a kinema job database ({e}); move it aside or use another --data folder") from None
+            raise
 
     def close(self) -> None:
+        """Close the connection; any later use raises sqlite3.ProgrammingError."""
         with self._lock:
             self._db.close()
+            self.closed = True
 
     def _one(self, sql: str, args: tuple = ()) -> dict | None:
         with self._lock:
@@ -170,13 +184,16 @@ class JobStore:
     def fail(self, job_id: str, error: str) -> None:
         self._run("UPDATE jobs SET status = 'failed', error = ?, finished_at = ? WHERE id = ?", (error, time.time(), job_id))
 
+    # running → queued, the attempt not counted: the server stopped it on purpose
+    _REQUEUE = "UPDATE jobs SET status = 'queued', attempts = MAX(attempts - 1, 0), progress = 0, started_at = NULL WHERE status = 'running'"
+
     def requeue(self, job_id: str) -> None:
-        """running → queued, the attempt not counted (the server stopped it on purpose)."""
-        self._run(
-            "UPDATE jobs SET status = 'queued', attempts = MAX(attempts - 1, 0), progress = 0, started_at = NULL "
-            "WHERE id = ? AND status = 'running'",
-            (job_id,),
-        )
+        """The running job `job_id` back to the queue, its attempt not counted."""
+        self._run(self._REQUEUE + " AND id = ?", (job_id,))
+
+    def requeue_running(self) -> int:
+        """Every running job back to the queue, attempts not counted; returns how many."""
+        return self._run(self._REQUEUE)
 
     def recover(self, max_attempts: int = MAX_ATTEMPTS) -> list[str]:
         """After a crash: jobs caught running go back to the queue (or fail after
@@ -197,16 +214,6 @@ class JobStore:
                 self._db.execute("ROLLBACK")
                 raise
         return ids
-
-
-def _user_error_types() -> tuple[type[BaseException], ...]:
-    """Errors that mean "this request cannot be made", reported to the user as they are.
-    CheckpointError lives beside torch: only look for it once something imported it."""
-    types: list[type[BaseException]] = [ValueError, FileNotFoundError]
-    checkpoint = sys.modules.get("kinema.checkpoint")
-    if checkpoint is not None:
-        types.append(checkpoint.CheckpointError)
-    return tuple(types)
 
 
 def _default_loader(name: str):
@@ -245,17 +252,17 @@ class JobService:
         except BlockingIOError:
             self._lock_file.close()
             raise DataDirBusy(f"another kinema serve is already using {self.data_dir}; give each server its own --data folder") from None
-        self.store = JobStore(self.data_dir / "jobs.db")
+        try:
+            self.store = JobStore(self.data_dir / "jobs.db")
+        except BaseException:
+            self._lock_file.close()  # free the folder for a server that can use it
+            raise
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._admit = threading.Lock()
         self._live: dict[str, int] = {}  # running job id -> progress, for the event stream
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self._mean_seconds = 1.0  # running mean of a job's time, for Retry-After
-
-    @property
-    def stopping(self) -> bool:
-        return self._stopping.is_set()
 
     def video_path(self, job_id: str, fmt: str) -> Path:
         return self.videos_dir / f"{job_id}.{fmt}"
@@ -278,13 +285,21 @@ class JobService:
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the workers: running jobs are abandoned at their next progress step and
-        stay queued in the database for the next start, as do jobs not yet started."""
+        stay queued in the database for the next start, as do jobs not yet started. A
+        worker with no progress step to notice (loading a model, encoding) is not waited
+        for past `timeout`: its job is queued again here, without counting that start, and
+        the worker gives up quietly once it finds the store closed."""
         self._stopping.set()
         for _ in self._threads:
             self._queue.put(None)
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
+        busy = [thread.name for thread in self._threads if thread.is_alive()]
+        if busy:
+            log.warning("%s still busy after %.1f s; its job stays queued for the next start", ", ".join(busy), timeout)
+        # one server per data folder (the flock), so every running job is one of ours
+        self.store.requeue_running()
         self.store.close()
         self._lock_file.close()
 
@@ -305,18 +320,18 @@ class JobService:
         return max(1, min(300, math.ceil(self._mean_seconds / self.workers)))
 
     def get(self, job_id: str) -> dict | None:
-        job = self.store.get(job_id)
-        if job is not None and job["status"] == "running":
-            job["progress"] = max(job["progress"], self._live.get(job_id, 0))
-        return job
+        return self._with_live_progress(self.store.get(job_id))
 
-    def progress(self, job_id: str) -> tuple[str, int] | None:
-        """(status, progress) for the event stream: from memory while the job runs."""
-        live = self._live.get(job_id)
-        if live is not None:
-            return "running", live
-        job = self.store.get(job_id)
-        return None if job is None else (job["status"], job["progress"])
+    def recent(self, limit: int) -> list[dict]:
+        """The `limit` newest jobs, newest first."""
+        return [self._with_live_progress(job) for job in self.store.recent(limit)]
+
+    def _with_live_progress(self, job: dict | None) -> dict | None:
+        """A running job's progress from memory: SQLite hears of it only every
+        PROGRESS_WRITE_INTERVAL seconds."""
+        if job is not None and job["status"] == "running":
+            job["progress"] = max(job["progress"], self._live.get(job["id"], 0))
+        return job
 
     # ---- workers
     def _work(self) -> None:
@@ -327,8 +342,16 @@ class JobService:
                 return
             try:
                 self._run(job_id, pipelines)
-            except Exception:  # the store itself failed (disk full...): keep serving
+            except Exception:
+                if self.store.closed:  # stop() stopped waiting for this worker and queued its job again
+                    return
+                # the store itself failed (disk full...): keep serving, and end the job if the
+                # store lets us, or its row stays running and its event stream never ends
                 log.exception("job %s: could not record its outcome", job_id)
+                try:
+                    self.store.fail(job_id, "internal error: the server could not record this job's outcome")
+                except Exception:
+                    log.error("job %s: could not mark it failed either; it runs again at the next start", job_id)
 
     def _run(self, job_id: str, pipelines: dict[str, Any]) -> None:
         job = self.store.start(job_id)
@@ -365,11 +388,12 @@ class JobService:
             )
         except _Stopping:
             self.store.requeue(job_id)
-        except _user_error_types() as e:
-            self.store.fail(job_id, str(e) or type(e).__name__)
+        except USER_ERRORS as e:
+            self.store.fail(job_id, str(e))
         except Exception as e:
-            log.exception("job %s failed", job_id)
-            self.store.fail(job_id, f"internal error ({type(e).__name__}): {e}")
+            log.exception("job %s failed: internal error", job_id)
+            # its message may hold server paths or library internals: those stay in the log
+            self.store.fail(job_id, f"internal error ({type(e).__name__}); the server's log has the details")
         else:
             self.store.finish(job_id)
             self._mean_seconds = 0.8 * self._mean_seconds + 0.2 * (time.monotonic() - started)
