@@ -57,7 +57,7 @@ def test_conversions_round_trip() -> None:
     z = d.q_sample(x0, t, eps)
     v = d.v_target(x0, eps, t)
     assert torch.allclose(d.x0_from_v(z, v, t), x0, atol=1e-5) and torch.allclose(d.eps_from_v(z, v, t), eps, atol=1e-5)
-    assert torch.allclose(d.v_from_x0_eps(d.x0_from_v(z, v, t), d.eps_from_v(z, v, t), t), v, atol=1e-5)
+    assert torch.allclose(d.v_target(d.x0_from_v(z, v, t), d.eps_from_v(z, v, t), t), v, atol=1e-5)
     mid = t[1:5]
     assert torch.allclose(d.x0_from_eps(z[1:5], eps[1:5], mid), x0[1:5], atol=1e-3)
     assert torch.allclose(d.eps_from_x0(z[1:5], x0[1:5], mid), eps[1:5], atol=1e-3)
@@ -118,11 +118,38 @@ def test_every_scheduler_samples_the_right_shape_repeatably(name: str) -> None:
     model = randomize(tiny_unet()).eval()
     cond = {"text": torch.randn(2, 3, 8), "text_mask": torch.ones(2, 3, dtype=torch.bool)}
     calls = []
-    run = lambda seed: sample(model, (2, 3, 2, 16, 16), name, 3, 2.0, torch.Generator().manual_seed(seed), lambda i, n: calls.append((i, n)), cond=cond)  # noqa: E731
+    run = lambda seed: sample(model, (2, 3, 2, 16, 16), name, 4, 2.0, torch.Generator().manual_seed(seed), lambda i, n: calls.append((i, n)), cond=cond)  # noqa: E731
     a = run(0)
     assert a.shape == (2, 3, 2, 16, 16) and torch.isfinite(a).all()
-    assert calls[-1] == (3, 3)
+    assert calls[-1] == (4, 4)
     assert torch.equal(a, run(0)) and not torch.equal(a, run(1))
+
+
+def test_ddim_never_thresholds() -> None:
+    """DDIM re-noises with the unclipped ε, so clipping its x0 wrecks a guided sample: asked
+    to threshold, DDIM samples as without, while DPM-Solver++ (which steps from x0) clips."""
+    model = randomize(tiny_unet()).eval()
+    cond = {"text": torch.randn(1, 3, 8, generator=torch.Generator().manual_seed(0)), "text_mask": torch.ones(1, 3, dtype=torch.bool)}
+    run = lambda name, clip: sample(model, (1, 3, 2, 16, 16), name, 4, 4.0, torch.Generator().manual_seed(0), cond=cond, thresholding=clip)  # noqa: E731
+    assert not torch.equal(run("dpm++", True), run("dpm++", False)), "this model's x0 leaves [-1, 1], so a clip shows"
+    assert torch.equal(run("ddim", True), run("ddim", False))
+    assert not make_scheduler("ddim", thresholding=True).config.thresholding
+
+
+def test_ddim_refuses_step_counts_that_do_not_divide_the_schedule() -> None:
+    """diffusers' DDIM steps from t to t - T // n, which is the next timestep of its own
+    trailing grid only when n divides T; DPM-Solver++ steps along its list and takes any n."""
+    d = GaussianDiffusion()
+    for n, on_grid in ((16, True), (24, False)):
+        scheduler = make_scheduler("ddim", d)
+        scheduler.set_timesteps(n)
+        visited = scheduler.timesteps.tolist()
+        assert (visited[1] == visited[0] - d.num_train_timesteps // n) == on_grid
+    zeros = lambda z, t, **cond: torch.zeros_like(z)  # noqa: E731
+    with pytest.raises(ValueError, match="ddim needs a step count that divides 1024: one of 1, 2, 4, .*, 1024; got 24"):
+        sample(zeros, (1, 3, 1, 4, 4), "ddim", 24, diffusion=d)
+    assert sample(zeros, (1, 3, 1, 4, 4), "ddim", 16, diffusion=d).shape == (1, 3, 1, 4, 4)
+    assert sample(zeros, (1, 3, 1, 4, 4), "dpm++", 24, diffusion=d).shape == (1, 3, 1, 4, 4)
 
 
 def test_classifier_free_guidance() -> None:

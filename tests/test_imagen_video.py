@@ -4,6 +4,7 @@ and distillation, the model folder, the cascade's sampling, stories."""
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +73,16 @@ def test_steps_and_guidance_are_honoured(folder: Path) -> None:
         pipe(PROMPT, scheduler="euler")
 
 
+def test_sampler_carries_a_linear_schedule_and_reads_older_configs(tmp_path: Path) -> None:
+    """A linear-schedule stage samples on the alphas it trained on (beta_start / beta_end
+    travel with the sampler); a scheduler/config.json written before them still loads."""
+    sampler = ImagenVideoSampler(schedule="linear", beta_start=2e-4, beta_end=0.03)
+    assert torch.equal(sampler.diffusion().alphas_cumprod, GaussianDiffusion("linear", beta_start=2e-4, beta_end=0.03).alphas_cumprod)
+    old = tmp_path / "config.json"
+    old.write_text(json.dumps({"scheduler": "dpm++", "schedule": "linear", "num_train_timesteps": 1024, "prediction_type": "v_prediction"}))
+    assert ImagenVideoSampler.load(old).diffusion().to_dict() == GaussianDiffusion("linear").to_dict()
+
+
 def test_story_continues_from_the_last_frame(folder: Path) -> None:
     pipe = ImagenVideoPipeline.from_pretrained(folder)
     film = pipe.story([PROMPT, "the circle moves down"], seed=0, num_inference_steps=1)
@@ -119,10 +130,13 @@ def test_train_command_trains_every_stage_distills_and_assembles(tmp_path: Path)
         assert result.exit_code == 0, result.output
         assert (tmp_path / stage / "final" / "model_index.json").is_file()
     assert "model folder" in result.output
-    result = runner.invoke(app, ["--stage", "distill", "--teacher-steps", "4", "--student-steps", "2", *common])
-    assert result.exit_code == 0, result.output
+    for distill_stage in ("base", "tsr"):  # each at the guidance the cascade samples it at
+        result = runner.invoke(app, ["--stage", "distill", "--distill-stage", distill_stage, "--teacher-steps", "4", "--student-steps", "2", *common])
+        assert result.exit_code == 0, result.output
     pipe = kinema.load_pipeline(tmp_path / "pipeline")
-    assert pipe.sampler.distilled_steps == {"base": 2} and "base_distilled" in pipe.stages
+    assert pipe.sampler.distilled_steps == {"base": 2, "tsr": 2} and "base_distilled" in pipe.stages
+    baked = {s: json.loads((tmp_path / f"{s}_distilled" / "final" / "model_index.json").read_text())["teacher_guidance"] for s in ("base", "tsr")}
+    assert baked == {"base": 4.0, "tsr": 1.0}, "tsr samples unguided; its student must not bake guidance 4 in"
     assert pipe(PROMPT, seed=0, num_inference_steps=1).frames.shape == (16, 64, 64, 3)
     assert runner.invoke(app, ["--stage", "nonsense", *common]).exit_code != 0
     result = runner.invoke(app, ["--stage", "base", "--weight-predicted-foreground", *common])  # nothing to weight

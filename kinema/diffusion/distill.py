@@ -75,8 +75,7 @@ def distillation_target(teacher: nn.Module, diffusion: GaussianDiffusion, z: tor
     alpha2, sigma2 = diffusion.alpha_sigma(t - delta, z)
     ratio = sigma2 / sigma
     x_target = (z_target - ratio * z) / (alpha2 - ratio * alpha)
-    eps_target = (z - alpha * x_target) / sigma
-    return alpha * eps_target - sigma * x_target
+    return diffusion.v_target(x_target, diffusion.eps_from_x0(z, x_target, t), t)
 
 
 def distillation_loss(

@@ -128,9 +128,6 @@ class GaussianDiffusion:
         alpha, sigma = self.alpha_sigma(t, z)
         return sigma * z + alpha * v
 
-    def v_from_x0_eps(self, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return self.v_target(x0, eps, t)
-
     def x0_from_eps(self, z: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         alpha, sigma = self.alpha_sigma(t, z)
         return (z - sigma * eps) / alpha

@@ -22,20 +22,20 @@ SCHEDULERS: dict[str, str] = {"ddpm": "DDPMScheduler", "ddim": "DDIMScheduler", 
 def make_scheduler(name: str, diffusion: GaussianDiffusion | None = None, *, thresholding: bool = False):
     """A diffusers scheduler for `diffusion`'s schedule. `thresholding` is diffusers' dynamic
     thresholding of the predicted x0 with a sample_max_value of 1, which makes Imagen's rule
-    a plain clip to [-1, 1]. It suits DPM-Solver++ (which steps from x0 alone); under DDIM,
-    which keeps the unclipped ε, it wrecks a guided sample."""
+    a plain clip to [-1, 1]; DDPM and DPM-Solver++ apply it, DDIM never does."""
     if name not in SCHEDULERS:
         raise ValueError(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}")
     diffusion = diffusion or GaussianDiffusion()
     kwargs: dict[str, Any] = {**diffusion.scheduler_config(), "timestep_spacing": "trailing"}
     if name in ("ddpm", "ddim"):
         kwargs["clip_sample"] = False
-    if name == "ddim":
-        kwargs["set_alpha_to_one"] = True  # the last step lands on clean data
     if name == "dpm++":
         kwargs.update(algorithm_type="dpmsolver++", solver_order=2, final_sigmas_type="zero")
-    if thresholding:
-        kwargs.update(thresholding=True, dynamic_thresholding_ratio=0.995, sample_max_value=1.0)
+    # DDIM re-noises with the unclipped ε (diffusers, unless use_clipped_model_output), so a
+    # clipped x0 no longer adds up to z_t and a guided sample falls apart (0/30 judged passes
+    # against 15/30 unclipped); DDPM's posterior and DPM-Solver++ step from the clipped x0.
+    if thresholding and name != "ddim":
+        kwargs.update(thresholding=True, sample_max_value=1.0)
     import diffusers
 
     return getattr(diffusers, SCHEDULERS[name])(**kwargs)
@@ -64,6 +64,9 @@ def sample(
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
     diffusion = diffusion or GaussianDiffusion()
+    T = diffusion.num_train_timesteps
+    if scheduler_name == "ddim" and T % steps:  # diffusers' DDIM steps to t - T // steps, off its own grid otherwise
+        raise ValueError(f"ddim needs a step count that divides {T}: one of {', '.join(str(n) for n in range(1, T + 1) if T % n == 0)}; got {steps}")
     scheduler = make_scheduler(scheduler_name, diffusion, thresholding=thresholding)
     scheduler.set_timesteps(steps, device=device)
     z = torch.randn(shape, generator=generator, device=device) * scheduler.init_noise_sigma

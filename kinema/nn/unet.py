@@ -58,8 +58,13 @@ class VideoUNetConfig:
     def __post_init__(self):
         self.channel_mults = tuple(self.channel_mults)
         self.attention_resolutions = tuple(self.attention_resolutions)
-        if self.sample_size % (self.patch_size * 2 ** (len(self.channel_mults) - 1)):
+        if self.sample_size % self.size_multiple:
             raise ValueError(f"sample_size {self.sample_size} must be divisible by patch_size * 2**{len(self.channel_mults) - 1} for {len(self.channel_mults)} levels")
+
+    @property
+    def size_multiple(self) -> int:
+        """What a frame's sides must be a multiple of: the patch, halved once per level after the first."""
+        return self.patch_size * 2 ** (len(self.channel_mults) - 1)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -302,10 +307,8 @@ class VideoUNet(nn.Module):
             emb = emb + self.pooled_proj(pooled)
         emb = emb.repeat_interleave(T, dim=0)
 
-        # channels-last memory: oneDNN's bf16 convolutions run ~3x faster on it, and the
-        # attention layers' '(b t) (h w) c' token views become free.
-        if H % (c.patch_size * 2 ** (len(c.channel_mults) - 1)) or W % (c.patch_size * 2 ** (len(c.channel_mults) - 1)):
-            raise ValueError(f"frame size {H}x{W} must be divisible by {c.patch_size * 2 ** (len(c.channel_mults) - 1)} (patch size x 2 per level)")
+        if H % c.size_multiple or W % c.size_multiple:
+            raise ValueError(f"frame size {H}x{W} must be divisible by {c.size_multiple} (patch size x 2 per level)")
         h = F.pixel_unshuffle(rearrange(x, "b c t h w -> (b t) c h w"), c.patch_size) if c.patch_size > 1 else rearrange(x, "b c t h w -> (b t) c h w")
         h = self.conv_in(_layout(h))
         skips = [h]

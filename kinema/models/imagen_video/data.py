@@ -125,10 +125,6 @@ def ssr_cond(low_res: torch.Tensor) -> torch.Tensor:
     return upsample(low_res)
 
 
-def noise_augmentation(diffusion: GaussianDiffusion, max_timestep: int = 512, sample_timestep: int = 64) -> NoiseAugmentation:
-    return NoiseAugmentation(diffusion, max_timestep=max_timestep, sample_timestep=sample_timestep)
-
-
 def stage_inputs(stage: str, event: torch.Tensor, context: torch.Tensor | None, has_context: torch.Tensor, augment: NoiseAugmentation, generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:
     """(target x0, cond kwargs without text) of a stage, from 64x64 events [B, 3, 16, 64, 64]
     and optional previous last frames [B, 3, 1, 64, 64]."""
@@ -163,12 +159,11 @@ class ImagenVideoData:
     story_share: float = 0.3  # share of examples that are a story's step (context = previous last frame)
     max_story: int = 6
     scene_mix: dict[str, float] | None = None  # weights of the single-scene kinds (kinema.data.shapes.parse_scene_mix)
-    aug_max_timestep: int = 512
     source: Any = None  # a real captioned-video dataset (kinema.data.load_dataset); None = the Shapes world
 
     def __post_init__(self):
         check_stage(self.stage)
-        self.augment = noise_augmentation(self.diffusion, self.aug_max_timestep)
+        self.augment = NoiseAugmentation(self.diffusion)
 
     @torch.no_grad()
     def batch(self, index: int) -> DiffusionBatch:

@@ -4,7 +4,8 @@ Each stage is a v-prediction VideoUNet sampled by a diffusers scheduler; every s
 the frozen text encoder's tokens (cross-attention) and pooled vector. Between stages the
 low-resolution clip is noise-augmented to a fixed small level that the next stage is told.
 A distilled stage (`base_distilled`, …) takes few deterministic DDIM steps with its
-guidance baked in; it is used unless the caller asks for other steps or another guidance.
+guidance baked in; it is used unless the caller asks for other steps or for a guidance
+(any guidance runs the undistilled stage: that is how its teacher is reached and scored).
 
 Stories: each event's base stage is conditioned on the last frame made so far (downsampled
 to 32×32), so the film continues without a cut; only that one frame is carried.
@@ -26,11 +27,11 @@ import torch
 
 from ... import checkpoint as ckpt
 from ...data.shapes import to_model_range, to_uint8_frames
-from ...diffusion import GaussianDiffusion, sample
+from ...diffusion import GaussianDiffusion, NoiseAugmentation, sample
 from ...diffusion.sampling import SCHEDULERS
 from ...nn.unet import VideoUNet
 from ...pipelines import Callback, Pipeline, register_pipeline
-from .data import STAGES, base_cond, downsample, noise_augmentation, ssr_cond, trim_text, tsr_cond
+from .data import STAGES, base_cond, downsample, ssr_cond, trim_text, tsr_cond
 
 if TYPE_CHECKING:
     from ...text import TextEncoder
@@ -46,12 +47,14 @@ class ImagenVideoSampler:
     steps: dict[str, int] = field(default_factory=lambda: {"base": 24, "tsr": 8, "ssr": 4})
     guidance_scale: float = 4.0  # classifier-free guidance of the base (where the text decides the content)
     sr_guidance_scale: float = 1.0  # of tsr and ssr (1 = none: their inputs already fix the content)
-    aug_timestep: int = 64  # noise-conditioning augmentation level of tsr/ssr inputs at sampling
+    aug_timestep: int = NoiseAugmentation.sample_timestep  # noise-conditioning augmentation level of tsr/ssr inputs at sampling
     thresholding: bool = True  # guided stages clip their predicted x0 to [-1, 1] (kinema.diffusion.sampling.make_scheduler)
     distilled_steps: dict[str, int] = field(default_factory=dict)  # stage -> steps its *_distilled model was distilled to
     schedule: str = "cosine"
     num_train_timesteps: int = 1024
     prediction_type: str = "v_prediction"
+    beta_start: float = GaussianDiffusion.beta_start  # linear schedule only
+    beta_end: float = GaussianDiffusion.beta_end
 
     @classmethod
     def load(cls, path: Path) -> ImagenVideoSampler:
@@ -60,8 +63,12 @@ class ImagenVideoSampler:
         data = ckpt.read_json(path)
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
+    def guidance(self, stage: str) -> float:
+        """A stage's own classifier-free guidance."""
+        return self.guidance_scale if stage == "base" else self.sr_guidance_scale
+
     def diffusion(self) -> GaussianDiffusion:
-        return GaussianDiffusion(self.schedule, self.num_train_timesteps, self.prediction_type)
+        return GaussianDiffusion(self.schedule, self.num_train_timesteps, self.prediction_type, self.beta_start, self.beta_end)
 
 
 @register_pipeline
@@ -109,18 +116,21 @@ class ImagenVideoPipeline(Pipeline):
 
     # ---- one stage
     def _plan(self, stage: str, steps: int | None, guidance: float | None, scheduler: str | None = None) -> tuple[VideoUNet, str, int, float]:
-        """(model, scheduler, steps, guidance) for a stage: its distilled model when there is
-        one and the caller did not ask for other steps or another guidance."""
+        """(model, scheduler, steps, guidance) for a stage, given the caller's steps and
+        guidance_scale. Only the base takes the caller's guidance: tsr and ssr keep their own,
+        their inputs already fix the content. A stage's distilled model runs when there is one
+        and the caller asked for no guidance and no other steps (its guidance is baked in)."""
         s = self.sampler
+        if stage != "base":
+            guidance = None
         distilled = self.stages.get(f"{stage}_distilled")
         if distilled is not None and stage in s.distilled_steps and guidance is None and steps in (None, s.distilled_steps[stage]):
             return distilled, "ddim", s.distilled_steps[stage], 1.0  # guidance is baked into the student
-        default_guidance = s.guidance_scale if stage == "base" else s.sr_guidance_scale
         steps = s.steps[stage] if steps is None else steps
-        return self.stages[stage], scheduler or s.scheduler, steps, default_guidance if guidance is None else guidance
+        return self.stages[stage], scheduler or s.scheduler, steps, s.guidance(stage) if guidance is None else guidance
 
     def _run_stage(self, stage, text, cond: dict, generator, steps, guidance, scheduler, callback) -> torch.Tensor:
-        model, scheduler, steps, guidance = self._plan(stage, steps, guidance if stage == "base" else None, scheduler)
+        model, scheduler, steps, guidance = self._plan(stage, steps, guidance, scheduler)
         spec = STAGES[stage]
         shape = (1, 3, spec.frames, spec.size, spec.size)
         tokens, mask = trim_text(text.tokens, text.mask)
@@ -132,7 +142,7 @@ class ImagenVideoPipeline(Pipeline):
             ).clamp(-1, 1)
 
     def stage_steps(self, num_inference_steps: int | None = None, guidance_scale: float | None = None) -> dict[str, int]:
-        return {stage: self._plan(stage, num_inference_steps, guidance_scale if stage == "base" else None)[2] for stage in STAGE_ORDER}
+        return {stage: self._plan(stage, num_inference_steps, guidance_scale)[2] for stage in STAGE_ORDER}
 
     # ---- the cascade, event after event
     @torch.inference_mode()
@@ -155,7 +165,7 @@ class ImagenVideoPipeline(Pipeline):
         per_event = sum(steps.values())
         total = per_event * len(sentences)
         generator = torch.Generator(self.device).manual_seed(seed)
-        augment = noise_augmentation(self.diffusion, sample_timestep=self.sampler.aug_timestep)
+        augment = NoiseAugmentation(self.diffusion, sample_timestep=self.sampler.aug_timestep)
         context = None
         for k, sentence in enumerate(sentences):
             text = self.text_encoder.encode([sentence], device=self.device)
@@ -172,10 +182,10 @@ class ImagenVideoPipeline(Pipeline):
             low_fps = self._run_stage("base", text, {"cond": base_cond(ctx, has_context)}, generator, num_inference_steps, guidance_scale, scheduler, progress(0))
             # 2. temporal super-resolution: 16 frames at 32x32
             low, aug_t = augment(low_fps, augment.sample_timestep, generator)
-            low_res = self._run_stage("tsr", text, {"cond": tsr_cond(low), "aug_t": aug_t}, generator, num_inference_steps, None, scheduler, progress(steps["base"]))
+            low_res = self._run_stage("tsr", text, {"cond": tsr_cond(low), "aug_t": aug_t}, generator, num_inference_steps, guidance_scale, scheduler, progress(steps["base"]))
             # 3. spatial super-resolution: 16 frames at 64x64
             low, aug_t = augment(low_res, augment.sample_timestep, generator)
-            video = self._run_stage("ssr", text, {"cond": ssr_cond(low), "aug_t": aug_t}, generator, num_inference_steps, None, scheduler, progress(steps["base"] + steps["tsr"]))
+            video = self._run_stage("ssr", text, {"cond": ssr_cond(low), "aug_t": aug_t}, generator, num_inference_steps, guidance_scale, scheduler, progress(steps["base"] + steps["tsr"]))
             frames = to_uint8_frames(video[0])
             yield frames
             context = to_model_range(frames[-1:])[None].to(self.device)

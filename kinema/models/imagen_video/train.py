@@ -118,7 +118,7 @@ def imagen_video(
     distill_stage: str = typer.Option("base", help="distill: which stage to distill"),
     teacher_steps: int = typer.Option(64, help="distill: DDIM steps of the teacher"),
     student_steps: int = typer.Option(8, help="distill: DDIM steps of the final student (halved round by round)"),
-    guidance: float = typer.Option(4.0, help="distill: classifier-free guidance of the teacher in the first round (baked into the student)"),
+    guidance: Optional[float] = typer.Option(None, help=f"distill: classifier-free guidance of the teacher in the first round (baked into the student); default: the stage's own sampling guidance (base {ImagenVideoSampler.guidance_scale:g}, tsr and ssr {ImagenVideoSampler.sr_guidance_scale:g})"),
     threads: Threads = None,
     precision: Precision = "auto",
     export_dtype: ExportDtype = "bfloat16",
@@ -180,6 +180,8 @@ def imagen_video(
         trainer.train(resume=resume)
     else:
         name = f"{target}_distilled"
+        if guidance is None:  # the guidance the cascade samples this stage at, which the student stands in for
+            guidance = ImagenVideoSampler().guidance(target)
         teacher_model = load_stage(teacher or output / target / "final", target).to(default_device())  # where the student trains
         for i, steps in enumerate(halving_schedule(teacher_steps, student_steps)):
             run = output / name / f"round-{steps:03d}"
