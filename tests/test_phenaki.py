@@ -354,7 +354,7 @@ def test_train_command_on_real_footage(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, [*again, "--resume"])
     assert result.exit_code == 0, result.output
     assert json.loads((warm / "final" / "model_index.json").read_text())["step"] == 2
-    result = CliRunner().invoke(app, [*again[:4], "--init-from", str(run / "tokenizer" / "tokenizer"), *again[6:]])
+    result = CliRunner().invoke(app, [*again[:4], "--init-from", str(run / "tokenizer" / "tokenizer"), "-o", str(tmp_path / "bad"), *again[8:]])
     assert result.exit_code == 2 and "--init-from" in result.output.split("Error")[-1], result.output
     # --joint-head turns the digit heads into one softmax over the codes, and the folder keeps it
     joint = tmp_path / "joint"

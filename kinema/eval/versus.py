@@ -152,10 +152,10 @@ def build_phenaki_pytorch(pipe: PhenakiPipeline) -> PhenakiPytorch:
 def text_embeddings(pipe: PhenakiPipeline, texts: list[str]) -> torch.Tensor:
     """kinema's token embeddings, trimmed as kinema's pipeline trims them; padding stays zero,
     which is how phenaki-pytorch finds its text mask."""
-    from ..models.phenaki.pipeline import trim
+    from ..nn.attention import trim_padding
 
     encoded = pipe.text_encoder.encode(list(texts), device=pipe.device)
-    return trim(encoded.tokens, encoded.mask)[0]
+    return trim_padding(encoded.tokens, encoded.mask)[0]
 
 
 @dataclass

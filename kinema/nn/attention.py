@@ -14,6 +14,12 @@ from einops import rearrange
 from torch import nn
 
 
+def trim_padding(tokens: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cut the text padding the whole batch shares: cross-attention's cost follows its length."""
+    length = max(1, int(mask.sum(1).max()))
+    return tokens[:, :length], mask[:, :length]
+
+
 def block_causal_mask(frames: int, tokens_per_frame: int, device: torch.device | None = None) -> torch.Tensor:
     """A boolean [N, N] mask (True = may attend) for N = frames * tokens_per_frame tokens laid
     out frame-major: every token sees all tokens of its own frame and of earlier frames, none

@@ -14,7 +14,7 @@ stay causal; a causal transformer mixes the grids across space and time on both 
 the quantizer; and the quantizer is FSQ (Mentzer et al., 2023) rather than a VQ codebook:
 no codebook collapse, no commitment loss, deterministic indices.
 
-Codes a MaskGIT can learn: the default ("small") preset keeps the encoder *local*: no
+Codes a MaskGIT can learn: the "small" preset (`kinema train tokenizer`'s default) keeps the encoder *local*: no
 transformer before the quantizer (`encoder_depth=0`), per-pixel ChannelNorm instead of
 GroupNorm (`encoder_norm="channel"`), and a coarse FSQ of 4^6 = 4096 codes. With attention
 and GroupNorm in the encoder, every code depended on the whole frame: a flat background
@@ -31,6 +31,7 @@ causal transformer: drawing may look everywhere, coding may not.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -114,10 +115,7 @@ class CViViTConfig:
 
     @property
     def codebook_size(self) -> int:
-        n = 1
-        for level in self.fsq_levels:
-            n *= level
-        return n
+        return math.prod(self.fsq_levels)
 
     def token_frames(self, frames: int) -> int:
         """How many token grids a clip of `frames` frames codes to (1 + k * temporal_patch frames)."""
@@ -220,7 +218,8 @@ class CViViT(nn.Module):
         valid while the decoder keeps learning to draw them."""
         for module in (self.encoder, self.to_image_token, self.to_video_token, self.enc_transformer, self.quantizer.project_in):
             module.requires_grad_(False)
-        self.spatial_pos.requires_grad_(False)  # shared by both transformers: tokens depend on it
+        if self.enc_transformer.blocks:  # shared by both transformers: with an encoder transformer, tokens depend on it
+            self.spatial_pos.requires_grad_(False)
         return self
 
     # -- helpers -----------------------------------------------------------------------

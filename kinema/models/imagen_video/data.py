@@ -27,6 +27,7 @@ from einops import rearrange
 
 from ...data.shapes import captioned_example, to_model_range
 from ...diffusion import DiffusionBatch, GaussianDiffusion, NoiseAugmentation
+from ...nn.attention import trim_padding
 from ...nn.unet import VideoUNetConfig
 
 if TYPE_CHECKING:
@@ -139,12 +140,6 @@ def stage_inputs(stage: str, event: torch.Tensor, context: torch.Tensor | None, 
     return event, {"cond": ssr_cond(low), "aug_t": aug_t}
 
 
-def trim_text(tokens: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cut text padding shared by the whole batch: cross-attention cost follows L."""
-    length = max(1, int(mask.sum(1).max()))
-    return tokens[:, :length], mask[:, :length]
-
-
 @dataclass
 class ImagenVideoData:
     """Training batches of one stage: `batch(i)` is a DiffusionBatch (x0 = the stage's clip,
@@ -182,5 +177,5 @@ class ImagenVideoData:
         generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
         x0, cond = stage_inputs(self.stage, events, context, has_context, self.augment, generator)
         text = self.text_encoder.encode(captions)
-        tokens, mask = trim_text(text.tokens, text.mask)
+        tokens, mask = trim_padding(text.tokens, text.mask)
         return DiffusionBatch(x0, {**cond, "text": tokens, "text_mask": mask, "text_pooled": text.pooled})

@@ -29,9 +29,10 @@ from ... import checkpoint as ckpt
 from ...data.shapes import to_model_range, to_uint8_frames
 from ...diffusion import GaussianDiffusion, NoiseAugmentation, sample
 from ...diffusion.sampling import SCHEDULERS
+from ...nn.attention import trim_padding
 from ...nn.unet import VideoUNet
 from ...pipelines import Callback, Pipeline, register_pipeline
-from .data import STAGES, base_cond, downsample, ssr_cond, trim_text, tsr_cond
+from .data import STAGES, base_cond, downsample, ssr_cond, tsr_cond
 
 if TYPE_CHECKING:
     from ...text import TextEncoder
@@ -133,7 +134,7 @@ class ImagenVideoPipeline(Pipeline):
         model, scheduler, steps, guidance = self._plan(stage, steps, guidance, scheduler)
         spec = STAGES[stage]
         shape = (1, 3, spec.frames, spec.size, spec.size)
-        tokens, mask = trim_text(text.tokens, text.mask)
+        tokens, mask = trim_padding(text.tokens, text.mask)
         cond = {**cond, "text": tokens, "text_mask": mask, "text_pooled": text.pooled}
         with self._autocast():
             return sample(

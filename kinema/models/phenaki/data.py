@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 @dataclass
 class TokenBatch:
     codes: torch.Tensor  # [B, N] event token codes
-    context: torch.Tensor  # [B, M] context grid codes (zeros where has_context is False)
+    context: torch.Tensor  # [B, M] context grid codes (where has_context is False: the event's own first frame, ignored)
     has_context: torch.Tensor  # [B] bool
     text: torch.Tensor  # [B, L, D]
     text_mask: torch.Tensor  # [B, L]

@@ -27,6 +27,7 @@ import torch
 import typer
 
 from ... import checkpoint as ckpt
+from ...nn.attention import trim_padding
 from ...precision import autocast
 from ...tokenizer.cvivit import CViViT
 from ...train.distributed import dist_info
@@ -37,7 +38,7 @@ from ...train.options import (
 from ...train.trainer import TrainConfig, Trainer
 from .data import ClipBatch, PhenakiData
 from .maskgit import MaskGit
-from .pipeline import PhenakiPipeline, PhenakiSampler, trim
+from .pipeline import PhenakiPipeline, PhenakiSampler
 
 
 @dataclass
@@ -82,7 +83,7 @@ class Infill:
         g = torch.Generator(device=device).manual_seed(int(np.random.SeedSequence([self.seed, self.rank, batch.index]).generate_state(1)[0]))
         b = tokens.codes.shape[0]
         masked = self.choose(tokens.foreground, g)
-        text, text_mask = trim(tokens.text, tokens.text_mask)
+        text, text_mask = trim_padding(tokens.text, tokens.text_mask)
         self.transformer.to(device)
         with autocast(device):
             codes = self.transformer.generate(

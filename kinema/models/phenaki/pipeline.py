@@ -19,6 +19,7 @@ import torch
 
 from ... import checkpoint as ckpt
 from ...data.shapes import to_model_range, to_uint8_frames
+from ...nn.attention import trim_padding
 from ...pipelines import Callback, Pipeline, register_pipeline
 from ...tokenizer.cvivit import CViViT
 from .maskgit import MaskGit
@@ -48,12 +49,6 @@ class PhenakiSampler:
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
 
-def trim(tokens: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cut text padding shared by the whole batch: cross-attention cost follows L."""
-    length = max(1, int(mask.sum(1).max()))
-    return tokens[:, :length], mask[:, :length]
-
-
 @register_pipeline
 class PhenakiPipeline(Pipeline):
     name = "phenaki"
@@ -74,9 +69,12 @@ class PhenakiPipeline(Pipeline):
         transformer = ckpt.load_component(folder, "transformer")
         if not isinstance(tokenizer, CViViT) or not isinstance(transformer, MaskGit):
             raise ckpt.CheckpointError(f"{folder}: expected a CViViT tokenizer and a MaskGit transformer")
-        levels = tuple(tokenizer.config.fsq_levels)
-        if levels != tuple(transformer.config.fsq_levels):
-            raise ckpt.CheckpointError(f"{folder}: the transformer was trained on FSQ levels {transformer.config.fsq_levels}, the tokenizer has {levels}")
+        tok, mg = tokenizer.config, transformer.config
+        if tuple(tok.fsq_levels) != tuple(mg.fsq_levels):
+            raise ckpt.CheckpointError(f"{folder}: the transformer was trained on FSQ levels {mg.fsq_levels}, the tokenizer has {tok.fsq_levels}")
+        layout = (tok.grid_size, tok.token_frames(cls.frames_per_event), 1)  # the context: one grid, the film's last frame
+        if (mg.grid, mg.event_grids, mg.context_grids) != layout:
+            raise ckpt.CheckpointError(f"{folder}: the transformer's token layout (grid {mg.grid}, {mg.event_grids} grids an event, {mg.context_grids} of context) does not fit the tokenizer's (grid {layout[0]}, {layout[1]} grids an event, 1 of context)")
         from ...text import get_text_encoder  # transformers loads only when a model does
 
         text_encoder = get_text_encoder(index.get("text_encoder", "minilm"))
@@ -111,7 +109,7 @@ class PhenakiPipeline(Pipeline):
         total = per_event * len(sentences)
         for k, sentence in enumerate(sentences):
             text = self.text_encoder.encode([sentence], device=self.device)
-            tokens, mask = trim(text.tokens, text.mask)
+            tokens, mask = trim_padding(text.tokens, text.mask)
             step_callback = (lambda i, n, k=k: callback(k * per_event + i, total)) if callback else None
             with self._autocast():
                 codes = self.transformer.generate(
@@ -125,8 +123,9 @@ class PhenakiPipeline(Pipeline):
                 video = self.tokenizer.decode_from_indices(codes.reshape(1, -1, grid, grid))
             frames = to_uint8_frames(video[0])
             yield frames
-            with self._autocast():
-                context = self.tokenizer.encode(to_model_range(frames[-1:])[None].to(self.device)).flatten(1)
+            if k + 1 < len(sentences):  # the next event starts from the codes of this one's last frame, as drawn
+                with self._autocast():
+                    context = self.tokenizer.encode(to_model_range(frames[-1:])[None].to(self.device)).flatten(1)
 
     def training_examples(self):
         """One step of each component at its training batch size (8 clips / 16 events)."""
@@ -136,7 +135,7 @@ class PhenakiPipeline(Pipeline):
         c = self.transformer.config
         captions = ["a red circle moves to the right on a black background"] * 16
         text = self.text_encoder.encode(captions, device=self.device)
-        tokens, mask = trim(text.tokens, text.mask)
+        tokens, mask = trim_padding(text.tokens, text.mask)
         codes = torch.randint(0, self.tokenizer.config.codebook_size, (16, c.event_tokens), device=self.device)
         context = torch.randint(0, self.tokenizer.config.codebook_size, (16, c.context_tokens), device=self.device)
         return [

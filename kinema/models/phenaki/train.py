@@ -11,6 +11,7 @@ import typer
 
 from ... import checkpoint as ckpt
 from ...data import data_label, is_shapes, load_dataset
+from ...nn.attention import trim_padding
 from ...tokenizer.cvivit import CViViT
 from ...train.distributed import dist_info
 from ...train.options import (
@@ -20,7 +21,7 @@ from ...train.options import (
 from ...train.trainer import TrainConfig, Trainer, default_device, load_trained, resumed_model_config
 from .data import PhenakiData, TokenBatch
 from .maskgit import MaskGit, MaskGitConfig
-from .pipeline import PhenakiPipeline, PhenakiSampler, trim
+from .pipeline import PhenakiPipeline, PhenakiSampler
 
 
 def load_tokenizer(path: Path) -> CViViT:
@@ -70,7 +71,7 @@ def maskgit_loss(foreground_weight: float = 0.0, grounding_weight: float = 0.0):
     `grounding_weight` x the grounding loss where the batch has its targets (kinema.nn.grounding)."""
 
     def loss_fn(model: MaskGit, batch: TokenBatch) -> dict[str, torch.Tensor]:
-        text, mask = trim(batch.text, batch.text_mask)
+        text, mask = trim_padding(batch.text, batch.text_mask)
         weight = 1 + foreground_weight * batch.foreground.float() if foreground_weight else None
         grounding = (batch.grounding.tokens, batch.grounding.words) if batch.grounding is not None else None
         return model.loss(batch.codes, text, mask, batch.context, batch.has_context, weight, grounding, grounding_weight)
