@@ -3,7 +3,9 @@
 Each sentence is one 16-frame event. The first is generated from its text alone; every
 later one is conditioned on the token grid of the last frame made so far, re-encoded by
 C-ViViT as an image, so the film continues without a cut and carries its state (a zoom
-stays zoomed). Only that one frame is carried, so memory does not grow with the story.
+stays zoomed). Only that one frame is carried, so memory does not grow with the story; in
+the Shapes world one frame is the whole state (an object keeps still unless a sentence
+moves it), where footage with ongoing motion would want the paper's few last frames.
 """
 
 from __future__ import annotations
