@@ -24,15 +24,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .errors import CheckpointError  # defined apart so the CLI can catch it without torch; imported from here as before
 from .fsutil import atomic_dir
 
 MODEL_INDEX = "model_index.json"
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint folder or file is missing, damaged, or does not fit the model."""
 
 
 # class name -> (module class, config dataclass). Built-in models register themselves below.
@@ -66,7 +63,7 @@ def build_from_config(config: dict[str, Any], where: str = "config") -> nn.Modul
         raise CheckpointError(f"{where}: unknown _class_name {name!r}; known: {', '.join(sorted(REGISTRY)) or 'none'}")
     cls, config_cls = REGISTRY[name]
     fields = {f.name for f in dataclasses.fields(config_cls)}
-    unknown = sorted(set(config) - fields - {"_class_name"} - {k for k in config if k.startswith("_")})
+    unknown = sorted(set(config) - fields - {k for k in config if k.startswith("_")})
     if unknown:
         raise CheckpointError(f"{where}: {name} has no config fields {', '.join(unknown)}")
     try:
@@ -76,12 +73,16 @@ def build_from_config(config: dict[str, Any], where: str = "config") -> nn.Modul
 
 
 def read_json(path: Path) -> dict[str, Any]:
+    """A checkpoint's JSON file, which must hold an object (every config and index does)."""
     if not path.is_file():
         raise CheckpointError(f"{path}: missing")
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise CheckpointError(f"{path}: not valid JSON ({err})") from err
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: holds a JSON {type(data).__name__}, expected an object {{...}}")
+    return data
 
 
 def read_tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -127,14 +128,29 @@ def write_component(folder: Path, module: nn.Module, dtype: torch.dtype | None =
     save_file(state_tensors(module, dtype), str(folder / WEIGHTS_NAME), metadata={"format": "pt"})
 
 
-def save_pretrained(folder: str | os.PathLike, components: dict[str, nn.Module], index_extra: dict[str, Any] | None = None, dtype: torch.dtype | None = None) -> Path:
+def save_pretrained(
+    folder: str | os.PathLike,
+    components: dict[str, nn.Module],
+    index_extra: dict[str, Any] | None = None,
+    dtype: torch.dtype | None = None,
+    *,
+    extra_files: dict[str, str] | None = None,
+) -> Path:
     """Write an inference folder atomically: it appears whole or not at all. `dtype`
-    (e.g. torch.bfloat16) stores floating weights smaller; loading casts them back."""
+    (e.g. torch.bfloat16) stores floating weights smaller; loading casts them back.
+    `extra_files` maps paths inside the folder (e.g. "scheduler/config.json") to text
+    written with the rest, inside the same atomic write."""
     folder = Path(folder)
     index = {"_kinema_format": 1, "components": {name: _class_name(m) for name, m in components.items()}, **(index_extra or {})}
     with atomic_dir(folder) as tmp:
         for name, module in components.items():
             write_component(tmp / name, module, dtype)
+        for relative, text in (extra_files or {}).items():
+            if Path(relative).is_absolute() or ".." in Path(relative).parts:
+                raise ValueError(f"extra file {relative!r} must be a path inside the model folder")
+            target = tmp / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
         (tmp / MODEL_INDEX).write_text(json.dumps(index, indent=2) + "\n")
     return folder
 
@@ -144,11 +160,20 @@ def load_component(folder: str | os.PathLike, name: str, device: str | torch.dev
     folder = Path(folder)
     if not folder.is_dir():
         raise CheckpointError(f"{folder}: no such checkpoint folder")
-    index = read_json(folder / MODEL_INDEX)
-    if name not in index.get("components", {}):
-        raise CheckpointError(f"{folder / MODEL_INDEX}: no component {name!r}; it has {', '.join(index.get('components', {})) or 'none'}")
+    index_path = folder / MODEL_INDEX
+    components = read_json(index_path).get("components", {})
+    if not isinstance(components, dict):
+        raise CheckpointError(f"{index_path}: 'components' must map component names to class names")
+    if name not in components:
+        raise CheckpointError(f"{index_path}: no component {name!r}; it has {', '.join(components) or 'none'}")
     sub = folder / name
-    module = build_from_config(read_json(sub / CONFIG_NAME), str(sub / CONFIG_NAME))
+    config = read_json(sub / CONFIG_NAME)
+    if config.get("_class_name") != components[name]:
+        raise CheckpointError(
+            f"{sub / CONFIG_NAME} says its class is {config.get('_class_name')!r} but {index_path} says "
+            f"component {name!r} is a {components[name]!r}: the folder is inconsistent; save it again"
+        )
+    module = build_from_config(config, str(sub / CONFIG_NAME))
     load_weights(module, read_tensors(sub / WEIGHTS_NAME), sub / WEIGHTS_NAME)
     return module.to(device).eval()
 

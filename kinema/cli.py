@@ -7,16 +7,18 @@ commands that need them, so `kinema --help` and `kinema world ...` start fast.
 
 from __future__ import annotations
 
+import functools
 import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Iterator, Optional
 
 import typer
+from typer.core import TyperGroup
 from rich.console import Console
 from rich.markup import escape
 
-from .checkpoint import CheckpointError
+from .errors import CheckpointError
 
 app = typer.Typer(help="kinema: text to video (Phenaki, Make-A-Video, Imagen Video, Lumiere).", no_args_is_help=True, add_completion=False)
 world_app = typer.Typer(help="The Shapes world: render captions and stories, judge videos.", no_args_is_help=True)
@@ -26,6 +28,8 @@ console = Console(stderr=True)
 out = Console()
 
 USAGE_EXIT = 2
+MAX_SEED = 2**63 - 1  # what torch and numpy generators both take
+WORLD_SOURCES = "a caption or --story FILE"
 
 
 class UsageError(Exception):
@@ -39,18 +43,21 @@ def user_errors() -> Iterator[None]:
         yield
     except typer.Exit:
         raise
-    except (UsageError, ValueError, FileNotFoundError, IsADirectoryError, PermissionError, KeyError, CheckpointError) as e:
-        message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-        console.print(f"[bold red]error:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
+    except (UsageError, ValueError, OSError, CheckpointError) as e:
+        # an OSError from the system names the path and the reason: "out/x.mp4: Not a directory"
+        message = f"{e.filename}: {e.strerror}" if isinstance(e, OSError) and e.filename is not None and e.strerror else str(e)
+        console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
         raise typer.Exit(USAGE_EXIT) from None
 
 
-def _sentences(caption: Optional[str], story: Optional[Path], text: Optional[str] = None) -> list[str]:
+def _sentences(caption: Optional[str], story: Optional[Path], text: Optional[str] = None, *, sources: str) -> list[str]:
+    """The sentences from whichever one input was given; `sources` names this command's
+    inputs for the message when none or several are."""
     from .world import read_story, split_story
 
     given = [x is not None for x in (caption, story, text)]
     if sum(given) != 1:
-        raise UsageError("give exactly one of a caption, --story FILE or --text PARAGRAPH")
+        raise UsageError(f"give exactly one of {sources}")
     if caption is not None:
         if not caption.strip():
             raise UsageError("the caption is empty")
@@ -71,14 +78,14 @@ def world_render(
     output: Annotated[Path, typer.Option("-o", "--output", help="Video file: .mp4 .webm .gif .npy .png (strip) or a folder.")] = Path("world.mp4"),
     story: Annotated[Optional[Path], typer.Option("--story", help="A story file: one sentence per line, or a paragraph.")] = None,
     size: Annotated[int, typer.Option(help="Frame side in pixels.", min=16, max=1024)] = 64,
-    seed: Annotated[int, typer.Option(help="Seed for where things are placed.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed for where things are placed.", min=0, max=MAX_SEED)] = 0,
 ) -> None:
     """Render a caption or a story exactly as the world defines it (the ground truth)."""
     from .io import VideoWriter
     from .world import FPS, parse, render_story
 
     with user_errors():
-        sentences = _sentences(caption, story)
+        sentences = _sentences(caption, story, sources=WORLD_SOURCES)
         meanings = [parse(s) for s in sentences]
         with VideoWriter(output, fps=FPS) as writer:
             for frames in render_story(meanings, seed=seed, size=size):
@@ -97,7 +104,7 @@ def world_judge(
     from .world import judge
 
     with user_errors():
-        sentences = _sentences(caption, story)
+        sentences = _sentences(caption, story, sources=WORLD_SOURCES)
         verdict = judge(read_video(video).frames, sentences)
     out.print(verdict.report(), highlight=False)
     raise typer.Exit(0 if verdict.passed else 1)
@@ -114,7 +121,11 @@ def _progress(description: str):
     return Progress(TextColumn(description), BarColumn(), TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True)
 
 
-def _run_pipeline(model: str, sentences: list[str], output: Path, seed: int, options: dict) -> None:
+def _run_pipeline(
+    model: str, output: Path, seed: int, options: dict, *, prompt: str | None = None, num_frames: int | None = None, sentences: list[str] | None = None
+) -> None:
+    """Stream `pipe(prompt, num_frames=...)`, or `pipe.story(sentences)`, to `output` under a
+    progress bar. The pipeline checks the input itself (one place for every caller)."""
     import time
 
     from .pipelines import load_pipeline
@@ -122,10 +133,16 @@ def _run_pipeline(model: str, sentences: list[str], output: Path, seed: int, opt
     pipe = load_pipeline(model)
     options = {k: v for k, v in options.items() if v is not None}
     start = time.perf_counter()
-    with _progress(f"{pipe.name}: {len(sentences)} event(s)") as bar:
+    with _progress(pipe.name) as bar:
         task = bar.add_task("generate", total=1.0)
-        path = pipe.story(sentences, seed=seed, output=output, callback=lambda done, total: bar.update(task, completed=done / total), **options)
-    out.print(f"wrote {path} ({len(sentences) * pipe.frames_per_event} frames, made in {time.perf_counter() - start:.1f} s)", highlight=False)
+        run = {"seed": seed, "output": output, "callback": lambda done, total: bar.update(task, completed=done / total), **options}
+        if sentences is None:
+            path = pipe(prompt, num_frames=num_frames, **run)
+            frames = num_frames or pipe.frames_per_event
+        else:
+            path = pipe.story(sentences, **run)
+            frames = len(sentences) * pipe.frames_per_event
+    out.print(f"wrote {path} ({frames} frames, made in {time.perf_counter() - start:.1f} s)", highlight=False)
 
 
 @app.command()
@@ -133,18 +150,14 @@ def generate(
     prompt: Annotated[str, typer.Argument(help="What happens, e.g. 'a red circle moves up at night'.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Video file: .mp4 .webm .gif .npy .png (strip) or a folder.")] = Path("out.mp4"),
     model: Annotated[str, typer.Option(help="A shipped model name (see `kinema info`), 'world', or a model folder.")] = DEFAULT_MODEL,
-    seed: Annotated[int, typer.Option(help="Same seed, same model, same machine: same frames.")] = 0,
-    steps: Annotated[Optional[int], typer.Option(help="Sampling steps (the model's default if not given).")] = None,
-    guidance: Annotated[Optional[float], typer.Option(help="Classifier-free guidance scale.")] = None,
-    frames: Annotated[int, typer.Option(help="Frames: a multiple of 16 (one event); longer clips continue the prompt.")] = 16,
+    seed: Annotated[int, typer.Option(help="Same seed, same model, same machine: same frames.", min=0, max=MAX_SEED)] = 0,
+    steps: Annotated[Optional[int], typer.Option(help="Sampling steps (the model's default if not given).", min=1)] = None,
+    guidance: Annotated[Optional[float], typer.Option(help="Classifier-free guidance scale.", min=0)] = None,
+    frames: Annotated[Optional[int], typer.Option(help="Frames: a whole number of events (16 frames each; one if not given); longer clips continue the prompt.")] = None,
 ) -> None:
     """Make a video from a prompt."""
     with user_errors():
-        if not prompt.strip():
-            raise UsageError("the prompt is empty")
-        if frames <= 0 or frames % 16:
-            raise UsageError(f"--frames must be a positive multiple of 16 (one event), got {frames}")
-        _run_pipeline(model, [prompt] * (frames // 16), output, seed, {"num_inference_steps": steps, "guidance_scale": guidance})
+        _run_pipeline(model, output, seed, {"num_inference_steps": steps, "guidance_scale": guidance}, prompt=prompt, num_frames=frames)
 
 
 @app.command()
@@ -153,14 +166,14 @@ def story(
     output: Annotated[Path, typer.Option("-o", "--output", help="Video file; frames stream to it as they are made.")] = Path("film.mp4"),
     text: Annotated[Optional[str], typer.Option("--text", help="The story as one paragraph, instead of a file.")] = None,
     model: Annotated[str, typer.Option(help="A shipped model name, 'world', or a model folder.")] = DEFAULT_MODEL,
-    seed: Annotated[int, typer.Option()] = 0,
-    steps: Annotated[Optional[int], typer.Option(help="Sampling steps per event.")] = None,
-    guidance: Annotated[Optional[float], typer.Option(help="Classifier-free guidance scale.")] = None,
+    seed: Annotated[int, typer.Option(help="Same seed, same model, same machine: same frames.", min=0, max=MAX_SEED)] = 0,
+    steps: Annotated[Optional[int], typer.Option(help="Sampling steps per event.", min=1)] = None,
+    guidance: Annotated[Optional[float], typer.Option(help="Classifier-free guidance scale.", min=0)] = None,
 ) -> None:
     """Make one unbroken film from a list of sentences (Phenaki's stories)."""
     with user_errors():
-        sentences = _sentences(None, file, text)
-        _run_pipeline(model, sentences, output, seed, {"num_inference_steps": steps, "guidance_scale": guidance})
+        sentences = _sentences(None, file, text, sources="a story FILE or --text PARAGRAPH")
+        _run_pipeline(model, output, seed, {"num_inference_steps": steps, "guidance_scale": guidance}, sentences=sentences)
 
 
 # ---------------------------------------------------------------- bench
@@ -228,16 +241,51 @@ def info() -> None:
         out.print(f"{key:>15}: {value}", highlight=False)
 
 
-from .train.cli import train_app  # noqa: E402
+class _LazyGroup(TyperGroup):
+    """A command group whose module is imported only when the group is used: `kinema train`
+    and `kinema data` import torch at the top of their modules, and `kinema --help` must not
+    wait for that. Commands and callback (train's sets up torchrun) come from the real Typer
+    app, `target` = (module, attribute), on first use."""
 
-from .data.cli import data_app  # noqa: E402
+    target: tuple[str, str]
+
+    def _group(self) -> TyperGroup:
+        return _real_group(*self.target)
+
+    def list_commands(self, ctx):
+        return self._group().list_commands(ctx)
+
+    def get_command(self, ctx, name):
+        return self._group().get_command(ctx, name)
+
+    def invoke(self, ctx):
+        self.callback = self._group().callback
+        return super().invoke(ctx)
+
+
+@functools.cache
+def _real_group(module: str, attribute: str) -> TyperGroup:
+    import importlib
+
+    return typer.main.get_group(getattr(importlib.import_module(module), attribute))
+
+
+def _lazy_typer(module: str, attribute: str) -> typer.Typer:
+    group = type("LazyGroup", (_LazyGroup,), {"target": (module, attribute)})
+    return typer.Typer(cls=group, no_args_is_help=True)
+
+
 from .eval.cli import eval_command  # noqa: E402
 from .serve.cli import serve_command  # noqa: E402  (fastapi loads only when it serves)
 
 app.command("serve")(serve_command)
 app.command("eval")(eval_command)
-app.add_typer(data_app, name="data", help="Real training data: check a folder of captioned videos or images.")
-app.add_typer(train_app, name="train", help="Train tokenizers and models (bf16 where the hardware has it, torchrun for many processes).")
+app.add_typer(_lazy_typer("kinema.data.cli", "data_app"), name="data", help="Real training data: check a folder of captioned videos or images.")
+app.add_typer(
+    _lazy_typer("kinema.train.cli", "train_app"),
+    name="train",
+    help="Train tokenizers and models (bf16 where the hardware has it, torchrun for many processes).",
+)
 
 
 def _one_line_warnings() -> None:

@@ -1,7 +1,11 @@
-"""Atomic writes: a file or folder appears whole under its name, or not at all."""
+"""Atomic writes: a file or folder appears whole under its name, or not at all.
+
+An OSError raised while writing names the target path the caller gave, never the hidden
+temporary one beside it, so a user reads `out.mp4: No space left on device`."""
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
@@ -15,6 +19,39 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+def _naming(err: OSError, path: Path, tmp: Path | None = None) -> OSError | None:
+    """`err` again naming `path` where it named the temporary `tmp` (or a file inside it);
+    with `tmp` None (the temporary's creation failed) whatever it named. None when `err`
+    names something else, e.g. an input file the block was reading: it stays as it is."""
+    if err.errno is None or not isinstance(err.filename, str):
+        return None
+    if tmp is None:
+        filename = os.fspath(path)
+    elif err.filename == str(tmp) or err.filename.startswith(str(tmp) + os.sep):
+        filename = os.fspath(path) + err.filename[len(str(tmp)) :]
+    else:
+        return None
+    return OSError(err.errno, err.strerror, filename)  # OSError picks the subclass from errno
+
+
+def _make_parent(path: Path) -> None:
+    """Create `path`'s parent folders; a file in the way is NotADirectoryError naming `path`."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:  # a file where a folder should be
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), os.fspath(path)) from None
+    except OSError as err:
+        raise _naming(err, path) or err from None
+
+
+def _remove(path: Path) -> None:
+    """Remove a folder, or the link that stood in for one."""
+    if path.is_symlink() or not path.is_dir():
+        path.unlink()
+    else:
+        shutil.rmtree(path)
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds.
@@ -22,16 +59,24 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     The temporary name keeps the target's extension (or `suffix`), so writers that pick a
     format from the extension (PyAV, PIL) behave as they would on the real name."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _make_parent(path)
     suffix = path.suffix if suffix is None else suffix
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{suffix}", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{suffix}", dir=path.parent)
+    except OSError as err:
+        raise _naming(err, path) or err from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
-        if tmp_path.exists():
-            os.chmod(tmp_path, 0o666 & ~_UMASK)
-        os.replace(tmp_path, path)
+        try:
+            yield tmp_path
+            if tmp_path.exists():
+                os.chmod(tmp_path, 0o666 & ~_UMASK)
+            os.replace(tmp_path, path)
+        except OSError as err:
+            if (named := _naming(err, path, tmp_path)) is None:
+                raise
+            raise named from err
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -41,23 +86,36 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary folder beside `path`; swap it in for `path` only if the block succeeds.
 
-    An existing folder at `path` is moved aside first and removed after the swap, so a
-    crash at any point leaves either the old folder or the new one, never a mix."""
+    An existing folder at `path` is renamed to `.{name}.old` beside it, the new one renamed
+    into place, then the old one removed: a crash between those two renames leaves no folder
+    under `path` and the old one whole at `.{name}.old`; at any other point `path` holds
+    the old folder or the new one, never a mix. A file at `path` is refused
+    (NotADirectoryError) before anything is written: it is not a folder to replace."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), os.fspath(path))
+    _make_parent(path)
     try:
-        yield tmp
-        os.chmod(tmp, 0o777 & ~_UMASK)
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, path)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    except OSError as err:
+        raise _naming(err, path) or err from None
+    try:
+        try:
+            yield tmp
+            os.chmod(tmp, 0o777 & ~_UMASK)
+            if path.exists() or path.is_symlink():
+                old = path.with_name(f".{path.name}.old")
+                if old.exists() or old.is_symlink():
+                    _remove(old)
+                os.replace(path, old)
+                os.replace(tmp, path)
+                _remove(old)
+            else:
+                os.replace(tmp, path)
+        except OSError as err:
+            if (named := _naming(err, path, tmp)) is None:
+                raise
+            raise named from err
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)

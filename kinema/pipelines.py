@@ -40,8 +40,9 @@ Callback = Callable[[int, int], None]
 
 
 def check_sentences(sentences: Sequence[str], max_sentences: int = MAX_STORY_SENTENCES) -> list[str]:
-    """The sentences stripped, or one ValueError that says what to fix: no sentence, too
-    many, an empty one. Shared by every pipeline and the HTTP service (which allows fewer)."""
+    """The sentences stripped, or one error that says what to fix: a TypeError for a str
+    (not a list), a ValueError for no sentence, too many, or an empty one. Shared by every
+    pipeline and the HTTP service (which allows fewer)."""
     if isinstance(sentences, str):
         raise TypeError("give a list of sentences (or use pipe.story(paragraph) to split one at full stops)")
     cleaned = [s.strip() for s in sentences]
@@ -87,12 +88,10 @@ class Pipeline:
 
         from . import checkpoint as ckpt
 
-        index = {"_class_name": type(self).__name__, "text_encoder": self.text_encoder.name, **(extra or {})}
-        folder = ckpt.save_pretrained(folder, components, index_extra=index, dtype=dtype)
-        scheduler = folder / "scheduler"
-        scheduler.mkdir(exist_ok=True)
-        (scheduler / "config.json").write_text(json.dumps(asdict(sampler), indent=2) + "\n")
-        return folder
+        # "minilm" for the bundled encoder, else its folder's path: what get_text_encoder reads back
+        index = {"_class_name": type(self).__name__, "text_encoder": self.text_encoder.source, **(extra or {})}
+        scheduler = {"scheduler/config.json": json.dumps(asdict(sampler), indent=2) + "\n"}
+        return ckpt.save_pretrained(folder, components, index_extra=index, dtype=dtype, extra_files=scheduler)
 
     def check_inputs(self, sentences: Sequence[str]) -> list[str]:
         """One clear error for input no model can use; sentences are stripped."""
@@ -123,17 +122,19 @@ class Pipeline:
         *,
         num_frames: int | None = None,
         seed: int = 0,
+        output: str | os.PathLike | None = None,
         callback: Callback | None = None,
         **options,
-    ) -> Video:
-        """One prompt → a Video. `num_frames` must be a whole number of 16-frame events;
-        a longer clip continues the same prompt event after event."""
+    ) -> Video | Path:
+        """One prompt → a Video. `num_frames` must be a whole number of events
+        (`frames_per_event`, 16 frames); a longer clip continues the same prompt event after
+        event. With `output`, frames stream to that file and the path is returned."""
         if not isinstance(prompt, str) or not prompt.strip():
             raise ValueError("the prompt is empty")
         num_frames = self.frames_per_event if num_frames is None else num_frames
         if num_frames <= 0 or num_frames % self.frames_per_event:
             raise ValueError(f"num_frames must be a positive multiple of {self.frames_per_event} (one event), got {num_frames}")
-        return self.story([prompt] * (num_frames // self.frames_per_event), seed=seed, callback=callback, **options)
+        return self.story([prompt] * (num_frames // self.frames_per_event), seed=seed, output=output, callback=callback, **options)
 
     def story(
         self,
@@ -172,10 +173,12 @@ class WorldPipeline(Pipeline):
     def __init__(self, size: int = 64) -> None:
         self.size = size
 
-    def __call__(self, prompt: str, *, num_frames: int | None = None, seed: int = 0, callback: Callback | None = None, **options) -> Video:
+    def __call__(
+        self, prompt: str, *, num_frames: int | None = None, seed: int = 0, output: str | os.PathLike | None = None, callback: Callback | None = None, **options
+    ) -> Video | Path:
         if num_frames not in (None, self.frames_per_event):
             raise ValueError(f"the world renders a caption as one event of {self.frames_per_event} frames; use a story for more")
-        return super().__call__(prompt, num_frames=num_frames, seed=seed, callback=callback, **options)
+        return super().__call__(prompt, num_frames=num_frames, seed=seed, output=output, callback=callback, **options)
 
     def events(self, sentences: Sequence[str], *, seed: int, callback: Callback | None = None, **options) -> Iterator[np.ndarray]:
         from .world import parse, plan_story, render_event

@@ -103,3 +103,83 @@ def test_installed_command_runs_as_a_process(tmp_path: Path) -> None:
     info = subprocess.run([sys.executable, "-m", "kinema", "info"], capture_output=True, text=True)
     assert info.returncode == 0 and "torch" in info.stdout and "bf16" in info.stdout
     assert np.load(out).shape == (16, 64, 64, 3)
+
+
+def one_line_error(result, message: str) -> None:
+    """Exit 2 with the message on one `error:` line and no traceback."""
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and message in lines[0], result.output
+
+
+def test_generate_never_replaces_a_users_folder_or_file(tmp_path: Path) -> None:
+    videos = tmp_path / "Videos"
+    videos.mkdir()
+    (videos / "holiday.mp4").write_bytes(b"precious")
+    one_line_error(kinema("generate", CAPTION, "--model", "world", "-o", str(videos)), "holds other things than PNG frames (holiday.mp4)")
+    assert (videos / "holiday.mp4").read_bytes() == b"precious"
+    notes = tmp_path / "notes"
+    notes.write_text("mine")
+    one_line_error(kinema("generate", CAPTION, "--model", "world", "-o", str(notes)), "notes is a file, not a folder")
+    assert notes.read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["Videos", "notes"]  # nothing hidden as .notes.old
+    frames = tmp_path / "frames"  # a previous PNG-folder video is replaced
+    for seed in ("0", "1"):
+        assert kinema("generate", CAPTION, "--model", "world", "-o", str(frames), "--seed", seed).exit_code == 0
+    assert read_video(frames).frames.shape == (16, 64, 64, 3)
+
+
+def test_an_output_under_a_file_is_one_line_naming_the_path(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("")
+    target = tmp_path / "afile" / "clip.npy"
+    one_line_error(kinema("world", "render", CAPTION, "-o", str(target)), f"{target}: Not a directory")
+    one_line_error(kinema("generate", CAPTION, "--model", "world", "-o", str(target)), f"{target}: Not a directory")
+
+
+@pytest.mark.parametrize("config, message", [
+    ("[]", "holds a JSON list, expected an object"),
+    ('{"_class_name": "MaskGit"}', "says its class is 'MaskGit' but"),
+])
+def test_a_damaged_model_folder_is_one_line(tmp_path: Path, config: str, message: str) -> None:
+    folder = tmp_path / "model"
+    (folder / "tokenizer").mkdir(parents=True)
+    (folder / "model_index.json").write_text('{"_class_name": "PhenakiPipeline", "components": {"tokenizer": "CViViT", "transformer": "MaskGit"}}')
+    (folder / "tokenizer" / "config.json").write_text(config)
+    one_line_error(kinema("generate", CAPTION, "--model", str(folder), "-o", str(tmp_path / "x.npy")), message)
+
+
+def test_story_messages_name_its_own_inputs(tmp_path: Path) -> None:
+    one_line_error(kinema("story", "--model", "world"), "give exactly one of a story FILE or --text PARAGRAPH")
+    one_line_error(kinema("world", "render"), "give exactly one of a caption or --story FILE")
+    latin1 = tmp_path / "story.txt"
+    latin1.write_bytes("a red circle moves up at night\nthe camera zooms in caf\xe9\n".encode("latin-1"))
+    one_line_error(kinema("story", str(latin1), "--model", "world", "-o", str(tmp_path / "f.npy")), f"{latin1} is not UTF-8 text")
+    one_line_error(kinema("world", "render", "--story", str(latin1), "-o", str(tmp_path / "f.npy")), f"{latin1} is not UTF-8 text")
+
+
+SEEDS = [("--seed", "-1"), ("--seed", str(2**63))]
+SAMPLING = [*SEEDS, ("--steps", "0"), ("--guidance", "-0.5")]
+
+
+@pytest.mark.parametrize("command, option, value", [
+    *[(["generate", CAPTION, "--model", "world"], *bad) for bad in SAMPLING],
+    *[(["story", "--text", CAPTION, "--model", "world"], *bad) for bad in SAMPLING],
+    *[(["world", "render", CAPTION], *bad) for bad in SEEDS],  # the world has no sampler
+])
+def test_sampling_options_have_ranges(tmp_path: Path, command: list[str], option: str, value: str) -> None:
+    result = kinema(*command, "-o", str(tmp_path / "x.npy"), option, value)
+    assert result.exit_code == 2 and f"Invalid value for '{option}'" in result.output, result.output
+    assert not (tmp_path / "x.npy").exists()
+
+
+def test_generate_uses_the_pipelines_own_checks(tmp_path: Path) -> None:
+    """The world renders a caption as one event: --frames 32 says so, not a story's error."""
+    one_line_error(kinema("generate", CAPTION, "--model", "world", "--frames", "32", "-o", str(tmp_path / "x.npy")), "one event of 16 frames")
+    one_line_error(kinema("generate", " ", "--model", "world", "-o", str(tmp_path / "x.npy")), "the prompt is empty")
+    assert kinema("generate", CAPTION, "--model", "world", "-o", str(tmp_path / "x.npy"), "--seed", str(2**63 - 1)).exit_code == 0
+
+
+def test_importing_the_cli_does_not_import_torch() -> None:
+    """`kinema --help` starts fast: torch loads only inside the commands that need it."""
+    code = "import sys, kinema.cli; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0

@@ -265,3 +265,60 @@ def test_written_files_get_ordinary_permissions(tmp_path) -> None:
     os.umask(umask)
     path = Video(np.zeros((2, 8, 8, 3), np.uint8)).save(tmp_path / "clip.npy")
     assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, "as open() would have made it"
+
+
+def test_a_png_folder_never_replaces_a_folder_of_other_files(tmp_path, clip: Video) -> None:
+    """`-o ~/Videos` must not wipe ~/Videos: only a previous PNG-folder video is replaced."""
+    videos = tmp_path / "Videos"
+    videos.mkdir()
+    (videos / "holiday.mp4").write_bytes(b"precious")
+    (videos / FRAME_NAME.format(0)).write_bytes(b"a frame-named file beside it changes nothing")
+    with pytest.raises(ValueError, match=r"Videos is a folder that holds other things than PNG frames \(holiday.mp4\)"):
+        clip.save(videos)
+    assert (videos / "holiday.mp4").read_bytes() == b"precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["Videos"]  # no temp folder, no .Videos.old
+
+
+def test_a_png_folder_checks_its_target_again_before_replacing_it(tmp_path, clip: Video) -> None:
+    """A long film streams for minutes; a file that appears in the folder meanwhile is kept."""
+    folder = clip.save(tmp_path / "frames")
+    with pytest.raises(ValueError, match=r"notes.txt"):
+        with VideoWriter(folder) as writer:
+            writer.write(clip.frames)
+            (folder / "notes.txt").write_text("written while the film was made")
+    assert (folder / "notes.txt").is_file() and np.array_equal(read_video(folder).frames, clip.frames)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["frames"]
+
+
+def test_a_png_folder_refuses_a_file_in_its_place(tmp_path, clip: Video) -> None:
+    notes = tmp_path / "notes"  # no suffix: a folder target
+    notes.write_text("mine")
+    with pytest.raises(ValueError, match=r"notes is a file, not a folder"):
+        clip.save(notes)
+    assert notes.read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["notes"]  # not hidden as .notes.old
+
+
+def test_write_errors_name_the_target_not_the_temporary_file(tmp_path) -> None:
+    """A full disk (or any OSError on the temporary) names the path the user gave."""
+    import errno
+
+    from kinema.fsutil import atomic_dir, atomic_path
+
+    target = tmp_path / "film.mp4"
+    with pytest.raises(OSError) as caught:
+        with atomic_path(target) as tmp:
+            raise OSError(errno.ENOSPC, "No space left on device", str(tmp))
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(target)
+    with pytest.raises(OSError) as caught:
+        with atomic_dir(tmp_path / "frames") as tmp:
+            raise OSError(errno.ENOSPC, "No space left on device", str(tmp / "frame_00003.png"))
+    assert caught.value.filename == str(tmp_path / "frames" / "frame_00003.png")
+    with pytest.raises(FileNotFoundError) as caught:  # an input the block reads keeps its own name
+        with atomic_path(target):
+            (tmp_path / "input.txt").read_text()
+    assert caught.value.filename == str(tmp_path / "input.txt")
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(NotADirectoryError) as caught:
+        Video(shapes_clip(2)).save(tmp_path / "afile" / "clip.npy")
+    assert caught.value.filename == str(tmp_path / "afile" / "clip.npy")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]

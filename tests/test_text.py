@@ -92,3 +92,45 @@ def test_embedding_helpers(encoder: TextEncoder) -> None:
     assert joined[0].tokens.shape == (1, encoder.max_length, 384)
     with pytest.raises(TypeError, match="list of strings"):
         encoder.encode("a red circle")
+
+
+def linked_copy(folder, like) -> None:
+    """`folder`: a copy of the encoder folder `like`, its files linked, not copied."""
+    for source in like.rglob("*"):
+        if source.is_file():
+            (folder / source.relative_to(like)).parent.mkdir(parents=True, exist_ok=True)
+            (folder / source.relative_to(like)).symlink_to(source)
+
+
+def test_a_folder_named_like_the_alias_is_that_folder(tmp_path, encoder: TextEncoder) -> None:
+    """Only the name "minilm" means the bundled encoder; a folder called minilm is loaded."""
+    fake = tmp_path / "fake" / "minilm"
+    fake.mkdir(parents=True)
+    (fake / "config.json").write_text('{"model_type": "bert"}')  # no weights
+    with pytest.raises(OSError, match=str(fake)):
+        get_text_encoder(fake)
+    real = tmp_path / "real" / "minilm"
+    linked_copy(real, minilm_path())
+    local = get_text_encoder(real)
+    assert local is not encoder and local.path == real and local.source == str(real.resolve())
+    assert encoder.source == "minilm" and load_text_encoder(minilm_path()).source == "minilm"
+
+
+def test_a_saved_model_loads_its_own_text_encoder_folder(tmp_path) -> None:
+    """model_index.json names a local encoder by its path (a basename could not be found
+    again), and the sampler's scheduler/config.json is written inside the model folder."""
+    import json
+
+    import kinema
+    from kinema.models.phenaki.maskgit import MaskGit, MaskGitConfig
+    from kinema.models.phenaki.pipeline import PhenakiPipeline
+    from kinema.tokenizer.cvivit import CViViT, CViViTConfig
+
+    folder = tmp_path / "my-encoder"
+    linked_copy(folder, minilm_path())
+    tokenizer = CViViT(CViViTConfig.preset("tiny"))
+    transformer = MaskGit(MaskGitConfig(fsq_levels=tokenizer.config.fsq_levels, grid=tokenizer.config.grid_size, dim=32, depth=1, heads=2, dim_head=16))
+    saved = PhenakiPipeline(tokenizer, transformer, get_text_encoder(folder)).save_pretrained(tmp_path / "model")
+    assert json.loads((saved / "model_index.json").read_text())["text_encoder"] == str(folder.resolve())
+    assert (saved / "scheduler" / "config.json").is_file()
+    assert kinema.load_pipeline(saved).text_encoder.path == folder

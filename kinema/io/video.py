@@ -18,7 +18,9 @@ The format comes from the path:
 | `x/`, `x` (no suffix), a dir  | a folder `frame_00000.png`, …: exact; fps is not stored        |
 | `x.png`                       | a frame strip (contact sheet) for eyes; reads back exactly     |
 
-Every write is atomic: the file or folder appears whole under its name, or not at all.
+Every write is atomic: the file or folder appears whole under its name, or not at all. A
+PNG folder replaces an existing folder only if that holds nothing but frames (an earlier
+PNG-folder video); any other folder, or a file, is refused with a ValueError.
 """
 
 from __future__ import annotations
@@ -449,6 +451,8 @@ class VideoWriter:
         self.fps, self.size = fps, size
         self.strip_options = (strip_every, strip_columns, strip_scale)
         self.frames_written = 0
+        if self.format == "folder":
+            _check_folder_target(self.path)
         self._stack = ExitStack()
         enter = atomic_dir if self.format == "folder" else atomic_path
         self._tmp: Path = self._stack.enter_context(enter(self.path))
@@ -501,6 +505,8 @@ class VideoWriter:
             raise ValueError(f"no frames were written to {self.path}; nothing saved")
         try:
             self._sink.close()
+            if self.format == "folder":
+                _check_folder_target(self.path)  # again: a long film may have streamed for minutes
         except BaseException as err:
             self.abort(err)
             raise
@@ -518,6 +524,23 @@ class VideoWriter:
         # Feed an exception into the atomic context so it deletes the temp instead of renaming.
         err = err or RuntimeError("write aborted")
         self._stack.__exit__(type(err), err, err.__traceback__)
+
+
+def _check_folder_target(path: Path) -> None:
+    """Refuse a PNG-folder target that is not ours to replace: a file, or a folder holding
+    anything but frames a previous PNG-folder video wrote (the swap removes the old folder
+    whole, so `-o ~/Videos` must not get that far)."""
+    if not path.exists():
+        return
+    if not path.is_dir():
+        raise ValueError(f"{path} is a file, not a folder: a PNG-folder video needs a new folder, or give a video file name such as {path}.mp4")
+    others = sorted(p.name for p in path.iterdir() if not (FRAME_PATTERN.fullmatch(p.name) and p.is_file() and not p.is_symlink()))
+    if others:
+        shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+        raise ValueError(
+            f"{path} is a folder that holds other things than PNG frames ({shown}); a PNG-folder video "
+            f"replaces only a folder of {FRAME_NAME.format(0)}, ... files: give a new folder, or a file such as {path / 'out.mp4'}"
+        )
 
 
 def write_video(video: Video, path: str | os.PathLike) -> Path:

@@ -133,6 +133,17 @@ class TextEncoder:
     def __repr__(self) -> str:
         return f"TextEncoder(name={self.name!r}, dim={self.dim}, max_length={self.max_length})"
 
+    @property
+    def source(self) -> str:
+        """What `get_text_encoder` takes to load this encoder again (a model folder's
+        model_index.json stores it): "minilm" for the bundled one, else the folder's
+        absolute path. `name` is only a label: a folder's basename."""
+        try:
+            bundled = minilm_path().resolve()
+        except ImportError:  # not installed: this encoder cannot be the bundled one
+            bundled = None
+        return "minilm" if self.path.resolve() == bundled else str(self.path.resolve())
+
     @torch.inference_mode()
     def _run_model(self, sentences: list[str]) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """(tokens [n_i, D], pooled [D]) per sentence, on CPU, unpadded."""
@@ -216,5 +227,8 @@ def get_text_encoder(
     key = (str(path.resolve()), max_length, str(torch.device(device)))
     with _shared_lock:
         if key not in _shared:
-            _shared[key] = TextEncoder(path if name != "minilm" else "minilm", max_length=max_length, device=device)
+            # the alias only when the caller gave it: a folder that happens to be called
+            # "minilm" resolves to name "minilm" too, and must load from its own path
+            bundled = os.fspath(name_or_path).lower() in MINILM_ALIASES
+            _shared[key] = TextEncoder(name if bundled else path, max_length=max_length, device=device)
         return _shared[key]

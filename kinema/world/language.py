@@ -735,8 +735,12 @@ def split_story(text: str) -> list[str]:
 
 
 def read_story(path: str | Path) -> list[str]:
-    """The sentences of a story file (see `split_story`)."""
-    return split_story(Path(path).read_text(encoding="utf-8"))
+    """The sentences of a story file (see `split_story`), which must be UTF-8 text."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not UTF-8 text; save the story as UTF-8 (plain text)") from None
+    return split_story(text)
 
 
 def parse_story(text: str) -> list[Sentence]:
