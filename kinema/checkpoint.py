@@ -168,12 +168,12 @@ def load_component(folder: str | os.PathLike, name: str, device: str | torch.dev
         raise CheckpointError(f"{index_path}: no component {name!r}; it has {', '.join(components) or 'none'}")
     sub = folder / name
     config = read_json(sub / CONFIG_NAME)
+    module = build_from_config(config, str(sub / CONFIG_NAME))  # first: a class name not in the registry is refused as such
     if config.get("_class_name") != components[name]:
         raise CheckpointError(
             f"{sub / CONFIG_NAME} says its class is {config.get('_class_name')!r} but {index_path} says "
             f"component {name!r} is a {components[name]!r}: the folder is inconsistent; save it again"
         )
-    module = build_from_config(config, str(sub / CONFIG_NAME))
     load_weights(module, read_tensors(sub / WEIGHTS_NAME), sub / WEIGHTS_NAME)
     return module.to(device).eval()
 
