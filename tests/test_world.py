@@ -128,7 +128,7 @@ def test_wrong_shape_fails() -> None:
 def test_wrong_direction_fails() -> None:
     opposite = {"right": "left", "left": "right", "up": "down", "down": "up", "grows": "shrinks", "shrinks": "grows", "bounces": "still", "still": "right"}
     checked = 0
-    for spec, event in _scenes("one object", 120, 12):
+    for spec, event in _scenes("one object", 200, 12):
         wrong = replace(event, actions=(opposite[event.actions[0]],))
         try:
             wrong.check()
