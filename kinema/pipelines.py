@@ -20,8 +20,9 @@ import json
 import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -30,6 +31,8 @@ from .world import EVENT_FRAMES, FPS, split_story
 
 if TYPE_CHECKING:
     import torch
+
+    from .text import TextEncoder
 
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 MAX_STORY_SENTENCES = 1000
@@ -54,6 +57,46 @@ def check_sentences(sentences: Sequence[str], max_sentences: int = MAX_STORY_SEN
         if not sentence:
             raise ValueError(f"sentence {number} of the story is empty")
     return cleaned
+
+
+Settings = TypeVar("Settings")
+
+
+@dataclass
+class ModelFolder:
+    """A model folder read back (the other half of `Pipeline._save_folder`): what each
+    family's `from_pretrained` checks and assembles."""
+
+    path: Path
+    index: dict[str, Any]
+    components: dict[str, torch.nn.Module]  # every component model_index.json lists
+    settings: dict[str, Any]  # scheduler/config.json; {} in a folder without one
+
+    @classmethod
+    def read(cls, folder: str | os.PathLike) -> ModelFolder:
+        from . import checkpoint as ckpt
+
+        path = Path(folder)
+        index = ckpt.read_json(path / ckpt.MODEL_INDEX)
+        components = {name: ckpt.load_component(path, name) for name in index.get("components", {})}
+        settings = path / "scheduler" / "config.json"
+        return cls(path, index, components, ckpt.read_json(settings) if settings.is_file() else {})
+
+    def sampler(self, kind: type[Settings]) -> Settings:
+        """The sampling defaults as the family's dataclass: a key the folder lacks keeps its
+        default and a key the dataclass lacks is ignored, so older and newer folders load."""
+        return kind(**{k: v for k, v in self.settings.items() if k in kind.__dataclass_fields__})
+
+    def text_encoder(self) -> TextEncoder:
+        from .text import get_text_encoder  # transformers loads only when a model does
+
+        return get_text_encoder(self.index.get("text_encoder", "minilm"))
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 class Pipeline:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -73,14 +74,18 @@ def test_steps_and_guidance_are_honoured(folder: Path) -> None:
         pipe(PROMPT, scheduler="euler")
 
 
-def test_sampler_carries_a_linear_schedule_and_reads_older_configs(tmp_path: Path) -> None:
+def test_sampler_carries_a_linear_schedule_and_reads_older_configs(folder: Path, tmp_path: Path) -> None:
     """A linear-schedule stage samples on the alphas it trained on (beta_start / beta_end
-    travel with the sampler); a scheduler/config.json written before them still loads."""
+    travel with the sampler); a folder whose scheduler/config.json was written before them
+    still loads, with their defaults."""
     sampler = ImagenVideoSampler(schedule="linear", beta_start=2e-4, beta_end=0.03)
     assert torch.equal(sampler.diffusion().alphas_cumprod, GaussianDiffusion("linear", beta_start=2e-4, beta_end=0.03).alphas_cumprod)
-    old = tmp_path / "config.json"
-    old.write_text(json.dumps({"scheduler": "dpm++", "schedule": "linear", "num_train_timesteps": 1024, "prediction_type": "v_prediction"}))
-    assert ImagenVideoSampler.load(old).diffusion().to_dict() == GaussianDiffusion("linear").to_dict()
+    old = shutil.copytree(folder, tmp_path / "old")
+    (old / "scheduler" / "config.json").write_text(
+        json.dumps({"scheduler": "dpm++", "schedule": "linear", "num_train_timesteps": 1024, "prediction_type": "v_prediction"})
+    )
+    pipe = ImagenVideoPipeline.from_pretrained(old)
+    assert pipe.diffusion.to_dict() == GaussianDiffusion("linear").to_dict()
 
 
 def test_story_continues_from_the_last_frame(folder: Path) -> None:

@@ -31,7 +31,7 @@ from ...diffusion import GaussianDiffusion, NoiseAugmentation, sample
 from ...diffusion.sampling import SCHEDULERS
 from ...nn.attention import trim_padding
 from ...nn.unet import VideoUNet
-from ...pipelines import Callback, Pipeline, register_pipeline
+from ...pipelines import Callback, ModelFolder, Pipeline, default_device, register_pipeline
 from .data import STAGES, base_cond, downsample, ssr_cond, tsr_cond
 
 if TYPE_CHECKING:
@@ -56,13 +56,6 @@ class ImagenVideoSampler:
     prediction_type: str = "v_prediction"
     beta_start: float = GaussianDiffusion.beta_start  # linear schedule only
     beta_end: float = GaussianDiffusion.beta_end
-
-    @classmethod
-    def load(cls, path: Path) -> ImagenVideoSampler:
-        if not path.is_file():
-            return cls()
-        data = ckpt.read_json(path)
-        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
     def guidance(self, stage: str) -> float:
         """A stage's own classifier-free guidance."""
@@ -94,22 +87,14 @@ class ImagenVideoPipeline(Pipeline):
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike, device: str | torch.device | None = None) -> ImagenVideoPipeline:
-        folder = Path(folder)
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        index = ckpt.read_json(folder / ckpt.MODEL_INDEX)
-        stages = {}
-        for name in index.get("components", {}):
-            model = ckpt.load_component(folder, name)
-            if not isinstance(model, VideoUNet):
-                raise ckpt.CheckpointError(f"{folder}/{name}: expected a VideoUNet, found {type(model).__name__}")
-            stages[name] = model
-        missing = [s for s in STAGE_ORDER if s not in stages]
+        model = ModelFolder.read(folder)
+        for name, stage in model.components.items():
+            if not isinstance(stage, VideoUNet):
+                raise ckpt.CheckpointError(f"{folder}/{name}: expected a VideoUNet, found {type(stage).__name__}")
+        missing = [s for s in STAGE_ORDER if s not in model.components]
         if missing:
             raise ckpt.CheckpointError(f"{folder}: an Imagen Video folder needs components {', '.join(STAGE_ORDER)}; missing {', '.join(missing)}")
-        from ...text import get_text_encoder  # transformers loads only when a model does
-
-        text_encoder = get_text_encoder(index.get("text_encoder", "minilm"))
-        return cls(stages, text_encoder, ImagenVideoSampler.load(folder / "scheduler" / "config.json"), device)
+        return cls(model.components, model.text_encoder(), model.sampler(ImagenVideoSampler), device or default_device())
 
     def save_pretrained(self, folder: str | os.PathLike, extra: dict | None = None, dtype: torch.dtype | None = torch.bfloat16) -> Path:
         """Write the cascade; weights in bf16 by default (half the size, loaded back as fp32)."""

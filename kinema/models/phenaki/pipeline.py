@@ -22,7 +22,7 @@ import torch
 from ... import checkpoint as ckpt
 from ...data.shapes import to_model_range, to_uint8_frames
 from ...nn.attention import trim_padding
-from ...pipelines import Callback, Pipeline, register_pipeline
+from ...pipelines import Callback, ModelFolder, Pipeline, default_device, register_pipeline
 from ...tokenizer.cvivit import CViViT
 from .maskgit import MaskGit
 
@@ -43,13 +43,6 @@ class PhenakiSampler:
     refine_share: float = 0.2
     refine_steps: int = 4
 
-    @classmethod
-    def load(cls, path: Path) -> PhenakiSampler:
-        if not path.is_file():
-            return cls()
-        data = ckpt.read_json(path)
-        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
-
 
 @register_pipeline
 class PhenakiPipeline(Pipeline):
@@ -64,11 +57,8 @@ class PhenakiPipeline(Pipeline):
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike, device: str | torch.device | None = None) -> PhenakiPipeline:
-        folder = Path(folder)
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        index = ckpt.read_json(folder / ckpt.MODEL_INDEX)
-        tokenizer = ckpt.load_component(folder, "tokenizer")
-        transformer = ckpt.load_component(folder, "transformer")
+        model = ModelFolder.read(folder)
+        tokenizer, transformer = model.components.get("tokenizer"), model.components.get("transformer")
         if not isinstance(tokenizer, CViViT) or not isinstance(transformer, MaskGit):
             raise ckpt.CheckpointError(f"{folder}: expected a CViViT tokenizer and a MaskGit transformer")
         tok, mg = tokenizer.config, transformer.config
@@ -77,10 +67,7 @@ class PhenakiPipeline(Pipeline):
         layout = (tok.grid_size, tok.token_frames(cls.frames_per_event), 1)  # the context: one grid, the film's last frame
         if (mg.grid, mg.event_grids, mg.context_grids) != layout:
             raise ckpt.CheckpointError(f"{folder}: the transformer's token layout (grid {mg.grid}, {mg.event_grids} grids an event, {mg.context_grids} of context) does not fit the tokenizer's (grid {layout[0]}, {layout[1]} grids an event, 1 of context)")
-        from ...text import get_text_encoder  # transformers loads only when a model does
-
-        text_encoder = get_text_encoder(index.get("text_encoder", "minilm"))
-        return cls(tokenizer, transformer, text_encoder, PhenakiSampler.load(folder / "scheduler" / "config.json"), device)
+        return cls(tokenizer, transformer, model.text_encoder(), model.sampler(PhenakiSampler), device or default_device())
 
     def save_pretrained(self, folder: str | os.PathLike, extra: dict | None = None, dtype: torch.dtype | None = torch.bfloat16) -> Path:
         """Write the model folder; weights in bf16 by default (half the size, loaded back as fp32)."""
