@@ -168,6 +168,24 @@ def test_extra_object_fails() -> None:
         assert judge(render_event(event), one).codes() == {"extra"}
 
 
+@pytest.mark.parametrize("fault", ["extra", "missing", "background"])
+def test_one_bad_frame_fails(fault: str) -> None:
+    """WORLD.md's rules hold in every frame: one middle frame with an unnamed object, without
+    the named one, or on another background fails the clip."""
+    for spec, event in _scenes("two objects", 10, 18):
+        caption = SceneSpec(spec.background, spec.objects[:1])
+        named = replace(event, start=replace(event.start, things=event.start.things[:1]), actions=event.actions[:1])
+        bad = {
+            "extra": event,
+            "missing": replace(event, start=replace(event.start, things=()), actions=()),
+            "background": replace(named, start=replace(named.start, background=_other(BACKGROUNDS, spec.background))),
+        }[fault]
+        frames = render_event(named)
+        assert judge(frames, caption).passed
+        frames[7] = render_event(bad)[7]
+        assert judge(frames, caption).codes() == {fault}, spec
+
+
 def test_jump_at_story_boundary_fails() -> None:
     rng = np.random.default_rng(17)
     checked = 0
