@@ -20,6 +20,7 @@ from kinema.eval.cli import eval_command
 from kinema.eval.fvd import CLASSIFIER_DIR
 from kinema.pipelines import Pipeline
 from kinema.world import Reason, parse, plan_story, render_event
+from kinema.world.judge import JUDGE_VERSION
 from kinema.world.spec import BACKGROUNDS, MoveSentence, SceneSpec
 
 torch.set_num_threads(1)
@@ -216,6 +217,7 @@ def test_sampling_options_reach_every_generation(tmp_path: Path) -> None:
     options = {"num_inference_steps": 3, "guidance_scale": 2.0}
     report = evaluate(pipe, prompts=1, stories=1, story_length=2, long_story=0, fvd=False, options=options)
     assert pipe.seen == [options] * 5 and report.settings["sampling"] == options
+    assert report.settings["judge_version"] == JUDGE_VERSION  # which rules the scores were judged by
     path = tmp_path / "eval.json"
     args = ["eval", "world", "--prompts", "1", "--stories", "0", "--no-long-story", "--no-fvd", "--steps", "3", "--guidance", "2", "--json", str(path)]
     assert CliRunner().invoke(_cli(), args).exit_code == 0

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from ..world import Reason, caption, judge, paraphrase, random_event, random_story
+from ..world.judge import JUDGE_VERSION
 from ..world.spec import COLORS, SHAPES, Sentence
 
 SINGLE_CATEGORIES = ("one object", "two objects", "camera", "held-out paraphrases")
@@ -476,6 +477,7 @@ def evaluate(
         "fvd": fvd,
         "fvd_real": fvd_score.real_clips if fvd_score else None,
         "kinema_version": __version__,
+        "judge_version": JUDGE_VERSION,
         **({"sampling": dict(options)} if options else {}),
     }
     heldout = [(r.prompt, r.passed) for r in results if r.category == "held-out paraphrases"]

@@ -34,6 +34,11 @@ from .spec import (
     Sentence,
 )
 
+# Which rules a score was judged by (eval reports carry it): 2 holds every rule in every
+# frame; 1 tolerated a named object missing from, or an unnamed one in, 1 frame in 10 and
+# read the background by a majority over the clip.
+JUDGE_VERSION = 2
+
 MAX_COLOR_DISTANCE = 60.0  # farther than this from every world colour: unclassified
 MIN_AREA = 0.003  # an object colour is present when a component covers 0.3 % of the frame
 FILL_CUTS = (0.64, 0.90)  # fill ratio below: triangle; between: circle; above: square
