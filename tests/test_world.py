@@ -19,7 +19,8 @@ from kinema.world import (
 )
 from kinema.world.judge import read_frame, classify
 from kinema.world.scene import Event, State, Thing
-from kinema.world.spec import BACKGROUNDS, COLORS, SHAPES, SceneSpec
+from kinema.world.language import caption
+from kinema.world.spec import BACKGROUNDS, COLORS, MOTIONS, SHAPES, SIZES, ObjectSpec, SceneSpec
 
 
 def _frames(events: list[Event], size: int = 64) -> np.ndarray:
@@ -53,6 +54,17 @@ def test_story_of_sixty_sentences_renders_and_passes() -> None:
     verdict = judge(frames, sentences)
     assert verdict.passed, verdict.report()
     assert len(verdict.events) == 60 and len(verdict.boundaries) == 59
+
+
+def test_every_one_object_caption_renders_and_passes() -> None:
+    """Each size, shape and motion WORLD.md names, and each camera move, can be acted out
+    (a small shape that shrinks ends at 0.16 / 1.75 of the frame) and reads right."""
+    specs = [SceneSpec("black", (ObjectSpec("red", shape, motion, size),)) for size in SIZES for shape in SHAPES for motion in MOTIONS]
+    specs += [SceneSpec("black", (ObjectSpec("red", shape, "still", size),), camera) for size in SIZES for shape in SHAPES for camera in ("in", "out")]
+    for spec in specs:
+        for seed in range(3):
+            frames = np.concatenate(list(render_story([spec], seed=seed)))
+            assert judge(frames, spec).passed, (caption(spec), seed)
 
 
 @pytest.mark.parametrize("size", [48, 96, 128])
