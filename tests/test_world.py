@@ -18,6 +18,7 @@ from kinema.world import (
     render_story,
 )
 from kinema.world.judge import read_frame, classify
+from kinema.world.render import render_frame
 from kinema.world.scene import Event, State, Thing
 from kinema.world.language import caption
 from kinema.world.spec import BACKGROUNDS, COLORS, MOTIONS, SHAPES, SIZES, ObjectSpec, SceneSpec
@@ -149,6 +150,15 @@ def test_wrong_direction_fails() -> None:
         assert judge(render_event(wrong), spec).codes() == {"motion"}, spec
         checked += 1
     assert checked >= 40
+
+
+def test_jitter_is_not_a_bounce() -> None:
+    """An object that wobbles a pixel up and down stays still; it does not bounce."""
+    spec = parse("a red square stays still on a gray background")
+    frames = np.stack([render_frame("gray", [Thing("red", "square", 0.24, 0.5, 0.5 + 0.012 * (-1) ** i)], 64) for i in range(16)])
+    assert judge(frames, spec).passed
+    bounces = parse("a red square bounces on a gray background")
+    assert judge(frames, bounces).codes() == {"motion"}
 
 
 def test_wrong_camera_fails() -> None:

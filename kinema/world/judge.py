@@ -8,7 +8,8 @@ carries reasons, each with a short code a test or a report can group by.
 The rules hold in every frame, as WORLD.md writes them: the background in each frame is
 the named one, each named object shows in each frame of its event (a disappearing one
 until it is gone), and no unnamed object colour shows in any frame. Where WORLD.md leaves
-a number open (what counts as a change of vertical direction), the constant below says.
+a number open (how far back an object must come for its vertical direction to have
+reversed), a constant below says.
 """
 
 from __future__ import annotations
@@ -35,8 +36,10 @@ from .spec import (
 )
 
 # Which rules a score was judged by (eval reports carry it): 2 holds every rule in every
-# frame; 1 tolerated a named object missing from, or an unnamed one in, 1 frame in 10 and
-# read the background by a majority over the clip.
+# frame and counts a bounce's reversals with BOUNCE_TURN; 1 tolerated a named object missing
+# from, or an unnamed one in, 1 frame in 10, read the background by a majority over the
+# clip, and counted any vertical step over 0.004 as a direction (a still object's pixel of
+# jitter "bounced").
 JUDGE_VERSION = 2
 
 MAX_COLOR_DISTANCE = 60.0  # farther than this from every world colour: unclassified
@@ -46,7 +49,7 @@ MOVE_MIN, MOVE_ACROSS_MAX, STILL_MAX = 0.2, 0.1, 0.05
 SIZE_RATIO, ZOOM_RATIO = 1.3, 1.25
 MIN_REVERSALS = 2
 BOUNDARY_JUMP = 0.08
-REVERSAL_EPS = 0.004  # vertical steps smaller than this (in frame sides) are not a direction
+BOUNCE_TURN = 0.05  # a vertical direction has reversed once the object came back this far (3 px at 64)
 
 _PALETTE_NAMES = [*BACKGROUNDS, *COLORS]
 _PALETTE = np.asarray([*BACKGROUNDS.values(), *COLORS.values()], dtype=np.float32)
@@ -330,14 +333,30 @@ def _motion_problem(action: str, a: Sighting, b: Sighting, track: list[Sighting]
         if (ratio <= threshold) if grow else (ratio >= 1 / threshold):
             return f"should {wording} (size x{ratio:.2f})"
     elif action == "bounces":
-        steps = np.diff([s.y for s in track])
-        signs = np.sign(steps[np.abs(steps) >= REVERSAL_EPS])
-        reversals = int((signs[1:] != signs[:-1]).sum())
+        reversals = count_reversals([s.y for s in track], BOUNCE_TURN)
         if reversals < MIN_REVERSALS:
             return f"should bounce (vertical direction reverses {reversals}x)"
     else:  # pragma: no cover
         raise ValueError(action)
     return None
+
+
+def count_reversals(values: Sequence[float], turn: float) -> int:
+    """How often a track changes direction, a change counting once it has come back at
+    least `turn` from its last extreme (so jitter smaller than `turn` is no direction)."""
+    lo = hi = extreme = values[0]
+    direction = 0
+    reversals = 0
+    for v in values[1:]:
+        if direction == 0:
+            lo, hi = min(lo, v), max(hi, v)
+            if hi - lo >= turn:
+                direction, extreme = (1 if v == hi else -1), v
+        elif (v - extreme) * direction >= 0:
+            extreme = v
+        elif abs(v - extreme) >= turn:
+            direction, extreme, reversals = -direction, v, reversals + 1
+    return reversals
 
 
 def _judge_boundary(index: int, before: FrameReading, after: FrameReading, expect_next: Expectation) -> BoundaryVerdict:
