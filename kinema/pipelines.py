@@ -93,12 +93,6 @@ class ModelFolder:
         return get_text_encoder(self.index.get("text_encoder", "minilm"))
 
 
-def default_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 class Pipeline:
     """Base of every text-to-video pipeline: input checks, stories, streaming to files."""
 

@@ -21,6 +21,11 @@ PRECISIONS = ("auto", "bf16", "fp32")
 ENV = "KINEMA_PRECISION"
 
 
+def default_device() -> torch.device:
+    """Where kinema runs unless told: this process's GPU (LOCAL_RANK under torchrun), else the CPU."""
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if torch.cuda.is_available() else torch.device("cpu")
+
+
 def bf16_is_fast(device: str | torch.device = "cpu") -> bool:
     """Whether `device` runs bf16 matmuls natively (not through emulation)."""
     device = torch.device(device)

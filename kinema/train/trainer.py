@@ -68,7 +68,7 @@ from tqdm.auto import tqdm
 
 from .. import checkpoint as ckpt
 from ..fsutil import atomic_dir
-from ..precision import PRECISIONS, autocast, resolve
+from ..precision import PRECISIONS, autocast, default_device, resolve
 from . import distributed
 from .prefetch import batch_stream
 
@@ -123,10 +123,6 @@ class TrainConfig:
             raise ValueError(f"max_minutes must be > 0, got {self.max_minutes}")
         if self.log_every < 1 or self.save_every < 0 or self.keep_checkpoints < 0:
             raise ValueError("log_every must be >= 1, save_every and keep_checkpoints >= 0")
-
-
-def default_device() -> torch.device:
-    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if torch.cuda.is_available() else torch.device("cpu")
 
 
 def lr_at(step: int, config: TrainConfig) -> float:

@@ -31,7 +31,8 @@ from ...diffusion import GaussianDiffusion, NoiseAugmentation, sample
 from ...diffusion.sampling import SCHEDULERS
 from ...nn.attention import trim_padding
 from ...nn.unet import VideoUNet
-from ...pipelines import Callback, ModelFolder, Pipeline, default_device, register_pipeline
+from ...pipelines import Callback, ModelFolder, Pipeline, register_pipeline
+from ...precision import default_device
 from .data import STAGES, base_cond, downsample, ssr_cond, tsr_cond
 
 if TYPE_CHECKING:

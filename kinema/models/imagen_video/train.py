@@ -28,7 +28,8 @@ from ...train.options import (
     DataWorkers, ExportDtype, Fsdp, GradAccum, Lr, MaxMinutes, Precision, Progress, SaveEvery, SaveEveryMinutes, SceneMix, Seed,
     Threads, WarmupSteps, fresh_or_resumed, scene_mix_option,
 )
-from ...train.trainer import TrainConfig, Trainer, default_device, load_trained, resumed_model_config
+from ...precision import default_device
+from ...train.trainer import TrainConfig, Trainer, load_trained, resumed_model_config
 from .data import STAGES, ImagenVideoData, stage_config
 from .pipeline import STAGE_ORDER, ImagenVideoPipeline, ImagenVideoSampler
 

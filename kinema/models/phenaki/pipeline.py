@@ -22,7 +22,8 @@ import torch
 from ... import checkpoint as ckpt
 from ...data.shapes import to_model_range, to_uint8_frames
 from ...nn.attention import trim_padding
-from ...pipelines import Callback, ModelFolder, Pipeline, default_device, register_pipeline
+from ...pipelines import Callback, ModelFolder, Pipeline, register_pipeline
+from ...precision import default_device
 from ...tokenizer.cvivit import CViViT
 from .maskgit import MaskGit
 

@@ -18,7 +18,8 @@ from ...train.options import (
     DataWorkers, EmaDecay, Fsdp, GradAccum, Lr, MaxMinutes, MaxSteps, Precision, Progress, Resume, SaveEvery, SaveEveryMinutes,
     SceneMix, Seed, Threads, WarmupSteps, fresh_or_resumed, scene_mix_option,
 )
-from ...train.trainer import TrainConfig, Trainer, default_device, load_trained, resumed_model_config
+from ...precision import default_device
+from ...train.trainer import TrainConfig, Trainer, load_trained, resumed_model_config
 from .data import PhenakiData, TokenBatch
 from .maskgit import MaskGit, MaskGitConfig
 from .pipeline import PhenakiPipeline, PhenakiSampler
