@@ -34,14 +34,25 @@ def _naming(err: OSError, path: Path, tmp: Path | None = None) -> OSError | None
     return OSError(err.errno, err.strerror, filename)  # OSError picks the subclass from errno
 
 
+@contextmanager
+def _naming_target(path: Path, tmp: Path | None = None) -> Iterator[None]:
+    """Re-raise an OSError from the block naming `path` where it named the temporary `tmp`
+    (with `tmp` None: whatever it named; see `_naming`)."""
+    try:
+        yield
+    except OSError as err:
+        named = _naming(err, path, tmp)
+        if named is None:
+            raise
+        raise named from err
+
+
 def _make_parent(path: Path) -> None:
     """Create `path`'s parent folders; a file in the way is NotADirectoryError naming `path`."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except FileExistsError:  # a file where a folder should be
         raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), os.fspath(path)) from None
-    except OSError as err:
-        raise _naming(err, path) or err from None
 
 
 def _remove(path: Path) -> None:
@@ -59,24 +70,18 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     The temporary name keeps the target's extension (or `suffix`), so writers that pick a
     format from the extension (PyAV, PIL) behave as they would on the real name."""
     path = Path(path)
-    _make_parent(path)
     suffix = path.suffix if suffix is None else suffix
-    try:
+    with _naming_target(path):
+        _make_parent(path)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{suffix}", dir=path.parent)
-    except OSError as err:
-        raise _naming(err, path) or err from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
-        try:
+        with _naming_target(path, tmp_path):
             yield tmp_path
             if tmp_path.exists():
                 os.chmod(tmp_path, 0o666 & ~_UMASK)
             os.replace(tmp_path, path)
-        except OSError as err:
-            if (named := _naming(err, path, tmp_path)) is None:
-                raise
-            raise named from err
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -94,13 +99,11 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), os.fspath(path))
-    _make_parent(path)
-    try:
+    with _naming_target(path):
+        _make_parent(path)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    except OSError as err:
-        raise _naming(err, path) or err from None
     try:
-        try:
+        with _naming_target(path, tmp):
             yield tmp
             os.chmod(tmp, 0o777 & ~_UMASK)
             if path.exists() or path.is_symlink():
@@ -112,10 +115,6 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
                 _remove(old)
             else:
                 os.replace(tmp, path)
-        except OSError as err:
-            if (named := _naming(err, path, tmp)) is None:
-                raise
-            raise named from err
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
