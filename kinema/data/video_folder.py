@@ -62,7 +62,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 import numpy as np
 import torch
 
-from ..io.video import probe_gif, stream_fps
+from ..io.video import frame_seconds, probe_gif, stream_fps
 from ..world.spec import DEFAULT_SIZE, EVENT_FRAMES, FPS
 from .shapes import to_model_range
 
@@ -548,8 +548,8 @@ def center_crop(frame: np.ndarray, size: int) -> np.ndarray:
 def _on_screen(frame: VideoFrame, stream: VideoStream) -> float:
     """Seconds a decoded frame stays on screen: its own duration, else one frame at the
     stream's rate."""
-    if frame.duration and frame.time_base:
-        return float(frame.duration * frame.time_base)
+    if seconds := frame_seconds(frame):
+        return seconds
     fps = stream_fps(stream)
     return 1.0 / fps if fps else 0.0
 

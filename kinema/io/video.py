@@ -674,7 +674,7 @@ def _read_av(path: Path) -> Video:
             for frame in container.decode(stream):
                 frames.append(frame.to_ndarray(format="rgb24"))
                 if is_gif:
-                    delays.append(_delay(frame))
+                    delays.append(frame_seconds(frame))
             fps = _gif_fps(container.metadata.get("comment"), delays) if is_gif else (stream_fps(stream) or DEFAULT_FPS)
     except av.FFmpegError as err:
         reason = getattr(err, "strerror", None) or str(err)
@@ -692,8 +692,9 @@ def _read_av(path: Path) -> Video:
 # into a constant-rate clip, and the datasets probe a GIF through the same two functions.
 
 
-def _delay(frame_or_packet: av.VideoFrame | av.Packet) -> float:
-    """Seconds a GIF frame stays on screen (0.0 when it has no delay)."""
+def frame_seconds(frame_or_packet: av.VideoFrame | av.Packet) -> float:
+    """Seconds a decoded frame (or its packet) stays on screen by its own duration: a GIF
+    frame's delay; 0.0 when it records none."""
     duration, time_base = frame_or_packet.duration, frame_or_packet.time_base
     return float(duration * time_base) if duration and time_base else 0.0
 
@@ -726,6 +727,6 @@ def probe_gif(path: str | os.PathLike) -> tuple[float, int]:
 
     with av.open(os.fspath(path), mode="r") as container:
         stream = container.streams.video[0]
-        delays = [_delay(packet) for packet in container.demux(stream) if packet.size]  # the last, empty, packet flushes
+        delays = [frame_seconds(packet) for packet in container.demux(stream) if packet.size]  # the last, empty, packet flushes
         fps = _gif_fps(container.metadata.get("comment"), delays)
     return fps, int(_gif_repeats(delays, fps).sum())
