@@ -65,6 +65,25 @@ def test_loss_falls(tmp_path):
         torch.testing.assert_close(p, q, atol=0, rtol=0)
 
 
+def test_a_value_measured_in_some_micro_batches_is_logged_as_their_mean(tmp_path):
+    """A loss term with nothing to measure in a micro-batch says NaN there; the log averages
+    the micro-batches that measured it instead of counting the others as zero."""
+    calls = []
+
+    def loss_fn(model, batch):
+        _, out = model(batch.video)
+        calls.append(len(calls))
+        out["sparse"] = torch.tensor(float(len(calls)) if len(calls) % 2 else float("nan"))  # micro-batches 1, 3, 5, ...
+        return out
+
+    torch.manual_seed(0)
+    config = TrainConfig(output=str(tmp_path), max_steps=2, lr=1e-3, warmup_steps=1, grad_accum=4, progress=False, log_every=1)
+    Trainer(CViViT(CViViTConfig.preset("tiny")), config, ShapesVideoDataset(batch_size=1, seed=0).batch, loss_fn, export_name="tokenizer").train()
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [line["sparse"] for line in lines] == [2.0, 6.0]  # (1 + 3) / 2, (5 + 7) / 2
+    assert all(np.isfinite(line["loss"]) for line in lines)
+
+
 def test_resume_reproduces_an_unbroken_run(tmp_path):
     unbroken = make_trainer(tmp_path / "a", max_steps=6)
     unbroken.train()

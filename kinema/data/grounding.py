@@ -39,3 +39,28 @@ def object_words(caption: str) -> dict[str, list[tuple[int, int]]]:
             words.setdefault(owners[0].color, []).append((start, end))
     return words
 
+
+
+def swapped_caption(caption: str, attribute: str) -> str | None:
+    """`caption` with the words for `attribute` ("shape" or "motion") of its two objects
+    exchanged: "a white circle shrinks and a red square bounces" -> "a white square shrinks
+    and a red circle bounces". The same words, bound the other way: the hard negative that
+    NegCLIP (Yuksekgonul et al., 2023) trains against, here for a generator (`MaskGit.loss`).
+    None when the caption does not name two objects that differ in `attribute`."""
+    try:
+        meaning, spans = parse(caption), phrase_spans(caption)
+    except ParseError:
+        return None
+    objects = list(getattr(meaning, "objects", None) or [])
+    if len(objects) != 2 or getattr(objects[0], attribute) == getattr(objects[1], attribute):
+        return None
+    owned = {}
+    for start, end, entry in spans:
+        if entry.category == attribute:
+            owners = [k for k, o in enumerate(objects) if getattr(o, attribute) == entry.value]
+            if len(owners) == 1:
+                owned.setdefault(owners[0], []).append((start, end))
+    if sorted(owned) != [0, 1] or any(len(v) != 1 for v in owned.values()):
+        return None
+    (a0, a1), (b0, b1) = sorted([owned[0][0], owned[1][0]])
+    return caption[:a0] + caption[b0:b1] + caption[a1:b0] + caption[a0:a1] + caption[b1:]

@@ -106,15 +106,16 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     return box[0]
 
 
-def mean_over_ranks(values: dict[str, float], device: torch.device) -> dict[str, float]:
-    """Each value averaged over the ranks (for logging what the whole global batch did)."""
-    if not is_distributed() or not values:
-        return values
-    keys = sorted(values)
-    t = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    t /= dist.get_world_size()
-    return dict(zip(keys, t.tolist()))
+def mean_over_ranks(sums: dict[str, float], counts: dict[str, int], device: torch.device) -> dict[str, float]:
+    """Each logged value's mean over the micro-batches of all ranks that measured it (a loss
+    term may have nothing to measure in some micro-batch: NaN there, left out); NaN if none
+    did. Every rank must log the same keys."""
+    keys = sorted(sums)
+    t = torch.tensor([sums[k] for k in keys] + [counts[k] for k in keys], dtype=torch.float64, device=device)
+    if is_distributed():
+        dist.all_reduce(t)
+    total, n = t.chunk(2)
+    return {k: (s / c if c else float("nan")) for k, s, c in zip(keys, total.tolist(), n.tolist())}
 
 
 class LossModule(nn.Module):

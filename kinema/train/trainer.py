@@ -507,6 +507,7 @@ class Trainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             sums: dict[str, float] = {}
+            counts: dict[str, int] = {}
             for micro in range(cfg.grad_accum):
                 batch = next(stream)  # micro-batch self.data_position
                 self.data_position += 1
@@ -522,22 +523,26 @@ class Trainer:
                     with self._autocast():
                         out = self.loss_module(batch)
                     (out["loss"].float() / cfg.grad_accum).backward()
-                for k, v in out.items():
-                    sums[k] = sums.get(k, 0.0) + float(v.detach()) / cfg.grad_accum
+                for k, v in out.items():  # a NaN value: nothing measured (kinema.train.distributed.mean_over_ranks)
+                    v = float(v.detach())
+                    sums[k] = sums.get(k, 0.0) + (0.0 if math.isnan(v) else v)
+                    counts[k] = counts.get(k, 0) + (not math.isnan(v))
             grad_norm = float(distributed.full_tensor(torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))))
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
             if (self.step + 1) % cfg.log_every == 0 or self.step + 1 == cfg.max_steps:
-                sums = distributed.mean_over_ranks(sums, self.device)  # log the global batch's loss
+                means = distributed.mean_over_ranks(sums, counts, self.device)  # log the global batch's loss
+            else:  # the bar shows this rank's
+                means = {k: sums[k] / counts[k] if counts[k] else float("nan") for k in sums}
             self.step += 1
             self.ema.update(self.model, self.step)
             self.elapsed += time.monotonic() - t0
             if tuner is not None:
                 tuner.after_step(time.monotonic() - t0)
             window_steps += 1
-            logs = {**sums, "lr": lr, "grad_norm": grad_norm}
+            logs = {**means, "lr": lr, "grad_norm": grad_norm}
             bar.update(1)
-            bar.set_postfix(loss=f"{sums['loss']:.4f}", refresh=False)
+            bar.set_postfix(loss=f"{means['loss']:.4f}", refresh=False)
             if self.is_main and (self.step % cfg.log_every == 0 or self.step == cfg.max_steps):
                 rate = window_steps / max(1e-9, time.monotonic() - window_start)
                 window_start, window_steps = time.monotonic(), 0

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from einops import reduce
 
-from ...data.grounding import object_words
+from ...data.grounding import object_words, swapped_caption
 from ...data.shapes import captioned_example, to_model_range
 from ...nn.weighting import foreground_mask
 from ...precision import autocast
@@ -47,11 +47,13 @@ class TokenBatch:
     captions: list[str]
     foreground: torch.Tensor  # [B, N] bool: the event token's patch shows an object (foreground_tokens)
     grounding: Grounding | None = None  # which words name which object's tokens (Shapes world only)
+    negatives: Negatives | None = None  # the captions with two objects' attributes swapped (Shapes world only)
 
     def to(self, device) -> TokenBatch:
         move = lambda t: t.to(device)  # noqa: E731
         grounding = self.grounding and self.grounding.to(device)
-        return TokenBatch(move(self.codes), move(self.context), move(self.has_context), move(self.text), move(self.text_mask), self.captions, move(self.foreground), grounding)
+        negatives = self.negatives and self.negatives.to(device)
+        return TokenBatch(move(self.codes), move(self.context), move(self.has_context), move(self.text), move(self.text_mask), self.captions, move(self.foreground), grounding, negatives)
 
 
 @dataclass
@@ -63,6 +65,19 @@ class Grounding:
 
     def to(self, device) -> Grounding:
         return Grounding(self.tokens.to(device), self.words.to(device))
+
+
+@dataclass
+class Negatives:
+    """Hard negative captions for `MaskGit.loss`: each two-object caption with its objects'
+    shapes or motions swapped (`kinema.data.grounding.swapped_caption`)."""
+
+    text: torch.Tensor  # [B, L, D]
+    mask: torch.Tensor  # [B, L]
+    rows: torch.Tensor  # [B] bool: the example has a negative (elsewhere text is its own caption's)
+
+    def to(self, device) -> Negatives:
+        return Negatives(self.text.to(device), self.mask.to(device), self.rows.to(device))
 
 
 MAX_OBJECTS = 2  # a Shapes-world scene holds at most two
@@ -98,11 +113,13 @@ class ClipBatch:
     text_mask: torch.Tensor  # [B, L]
     captions: list[str]
     grounding: Grounding | None = None
+    negatives: Negatives | None = None
 
     def to(self, device) -> ClipBatch:
         move = lambda t: t.to(device, non_blocking=True)  # noqa: E731
         grounding = self.grounding and self.grounding.to(device)
-        return ClipBatch(move(self.events), move(self.contexts), move(self.has_context), move(self.text), move(self.text_mask), self.captions, grounding)
+        negatives = self.negatives and self.negatives.to(device)
+        return ClipBatch(move(self.events), move(self.contexts), move(self.has_context), move(self.text), move(self.text_mask), self.captions, grounding, negatives)
 
 
 @dataclass
@@ -118,6 +135,7 @@ class PhenakiData:
     source: Any = None  # a real captioned-video dataset (kinema.data.load_dataset); None = the Shapes world
     reuse: int = 0  # > 0: cycle over this many distinct batches, each encoded once (0 = endless)
     grounding: bool = False  # also give each example's Grounding (kinema.nn.grounding; Shapes world only)
+    negatives: bool = False  # also give swapped-attribute negative captions (Negatives; Shapes world only)
 
     def __post_init__(self):
         self._cache: dict[int, TokenBatch] = {}
@@ -149,7 +167,18 @@ class PhenakiData:
             contexts = to_model_range(np.stack([c if c is not None else e[:1] for e, c, _ in examples]))
         text = self.text_encoder.encode(captions)
         grounding = self.ground([e for e, _, _ in examples], captions, text.mask.shape[1]) if self.grounding and self.source is None else None
-        return ClipBatch(events, contexts, has_context, text.tokens, text.mask, captions, grounding)
+        negatives = self.negative_captions(captions, np.random.default_rng([self.seed, self.rank, index, 1])) if self.negatives and self.source is None else None
+        return ClipBatch(events, contexts, has_context, text.tokens, text.mask, captions, grounding, negatives)
+
+    def negative_captions(self, captions: list[str], rng: np.random.Generator) -> Negatives:
+        """Each two-object caption with its objects' shapes (or motions; which one is tried
+        first is drawn) swapped; a caption with no such swap keeps itself, unmarked."""
+        swapped = []
+        for caption in captions:
+            order = ("shape", "motion") if rng.random() < 0.5 else ("motion", "shape")
+            swapped.append(next((s for s in (swapped_caption(caption, a) for a in order) if s is not None), None))
+        text = self.text_encoder.encode([s if s is not None else c for s, c in zip(swapped, captions)])
+        return Negatives(text.tokens, text.mask, torch.tensor([s is not None for s in swapped]))
 
     def ground(self, events: list[np.ndarray], captions: list[str], length: int) -> Grounding:
         """Each caption's named objects (at most MAX_OBJECTS): their event tokens, from the
@@ -177,4 +206,4 @@ class PhenakiData:
             context = self.tokenizer.encode(clips.contexts).flatten(1)
         c = self.tokenizer.config
         foreground = foreground_tokens(clips.events, c.grid_size, c.temporal_patch).flatten(1)
-        return TokenBatch(codes, context, clips.has_context, clips.text, clips.text_mask, clips.captions, foreground, clips.grounding)
+        return TokenBatch(codes, context, clips.has_context, clips.text, clips.text_mask, clips.captions, foreground, clips.grounding, clips.negatives)

@@ -68,6 +68,9 @@ class MaskGitConfig:
         return asdict(self)
 
 
+BINDING_MARGIN = 1.0  # nats per object token (summed over the output heads) a swapped caption must lose by
+
+
 def cosine_mask_ratio(u: torch.Tensor) -> torch.Tensor:
     """MaskGIT's schedule: the share of tokens masked at progress u in [0, 1]."""
     return torch.cos(u * math.pi / 2)
@@ -193,11 +196,15 @@ class MaskGit(nn.Module):
         weight: torch.Tensor | None = None,
         grounding: tuple[torch.Tensor, torch.Tensor] | None = None,
         grounding_weight: float = 0.0,
+        negatives: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+        binding_weight: float = 0.0,
     ) -> dict[str, torch.Tensor]:
         """Mask a cosine-scheduled share of each event's tokens; cross-entropy on them,
         weighted per token by `weight` [B, N] if given (objects are a few tokens of 256).
         With `grounding` = (object tokens [B, K, N], object words [B, K, L]) bool, adds
-        `grounding_weight` x `kinema.nn.grounding.grounding_loss` on the cross-attention."""
+        `grounding_weight` x `kinema.nn.grounding.grounding_loss` on the cross-attention.
+        With `negatives` = (text [B, L', D], mask [B, L'], rows [B] bool, object tokens
+        [B, N] bool), adds `binding_weight` x `binding_loss` on the rows that have one."""
         b, n = codes.shape
         ratio = cosine_mask_ratio(torch.rand(b, device=codes.device))
         count = (ratio * n).ceil().clamp(min=1)
@@ -212,12 +219,40 @@ class MaskGit(nn.Module):
         with torch.no_grad():
             correct = torch.stack([lg[masked].argmax(-1) == targets[..., i][masked] for i, lg in enumerate(logits)]).all(0)
         out = {"loss": loss, "token_acc": correct.float().mean()}
+        if negatives is not None and binding_weight:
+            neg_text, neg_mask, rows, objects = negatives
+            tokens = masked & objects
+            rows = rows & ~drop & tokens.any(-1)  # a dropped caption has nothing to bind; nor a row with no masked object
+            nothing = torch.full((), float("nan"), device=codes.device)
+            out.update(binding=nothing, binding_gap=nothing)  # NaN: nothing measured (the trainer's logs leave it out)
+            if rows.any():
+                picked = lambda t: None if t is None else t[rows]  # noqa: E731
+                neg_logits = self.forward(codes[rows], masked[rows], neg_text[rows], neg_mask[rows], picked(context), picked(has_context))
+                hinge, gap = self.binding_loss([lg[rows] for lg in logits], neg_logits, targets[rows], tokens[rows])
+                out.update(binding=hinge, binding_gap=gap.detach())
+                out["loss"] = out["loss"] + binding_weight * hinge
         if cross_weights is not None:
             tokens, words = grounding
             words = words[:, :, : text.shape[1]] & ~drop[:, None, None]  # a dropped caption has no words to ground
             out["grounding"] = grounding_loss(cross_weights, tokens, words)
-            out["loss"] = loss + grounding_weight * out["grounding"]
+            out["loss"] = out["loss"] + grounding_weight * out["grounding"]
         return out
+
+    @staticmethod
+    def binding_loss(logits: list[torch.Tensor], negative_logits: list[torch.Tensor], targets: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """How much likelier each row's object `tokens` [B, N] (at least one per row) are
+        under its caption than under the same words bound the other way (two objects'
+        shapes or motions swapped): the gap, a row's mean over its tokens of the negative's
+        minus the caption's cross-entropy, and a hinge on it, both averaged over the rows:
+        (mean max(0, BINDING_MARGIN - gap), mean gap). The masked-token loss alone is
+        satisfied by a model that reads *what* a caption names, not *which object* is
+        which; this asks for the second."""
+
+        def nll(lgs: list[torch.Tensor]) -> torch.Tensor:  # [B, N], summed over the heads
+            return sum(F.cross_entropy(rearrange(lg.float(), "b n c -> b c n"), targets[..., i], reduction="none") for i, lg in enumerate(lgs))
+
+        gap = ((nll(negative_logits) - nll(logits)) * tokens).sum(-1) / tokens.sum(-1)
+        return F.relu(BINDING_MARGIN - gap).mean(), gap.mean()
 
     def guided_logits(self, codes, masked, text, text_mask, context, has_context, guidance_scale: float) -> list[torch.Tensor]:
         """fp32 logits per head, with classifier-free guidance: u + s (c - u), the conditional

@@ -66,16 +66,21 @@ def maskgit_from_checkpoint(checkpoint: Path, config: MaskGitConfig) -> MaskGit:
     return model.train()
 
 
-def maskgit_loss(foreground_weight: float = 0.0, grounding_weight: float = 0.0):
+def maskgit_loss(foreground_weight: float = 0.0, grounding_weight: float = 0.0, binding_weight: float = 0.0):
     """The Trainer's loss_fn: MaskGIT's masked-token cross-entropy, tokens that show an
     object weighted 1 + `foreground_weight` (kinema.nn.weighting, per token), plus
-    `grounding_weight` x the grounding loss where the batch has its targets (kinema.nn.grounding)."""
+    `grounding_weight` x the grounding loss where the batch has its targets (kinema.nn.grounding)
+    and `binding_weight` x the swapped-caption hinge where it has negatives (`MaskGit.binding_loss`)."""
 
     def loss_fn(model: MaskGit, batch: TokenBatch) -> dict[str, torch.Tensor]:
         text, mask = trim_padding(batch.text, batch.text_mask)
         weight = 1 + foreground_weight * batch.foreground.float() if foreground_weight else None
         grounding = (batch.grounding.tokens, batch.grounding.words) if batch.grounding is not None else None
-        return model.loss(batch.codes, text, mask, batch.context, batch.has_context, weight, grounding, grounding_weight)
+        negatives = None
+        if batch.negatives is not None:
+            neg_text, neg_mask = trim_padding(batch.negatives.text, batch.negatives.mask)
+            negatives = (neg_text, neg_mask, batch.negatives.rows, batch.foreground)
+        return model.loss(batch.codes, text, mask, batch.context, batch.has_context, weight, grounding, grounding_weight, negatives, binding_weight)
 
     return loss_fn
 
@@ -108,6 +113,7 @@ def phenaki(
     data: str = typer.Option("shapes", help="training data: 'shapes' (the Shapes world) or a folder of captioned videos"),
     foreground_weight: float = typer.Option(0.0, help="extra loss weight on tokens whose patch shows an object (a few of 256 tokens)"),
     grounding_weight: float = typer.Option(0.0, help="weight of a loss that a word naming an object is attended from that object's tokens (TokenCompose; Shapes world only); off by default, the README says why"),
+    binding_weight: float = typer.Option(0.0, help="weight of a hinge that an event's object tokens be likelier under its caption than under the same words with two objects' shapes or motions swapped (NegCLIP's hard negatives; Shapes world only)"),
     reuse_batches: int = typer.Option(0, help="cycle over this many distinct batches, each tokenized once and kept in memory (0 = fresh data every step)"),
     grow_depth: int = typer.Option(0, min=0, help="with --init-from: add this many transformer blocks on top, started as identities (the same predictions, more depth to train)"),
     joint_head: bool = typer.Option(False, "--joint-head", help="predict each token's code with one softmax over the codebook, not one per FSQ digit; from a digit-head --init-from it starts as the same distribution"),
@@ -127,6 +133,8 @@ def phenaki(
         raise typer.BadParameter("--grow-depth adds blocks to a trained MaskGIT: give it --init-from (a fresh model takes --depth)")
     if grounding_weight and not is_shapes(data):
         raise typer.BadParameter("--grounding-weight needs the Shapes world's labels (which words name which object); --data is real footage")
+    if binding_weight and not is_shapes(data):
+        raise typer.BadParameter("--binding-weight needs the Shapes world's captions (which words are whose shape and motion); --data is real footage")
     fresh_or_resumed(output, resume)
     if threads:
         torch.set_num_threads(threads)
@@ -149,7 +157,7 @@ def phenaki(
     source = None
     if not is_shapes(data):
         source = load_dataset(data, batch_size=batch_size, seed=seed, rank=rank, world_size=world_size, size=tok.config.image_size, frames=16)
-    batches = PhenakiData(tok, get_text_encoder(), batch_size=batch_size, seed=seed, rank=rank, story_share=story_share, scene_mix=mix, source=source, reuse=reuse_batches, grounding=grounding_weight > 0)
+    batches = PhenakiData(tok, get_text_encoder(), batch_size=batch_size, seed=seed, rank=rank, story_share=story_share, scene_mix=mix, source=source, reuse=reuse_batches, grounding=grounding_weight > 0, negatives=binding_weight > 0)
     train_config = TrainConfig(
         output=str(output), max_steps=max_steps, lr=lr, warmup_steps=warmup_steps, grad_accum=grad_accum, ema_decay=ema_decay,
         save_every=save_every, save_every_minutes=save_every_minutes, seed=seed, precision=precision, progress=progress, fsdp=fsdp, data_workers=data_workers, max_minutes=max_minutes,
@@ -160,7 +168,7 @@ def phenaki(
     # on a GPU the frozen C-ViViT runs there, on batches of pixels the data workers render
     on_device = default_device().type != "cpu" and not reuse_batches
     get_batch, prepare = (batches.clips, batches.tokens) if on_device else (batches.batch, None)
-    trainer = Trainer(model, train_config, get_batch, maskgit_loss(foreground_weight, grounding_weight), export_name="transformer", export_extra={"trained_on": trained_on}, prepare=prepare)
+    trainer = Trainer(model, train_config, get_batch, maskgit_loss(foreground_weight, grounding_weight, binding_weight), export_name="transformer", export_extra={"trained_on": trained_on}, prepare=prepare)
     trainer.train(resume=resume)
     if trainer.is_main:
         folder = assemble(tok, trainer.ema.model, output / "pipeline", {"step": trainer.step, "elapsed_seconds": round(trainer.elapsed, 1), "trained_on": trained_on})
