@@ -40,7 +40,6 @@ def object_words(caption: str) -> dict[str, list[tuple[int, int]]]:
     return words
 
 
-
 def swapped_caption(caption: str, attribute: str) -> str | None:
     """`caption` with the words for `attribute` ("shape" or "motion") of its two objects
     exchanged: "a white circle shrinks and a red square bounces" -> "a white square shrinks

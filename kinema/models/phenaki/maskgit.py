@@ -221,14 +221,14 @@ class MaskGit(nn.Module):
         out = {"loss": loss, "token_acc": correct.float().mean()}
         if negatives is not None and binding_weight:
             neg_text, neg_mask, rows, objects = negatives
-            tokens = masked & objects
-            rows = rows & ~drop & tokens.any(-1)  # a dropped caption has nothing to bind; nor a row with no masked object
+            hidden = masked & objects  # the object tokens this row must predict
+            rows = rows & ~drop & hidden.any(-1)  # a dropped caption has nothing to bind; nor a row with no masked object
             nothing = torch.full((), float("nan"), device=codes.device)
             out.update(binding=nothing, binding_gap=nothing)  # NaN: nothing measured (the trainer's logs leave it out)
             if rows.any():
                 picked = lambda t: None if t is None else t[rows]  # noqa: E731
                 neg_logits = self.forward(codes[rows], masked[rows], neg_text[rows], neg_mask[rows], picked(context), picked(has_context))
-                hinge, gap = self.binding_loss([lg[rows] for lg in logits], neg_logits, targets[rows], tokens[rows])
+                hinge, gap = self.binding_loss([lg[rows] for lg in logits], neg_logits, targets[rows], hidden[rows])
                 out.update(binding=hinge, binding_gap=gap.detach())
                 out["loss"] = out["loss"] + binding_weight * hinge
         if cross_weights is not None:

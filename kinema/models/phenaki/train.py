@@ -113,7 +113,7 @@ def phenaki(
     data: str = typer.Option("shapes", help="training data: 'shapes' (the Shapes world) or a folder of captioned videos"),
     foreground_weight: float = typer.Option(0.0, help="extra loss weight on tokens whose patch shows an object (a few of 256 tokens)"),
     grounding_weight: float = typer.Option(0.0, help="weight of a loss that a word naming an object is attended from that object's tokens (TokenCompose; Shapes world only); off by default, the README says why"),
-    binding_weight: float = typer.Option(0.0, help="weight of a hinge that an event's object tokens be likelier under its caption than under the same words with two objects' shapes or motions swapped (NegCLIP's hard negatives; Shapes world only)"),
+    binding_weight: float = typer.Option(0.0, help="weight of a hinge that an event's object tokens be likelier under its caption than under the same words with two objects' shapes or motions swapped (NegCLIP's hard negatives; Shapes world only); off by default, the README says why"),
     reuse_batches: int = typer.Option(0, help="cycle over this many distinct batches, each tokenized once and kept in memory (0 = fresh data every step)"),
     grow_depth: int = typer.Option(0, min=0, help="with --init-from: add this many transformer blocks on top, started as identities (the same predictions, more depth to train)"),
     joint_head: bool = typer.Option(False, "--joint-head", help="predict each token's code with one softmax over the codebook, not one per FSQ digit; from a digit-head --init-from it starts as the same distribution"),
