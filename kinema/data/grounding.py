@@ -12,9 +12,21 @@ lexicon says what each word means (here), and its palette which pixels each obje
 
 from __future__ import annotations
 
-from ..world.language import ParseError, parse, phrase_spans
+from ..world.language import Entry, ParseError, parse, phrase_spans
 
 OBJECT_WORDS = ("size", "color", "shape", "motion", "appear", "disappear")
+
+
+def _owned_phrases(caption: str) -> tuple[list, list[tuple[int, int, Entry, list[int]]]] | None:
+    """The objects `caption` names and its lexicon phrases, each with its character span and
+    the indices of the objects whose attribute it states (its category's value); None when
+    the world cannot read the caption."""
+    try:
+        meaning, spans = parse(caption), phrase_spans(caption)
+    except ParseError:
+        return None
+    objects = list(getattr(meaning, "objects", None) or ([meaning] if hasattr(meaning, "color") else []))
+    return objects, [(a, b, entry, [k for k, o in enumerate(objects) if getattr(o, entry.category, None) == entry.value]) for a, b, entry in spans]
 
 
 def object_words(caption: str) -> dict[str, list[tuple[int, int]]]:
@@ -22,21 +34,18 @@ def object_words(caption: str) -> dict[str, list[tuple[int, int]]]:
     (its size, colour, shape, motion; "appears" / "vanishes" when one object is named). A
     word whose meaning fits both objects (two squares: "square") belongs to neither. A
     caption the world cannot read, or one naming no object, gives {}."""
-    try:
-        meaning, spans = parse(caption), phrase_spans(caption)
-    except ParseError:
+    read = _owned_phrases(caption)
+    if read is None:
         return {}
-    objects = list(getattr(meaning, "objects", None) or ([meaning] if hasattr(meaning, "color") else []))
+    objects, phrases = read
     words: dict[str, list[tuple[int, int]]] = {}
-    for start, end, entry in spans:
+    for start, end, entry, owners in phrases:
         if entry.category not in OBJECT_WORDS:
             continue
         if entry.category in ("appear", "disappear"):
-            owners = objects if len(objects) == 1 else []
-        else:
-            owners = [o for o in objects if getattr(o, entry.category, None) == entry.value]
+            owners = [0] if len(objects) == 1 else []
         if len(owners) == 1:
-            words.setdefault(owners[0].color, []).append((start, end))
+            words.setdefault(objects[owners[0]].color, []).append((start, end))
     return words
 
 
@@ -46,20 +55,14 @@ def swapped_caption(caption: str, attribute: str) -> str | None:
     and a red circle bounces". The same words, bound the other way: the hard negative that
     NegCLIP (Yuksekgonul et al., 2023) trains against, here for a generator (`MaskGit.loss`).
     None when the caption does not name two objects that differ in `attribute`."""
-    try:
-        meaning, spans = parse(caption), phrase_spans(caption)
-    except ParseError:
+    read = _owned_phrases(caption)
+    if read is None:
         return None
-    objects = list(getattr(meaning, "objects", None) or [])
+    objects, phrases = read
     if len(objects) != 2 or getattr(objects[0], attribute) == getattr(objects[1], attribute):
         return None
-    owned = {}
-    for start, end, entry in spans:
-        if entry.category == attribute:
-            owners = [k for k, o in enumerate(objects) if getattr(o, attribute) == entry.value]
-            if len(owners) == 1:
-                owned.setdefault(owners[0], []).append((start, end))
-    if sorted(owned) != [0, 1] or any(len(v) != 1 for v in owned.values()):
+    owned = [[(a, b) for a, b, entry, owners in phrases if entry.category == attribute and owners == [k]] for k in (0, 1)]
+    if any(len(spans) != 1 for spans in owned):
         return None
-    (a0, a1), (b0, b1) = sorted([owned[0][0], owned[1][0]])
+    (a0, a1), (b0, b1) = sorted(spans[0] for spans in owned)
     return caption[:a0] + caption[b0:b1] + caption[a1:b0] + caption[a0:a1] + caption[b1:]

@@ -106,16 +106,23 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     return box[0]
 
 
+def means(sums: dict[str, float], counts: dict[str, int]) -> dict[str, float]:
+    """Each logged value's sum over the micro-batches that measured it, over their count (a
+    loss term may have nothing to measure in some micro-batch: NaN there, left out); NaN
+    where none did."""
+    return {k: sums[k] / counts[k] if counts[k] else float("nan") for k in sums}
+
+
 def mean_over_ranks(sums: dict[str, float], counts: dict[str, int], device: torch.device) -> dict[str, float]:
-    """Each logged value's mean over the micro-batches of all ranks that measured it (a loss
-    term may have nothing to measure in some micro-batch: NaN there, left out); NaN if none
-    did. Every rank must log the same keys."""
-    keys = sorted(sums)
-    t = torch.tensor([sums[k] for k in keys] + [counts[k] for k in keys], dtype=torch.float64, device=device)
+    """`means` over the micro-batches of all ranks (for logging what the whole global batch
+    did). Every rank must log the same keys."""
     if is_distributed():
+        keys = sorted(sums)
+        t = torch.tensor([sums[k] for k in keys] + [counts[k] for k in keys], dtype=torch.float64, device=device)
         dist.all_reduce(t)
-    total, n = t.chunk(2)
-    return {k: (s / c if c else float("nan")) for k, s, c in zip(keys, total.tolist(), n.tolist())}
+        total, n = t.chunk(2)
+        sums, counts = dict(zip(keys, total.tolist())), dict(zip(keys, n.tolist()))
+    return means(sums, counts)
 
 
 class LossModule(nn.Module):

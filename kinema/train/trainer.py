@@ -523,7 +523,7 @@ class Trainer:
                     with self._autocast():
                         out = self.loss_module(batch)
                     (out["loss"].float() / cfg.grad_accum).backward()
-                for k, v in out.items():  # a NaN value: nothing measured (kinema.train.distributed.mean_over_ranks)
+                for k, v in out.items():  # a NaN value: nothing measured (kinema.train.distributed.means)
                     v = float(v.detach())
                     sums[k] = sums.get(k, 0.0) + (0.0 if math.isnan(v) else v)
                     counts[k] = counts.get(k, 0) + (not math.isnan(v))
@@ -533,7 +533,7 @@ class Trainer:
             if (self.step + 1) % cfg.log_every == 0 or self.step + 1 == cfg.max_steps:
                 means = distributed.mean_over_ranks(sums, counts, self.device)  # log the global batch's loss
             else:  # the bar shows this rank's
-                means = {k: sums[k] / counts[k] if counts[k] else float("nan") for k in sums}
+                means = distributed.means(sums, counts)
             self.step += 1
             self.ema.update(self.model, self.step)
             self.elapsed += time.monotonic() - t0
