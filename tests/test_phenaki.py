@@ -362,17 +362,6 @@ def test_train_command_on_real_footage(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert json.loads((joint / "pipeline" / "transformer" / "config.json").read_text())["joint_head"] is True
     assert kinema.load_pipeline(joint / "pipeline")("a man talks in a car", num_inference_steps=1).frames.shape == (16, 64, 64, 3)
-    # --clause-tokens: the same weights read one more vector per clause; the folder says so and its pipeline does it
-    clauses = tmp_path / "clauses"
-    result = CliRunner().invoke(app, [*again[:6], "-o", str(clauses), *again[8:], "--clause-tokens"])
-    assert result.exit_code == 0, result.output
-    assert json.loads((clauses / "pipeline" / "transformer" / "config.json").read_text())["clause_tokens"] is True
-    pipe = kinema.load_pipeline(clauses / "pipeline")
-    seen, generate = [], pipe.transformer.generate
-    pipe.transformer.generate = lambda text, text_mask, *args, **kwargs: seen.append(int(text_mask.sum())) or generate(text, text_mask, *args, **kwargs)
-    assert pipe("a man talks and a woman drives a car", num_inference_steps=1).frames.shape == (16, 64, 64, 3)
-    words = int(pipe.text_encoder.encode(["a man talks and a woman drives a car"]).mask.sum())
-    assert set(seen) == {words + 2}, "the caption's tokens and its two clauses"
 
 
 def test_infill_draws_only_the_masked_tokens() -> None:

@@ -11,7 +11,6 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from kinema.text import TextEmbedding, TextEncoder, get_text_encoder, load_text_encoder, minilm_path  # noqa: E402
-from kinema.text.clauses import MAX_CLAUSES, split_clauses  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -61,39 +60,6 @@ def test_cache_returns_identical_tensors_without_running_the_model() -> None:
     mixed = encoder.encode(["a red circle", "an orange star", "a red circle"])
     assert encoder.model_calls == calls + 1
     assert torch.equal(mixed.pooled[0], first.pooled[1]) and torch.equal(mixed.pooled[2], first.pooled[1])
-
-
-@pytest.mark.parametrize("sentence, clauses", [
-    ("a white circle shrinks and a red square bounces in the desert", ["a white circle shrinks", "a red square bounces in the desert"]),
-    ("in the forest, a red ball hops up and down while a blue box sinks.", ["in the forest", "a red ball hops up and down", "a blue box sinks"]),
-    ("there is a cyan circle that rises and a green block that sinks at night", ["there is a cyan circle that rises", "a green block that sinks at night"]),
-    ("a red circle moves up; meanwhile, a blue square stays still", ["a red circle moves up", "meanwhile", "a blue square stays still"]),
-    ("the scene changes to the desert", ["the scene changes to the desert"]),
-    ("a, b, c, d, e", ["a", "b", "c", "d e"]),
-    ("  ", []),
-])
-def test_a_sentence_splits_into_its_clauses(sentence: str, clauses: list[str]) -> None:
-    """At punctuation and at a conjunction that starts a noun phrase, never inside a motion."""
-    assert split_clauses(sentence) == clauses
-
-
-def test_clause_vectors_follow_the_tokens_and_hold_only_their_own_clause(encoder: TextEncoder) -> None:
-    """encode(clauses=True): each clause's vector is the mean of its tokens encoded alone, so
-    the other object's words do not reach it, whatever they are."""
-    a = "a white circle shrinks and a red square bounces"
-    b = "a blue triangle grows and a red square bounces"
-    plain, out = encoder.encode([a, b, ""]), encoder.encode([a, b, ""], clauses=True)
-    assert out.tokens.shape == (3, encoder.max_length + MAX_CLAUSES, 384)
-    n = plain.mask.sum(1)
-    assert out.mask.sum(1).tolist() == [n[0] + 2, n[1] + 2, 2]  # the empty caption has no clause
-    assert torch.equal(out.tokens[0, : n[0]], plain.tokens[0, : n[0]]) and torch.equal(out.pooled, plain.pooled)
-    alone = encoder.encode(["a white circle shrinks", "a red square bounces"])
-    torch.testing.assert_close(out.tokens[0, n[0]], alone.tokens[0, alone.mask[0]].mean(0))
-    torch.testing.assert_close(out.tokens[0, n[0] + 1], alone.tokens[1, alone.mask[1]].mean(0))
-    torch.testing.assert_close(out.tokens[1, n[1] + 1], out.tokens[0, n[0] + 1])  # the red square's vector, in either scene
-    # in the whole sentence's tokens, the red square's words have read the other object
-    square = [i for i, t in enumerate(encoder.tokenizer(a).tokens()) if t == "square"][0]
-    assert not torch.allclose(plain.tokens[0, square], plain.tokens[1, square], atol=1e-3)
 
 
 def test_long_sentences_are_truncated_to_max_length() -> None:

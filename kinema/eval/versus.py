@@ -154,7 +154,7 @@ def text_embeddings(pipe: PhenakiPipeline, texts: list[str]) -> torch.Tensor:
     which is how phenaki-pytorch finds its text mask."""
     from ..nn.attention import trim_padding
 
-    encoded = pipe.text_encoder.encode(list(texts), clauses=pipe.transformer.config.clause_tokens, device=pipe.device)
+    encoded = pipe.text_encoder.encode(list(texts), device=pipe.device)
     return trim_padding(encoded.tokens, encoded.mask)[0]
 
 

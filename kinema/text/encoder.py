@@ -26,8 +26,6 @@ import torch.nn.functional as F  # noqa: E402
 from transformers import AutoConfig, AutoModel, AutoTokenizer, T5EncoderModel  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
-from kinema.text.clauses import MAX_CLAUSES, split_clauses  # noqa: E402
-
 hf_logging.disable_progress_bar()  # a local load of a small encoder needs no "Loading weights" bar
 
 MINILM_ALIASES = ("minilm", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2")
@@ -161,35 +159,11 @@ class TextEncoder:
         hidden, mask, pooled = hidden.cpu(), mask.cpu(), pooled.cpu()
         return [(hidden[i, mask[i]].clone(), pooled[i].clone()) for i in range(len(sentences))]
 
-    def encode(self, sentences: list[str], *, clauses: bool = False, device: torch.device | str | None = None) -> TextEmbedding:
-        """Encode a batch of sentences; only sentences not in the cache reach the model.
-
-        With `clauses`, each sentence's tokens are followed by one vector per clause
-        (`kinema.text.clauses`): the mean of that clause's token embeddings, encoded alone,
-        so one key holds one object's words and none of another's. `L` grows by MAX_CLAUSES."""
+    def encode(self, sentences: list[str], *, device: torch.device | str | None = None) -> TextEmbedding:
+        """Encode a batch of sentences; only sentences not in the cache reach the model."""
         if isinstance(sentences, str) or not all(isinstance(s, str) for s in sentences):
             raise TypeError("encode takes a list of strings; wrap a single sentence as [sentence]")
         sentences = list(sentences)
-        rows = self._rows(sentences)
-        if clauses:
-            split = [split_clauses(s) for s in sentences]
-            parts = self._rows([c for cs in split for c in cs])
-            means = iter([tokens.mean(0) for tokens, _ in parts])
-            rows = [(torch.cat([tokens, torch.stack([next(means) for _ in cs])]) if cs else tokens, pooled) for (tokens, pooled), cs in zip(rows, split)]
-        length = self.max_length + (MAX_CLAUSES if clauses else 0)
-        tokens = torch.zeros(len(sentences), length, self.dim)
-        mask = torch.zeros(len(sentences), length, dtype=torch.bool)
-        for i, (row_tokens, _) in enumerate(rows):
-            tokens[i, : len(row_tokens)] = row_tokens
-            mask[i, : len(row_tokens)] = True
-        pooled = torch.stack([p for _, p in rows]) if rows else torch.zeros(0, self.dim)
-        embedding = TextEmbedding(tokens, mask, pooled)
-        return embedding.to(device) if device is not None else embedding
-
-    __call__ = encode
-
-    def _rows(self, sentences: list[str]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """(tokens [n_i, D], pooled [D]) per sentence, from the cache or the model."""
         with self._lock:
             misses = list(dict.fromkeys(s for s in sentences if s not in self._cache))
             encoded = dict(zip(misses, self._run_model(misses))) if misses else {}
@@ -204,7 +178,17 @@ class TextEncoder:
                 self._cache[s] = value
             while len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
-        return rows
+
+        tokens = torch.zeros(len(sentences), self.max_length, self.dim)
+        mask = torch.zeros(len(sentences), self.max_length, dtype=torch.bool)
+        for i, (row_tokens, _) in enumerate(rows):
+            tokens[i, : len(row_tokens)] = row_tokens
+            mask[i, : len(row_tokens)] = True
+        pooled = torch.stack([p for _, p in rows]) if rows else torch.zeros(0, self.dim)
+        embedding = TextEmbedding(tokens, mask, pooled)
+        return embedding.to(device) if device is not None else embedding
+
+    __call__ = encode
 
     def token_positions(self, sentence: str, spans: list[tuple[int, int]]) -> list[int]:
         """Positions in `encode([sentence]).tokens` of the tokens that overlap any of the

@@ -136,7 +136,6 @@ class PhenakiData:
     reuse: int = 0  # > 0: cycle over this many distinct batches, each encoded once (0 = endless)
     grounding: bool = False  # also give each example's Grounding (kinema.nn.grounding; Shapes world only)
     negatives: bool = False  # also give swapped-attribute negative captions (Negatives; Shapes world only)
-    clauses: bool = False  # encode captions with a vector per clause (the MaskGIT's config.clause_tokens)
 
     def __post_init__(self):
         self._cache: dict[int, TokenBatch] = {}
@@ -149,7 +148,7 @@ class PhenakiData:
         if index not in self._cache:
             self._cache[index] = replace(self.tokens(self.clips(index)), text=None, text_mask=None)
         cached = self._cache[index]
-        text = self.text_encoder.encode(cached.captions, clauses=self.clauses)  # its own cache: the embeddings are not kept twice
+        text = self.text_encoder.encode(cached.captions)  # its own cache: the embeddings are not kept twice
         return replace(cached, text=text.tokens, text_mask=text.mask)
 
     def clips(self, index: int) -> ClipBatch:
@@ -166,7 +165,7 @@ class PhenakiData:
             captions = [c for _, _, c in examples]
             has_context = torch.tensor([c is not None for _, c, _ in examples])
             contexts = to_model_range(np.stack([c if c is not None else e[:1] for e, c, _ in examples]))
-        text = self.text_encoder.encode(captions, clauses=self.clauses)
+        text = self.text_encoder.encode(captions)
         grounding = self.ground([e for e, _, _ in examples], captions, text.mask.shape[1]) if self.grounding and self.source is None else None
         negatives = self.negative_captions(captions, np.random.default_rng([self.seed, self.rank, index, 1])) if self.negatives and self.source is None else None
         return ClipBatch(events, contexts, has_context, text.tokens, text.mask, captions, grounding, negatives)
@@ -178,7 +177,7 @@ class PhenakiData:
         for caption in captions:
             order = ("shape", "motion") if rng.random() < 0.5 else ("motion", "shape")
             swapped.append(next((s for s in (swapped_caption(caption, a) for a in order) if s is not None), None))
-        text = self.text_encoder.encode([s if s is not None else c for s, c in zip(swapped, captions)], clauses=self.clauses)
+        text = self.text_encoder.encode([s if s is not None else c for s, c in zip(swapped, captions)])
         return Negatives(text.tokens, text.mask, torch.tensor([s is not None for s in swapped]))
 
     def ground(self, events: list[np.ndarray], captions: list[str], length: int) -> Grounding:

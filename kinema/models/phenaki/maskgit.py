@@ -48,7 +48,6 @@ class MaskGitConfig:
     text_dim: int = 384  # all-MiniLM-L6-v2's width
     cond_drop: float = 0.1  # captions dropped in training, for classifier-free guidance
     joint_head: bool = False  # one softmax over all codes instead of one per digit
-    clause_tokens: bool = False  # the caption's tokens are followed by one vector per clause (TextEncoder.encode(clauses=True))
 
     def __post_init__(self):
         self.fsq_levels = tuple(self.fsq_levels)

@@ -98,7 +98,7 @@ class PhenakiPipeline(Pipeline):
         per_event = steps + rounds * s.refine_steps
         total = per_event * len(sentences)
         for k, sentence in enumerate(sentences):
-            text = self.text_encoder.encode([sentence], clauses=self.transformer.config.clause_tokens, device=self.device)
+            text = self.text_encoder.encode([sentence], device=self.device)
             tokens, mask = trim_padding(text.tokens, text.mask)
             step_callback = (lambda i, n, k=k: callback(k * per_event + i, total)) if callback else None
             with self._autocast():
@@ -124,7 +124,7 @@ class PhenakiPipeline(Pipeline):
         clips = ShapesVideoDataset(batch_size=8).batch(0).video.to(self.device)
         c = self.transformer.config
         captions = ["a red circle moves to the right on a black background"] * 16
-        text = self.text_encoder.encode(captions, clauses=self.transformer.config.clause_tokens, device=self.device)
+        text = self.text_encoder.encode(captions, device=self.device)
         tokens, mask = trim_padding(text.tokens, text.mask)
         codes = torch.randint(0, self.tokenizer.config.codebook_size, (16, c.event_tokens), device=self.device)
         context = torch.randint(0, self.tokenizer.config.codebook_size, (16, c.context_tokens), device=self.device)

@@ -117,7 +117,6 @@ def phenaki(
     reuse_batches: int = typer.Option(0, help="cycle over this many distinct batches, each tokenized once and kept in memory (0 = fresh data every step)"),
     grow_depth: int = typer.Option(0, min=0, help="with --init-from: add this many transformer blocks on top, started as identities (the same predictions, more depth to train)"),
     joint_head: bool = typer.Option(False, "--joint-head", help="predict each token's code with one softmax over the codebook, not one per FSQ digit; from a digit-head --init-from it starts as the same distribution"),
-    clause_tokens: bool = typer.Option(False, "--clause-tokens", help="follow each caption's tokens with one vector per clause, each clause encoded alone (one object's words in one key; kinema.text.clauses); with --init-from the weights carry over unchanged"),
     threads: Threads = None,
     precision: Precision = "auto",
     progress: Progress = True,
@@ -141,7 +140,7 @@ def phenaki(
         torch.set_num_threads(threads)
     rank, world_size = dist_info()
     tok = run_tokenizer(tokenizer, output, resume, is_main=rank == 0)
-    config = MaskGitConfig(fsq_levels=tok.config.fsq_levels, grid=tok.config.grid_size, event_grids=tok.config.token_frames(16), dim=dim, depth=depth, joint_head=joint_head, clause_tokens=clause_tokens)
+    config = MaskGitConfig(fsq_levels=tok.config.fsq_levels, grid=tok.config.grid_size, event_grids=tok.config.token_frames(16), dim=dim, depth=depth, joint_head=joint_head)
     saved = resumed_model_config(output) if resume else None
     if saved is not None:  # the run's own architecture, whatever --dim/--depth/--init-from say; weights come from disk
         model = ckpt.build_from_config(saved, "checkpoint config.json")
@@ -151,8 +150,6 @@ def phenaki(
             model = model.deepened(grow_depth)
         if joint_head:
             model = model.with_joint_head()
-        if clause_tokens:
-            model.config.clause_tokens = True  # no new weights: the clause vectors are more keys of the same cross-attention
         typer.echo(f"weights from {init_from} (EMA); a fresh optimizer and schedule")
     else:
         torch.manual_seed(seed)  # --seed fixes the initial weights too
@@ -160,7 +157,7 @@ def phenaki(
     source = None
     if not is_shapes(data):
         source = load_dataset(data, batch_size=batch_size, seed=seed, rank=rank, world_size=world_size, size=tok.config.image_size, frames=16)
-    batches = PhenakiData(tok, get_text_encoder(), batch_size=batch_size, seed=seed, rank=rank, story_share=story_share, scene_mix=mix, source=source, reuse=reuse_batches, grounding=grounding_weight > 0, negatives=binding_weight > 0, clauses=model.config.clause_tokens)
+    batches = PhenakiData(tok, get_text_encoder(), batch_size=batch_size, seed=seed, rank=rank, story_share=story_share, scene_mix=mix, source=source, reuse=reuse_batches, grounding=grounding_weight > 0, negatives=binding_weight > 0)
     train_config = TrainConfig(
         output=str(output), max_steps=max_steps, lr=lr, warmup_steps=warmup_steps, grad_accum=grad_accum, ema_decay=ema_decay,
         save_every=save_every, save_every_minutes=save_every_minutes, seed=seed, precision=precision, progress=progress, fsdp=fsdp, data_workers=data_workers, max_minutes=max_minutes,
