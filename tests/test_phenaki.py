@@ -16,7 +16,7 @@ from kinema.checkpoint import CheckpointError
 from kinema.cli import app
 from kinema.io import read_video
 from kinema.models.phenaki.data import PhenakiData
-from kinema.models.phenaki.maskgit import MaskGit, MaskGitConfig
+from kinema.models.phenaki.maskgit import MaskGit, MaskGitConfig, cosine_mask_ratio
 from kinema.models.phenaki.train import assemble, maskgit_loss
 from kinema.text import get_text_encoder
 from kinema.tokenizer.cvivit import CViViT, CViViTConfig
@@ -240,6 +240,9 @@ def test_bad_inputs_are_clear(tiny: Path) -> None:
         pipe.story([])
     with pytest.raises(ValueError, match="num_inference_steps"):
         pipe("a red circle moves up at night", num_inference_steps=0)
+    for bad, name in (({"top_k": 0}, "top_k"), ({"temperature": -1.0}, "temperature"), ({"choice_temperature": -0.5}, "choice_temperature"), ({"refine_rounds": -1}, "refine_rounds")):
+        with pytest.raises(ValueError, match=name):
+            pipe("a red circle moves up at night", num_inference_steps=1, **bad)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         pipe("a purple dragon dances", num_inference_steps=1)
@@ -399,6 +402,28 @@ def test_choice_temperature_sets_the_noise_on_which_tokens_are_kept() -> None:
     assert torch.equal(draw(), draw(choice_temperature=1.0))
     assert torch.equal(draw(temperature=0.5), draw(temperature=0.5, choice_temperature=0.5))
     assert not torch.equal(draw(choice_temperature=0.0), draw(choice_temperature=20.0))
+
+
+def test_a_greedy_draw_still_reveals_tokens_step_by_step() -> None:
+    """At temperature 0 every drawn token's confidence is exactly 1 (log 0), a tie: each step
+    must still keep the scheduled share and re-mask the rest, not hold all back to the end."""
+    torch.manual_seed(0)
+    model = MaskGit(MaskGitConfig(fsq_levels=(4, 4), grid=4, event_grids=2, dim=32, depth=1, heads=2, dim_head=16)).eval()
+    text, mask = torch.randn(1, 5, 384), torch.ones(1, 5, dtype=torch.bool)
+    masked_counts = []
+    guided = model.guided_logits
+
+    def counting(codes, masked, *args):
+        masked_counts.append(int(masked.sum()))
+        return guided(codes, masked, *args)
+
+    model.guided_logits = counting
+    steps, n = 6, model.config.event_tokens
+    for greedy in ({"temperature": 0.0}, {"top_k": 1, "choice_temperature": 0.0}):
+        masked_counts.clear()
+        model.generate(text, mask, steps=steps, generator=torch.Generator().manual_seed(0), **greedy)
+        schedule = [n] + [int(n * float(cosine_mask_ratio(torch.tensor(k / steps)))) for k in range(1, steps)]
+        assert masked_counts == schedule
 
 
 def test_refine_redraws_only_the_drawable_tokens_the_model_finds_least_likely() -> None:

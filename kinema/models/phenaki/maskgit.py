@@ -76,6 +76,12 @@ def cosine_mask_ratio(u: torch.Tensor) -> torch.Tensor:
     return torch.cos(u * math.pi / 2)
 
 
+def lowest(score: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+    """[B, N] bool: each row's `count` [B] lowest scores, ties broken by position, so
+    exactly that many are picked even when scores tie (a greedy draw's are all 0)."""
+    return score.argsort(dim=-1, stable=True).argsort(dim=-1) < count[:, None]
+
+
 class MaskGit(nn.Module):
     def __init__(self, config: MaskGitConfig | None = None):
         super().__init__()
@@ -208,8 +214,7 @@ class MaskGit(nn.Module):
         b, n = codes.shape
         ratio = cosine_mask_ratio(torch.rand(b, device=codes.device))
         count = (ratio * n).ceil().clamp(min=1)
-        rank = torch.rand(b, n, device=codes.device).argsort(dim=-1).argsort(dim=-1)
-        masked = rank < count[:, None]
+        masked = lowest(torch.rand(b, n, device=codes.device), count)
         drop = torch.rand(b, device=codes.device) < self.config.cond_drop
         cross_weights = [] if grounding is not None and grounding_weight else None
         logits = self.forward(codes, masked, text, text_mask & ~drop[:, None], context, has_context, cross_weights)
@@ -339,8 +344,7 @@ class MaskGit(nn.Module):
         is its own critic, so nothing more is trained."""
         score = self.token_log_likelihood(codes, text, text_mask, context, has_context=has_context, guidance_scale=guidance_scale, generator=draw.get("generator"))
         count = (drawable.sum(-1).double() * share).floor().long()  # [B]
-        rank = score.masked_fill(~drawable, float("inf")).argsort(-1).argsort(-1)
-        remask = rank < count[:, None]
+        remask = lowest(score.masked_fill(~drawable, float("inf")), count)
         return self._decode(codes, remask, steps, text=text, text_mask=text_mask, context=context, has_context=has_context, guidance_scale=guidance_scale, callback=callback, **draw)
 
     def _decode(self, codes, masked, steps, *, text, text_mask, context, has_context, guidance_scale, temperature, top_k, choice_temperature, generator, callback=None) -> torch.Tensor:
@@ -370,9 +374,7 @@ class MaskGit(nn.Module):
                 # MaskGIT: keep the most confident tokens; the choice is noised, less so as steps go
                 noise = -torch.log(-torch.log(torch.rand(b, n, generator=generator, device=codes.device).clamp(1e-9, 1 - 1e-9)))
                 score = confidence + choice_temperature * (1 - (step + 1) / steps) * noise
-                score = score.masked_fill(~masked, float("inf"))  # already-fixed tokens stay fixed
-                threshold = score.sort(dim=-1).values.gather(-1, (remaining - 1).clamp_min(0)[:, None])
-                masked = (score <= threshold) & (remaining[:, None] > 0)
+                masked = lowest(score.masked_fill(~masked, float("inf")), remaining)  # already-fixed tokens stay fixed
             if callback:
                 callback(step + 1, steps)
             if not masked.any():

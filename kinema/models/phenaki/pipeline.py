@@ -45,6 +45,21 @@ class PhenakiSampler:
     refine_steps: int = 4
 
 
+def check_draw(*, temperature: float, top_k: int | None, choice_temperature: float | None, refine_rounds: int, refine_share: float) -> None:
+    """One line for a sampling setting MaskGIT cannot use, from a call or a folder's
+    scheduler/config.json, before any work."""
+    if temperature < 0:
+        raise ValueError(f"temperature must be at least 0, got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be at least 1 (or None for no cut), got {top_k}")
+    if choice_temperature is not None and choice_temperature < 0:
+        raise ValueError(f"choice_temperature must be at least 0, got {choice_temperature}")
+    if refine_rounds < 0:
+        raise ValueError(f"refine_rounds must be at least 0, got {refine_rounds}")
+    if not 0 <= refine_share <= 1:
+        raise ValueError(f"refine_share must be between 0 and 1, got {refine_share}")
+
+
 @register_pipeline
 class PhenakiPipeline(Pipeline):
     name = "phenaki"
@@ -92,6 +107,10 @@ class PhenakiPipeline(Pipeline):
         steps = s.num_inference_steps if num_inference_steps is None else num_inference_steps
         guidance = s.guidance_scale if guidance_scale is None else guidance_scale
         rounds = s.refine_rounds if refine_rounds is None else refine_rounds
+        temperature = s.temperature if temperature is None else temperature
+        top_k = s.top_k if top_k is None else top_k
+        choice_temperature = s.choice_temperature if choice_temperature is None else choice_temperature
+        check_draw(temperature=temperature, top_k=top_k, choice_temperature=choice_temperature, refine_rounds=rounds, refine_share=s.refine_share)
         generator = torch.Generator(self.device).manual_seed(seed)
         grid = self.transformer.config.grid
         context = None
@@ -104,9 +123,7 @@ class PhenakiPipeline(Pipeline):
             with self._autocast():
                 codes = self.transformer.generate(
                     tokens, mask, context, steps=steps, guidance_scale=guidance,
-                    temperature=s.temperature if temperature is None else temperature,
-                    top_k=s.top_k if top_k is None else top_k,
-                    choice_temperature=s.choice_temperature if choice_temperature is None else choice_temperature,
+                    temperature=temperature, top_k=top_k, choice_temperature=choice_temperature,
                     refine_rounds=rounds, refine_share=s.refine_share, refine_steps=s.refine_steps,
                     generator=generator, callback=step_callback,
                 )
