@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -18,12 +19,12 @@ from kinema.train.cli import tokenizer_loss, train_app
 from kinema.train.trainer import STATE_JSON, step_seed
 
 
-def make_trainer(output, max_steps, save_every=0, lr=3e-3, seed=0, batch_size=2, init_seed=None, data_workers=0, max_minutes=None, grad_accum=1) -> Trainer:
+def make_trainer(output, max_steps, save_every=0, lr=3e-3, seed=0, batch_size=2, init_seed=None, data_workers=0, max_minutes=None, grad_accum=1, log_every=5) -> Trainer:
     torch.manual_seed(seed if init_seed is None else init_seed)
     model = CViViT(CViViTConfig.preset("tiny"))
     data = ShapesVideoDataset(batch_size=batch_size, seed=seed)
     config = TrainConfig(output=str(output), max_steps=max_steps, lr=lr, warmup_steps=3, save_every=save_every,
-                         ema_decay=0.9, seed=seed, progress=False, log_every=5, data_workers=data_workers,
+                         ema_decay=0.9, seed=seed, progress=False, log_every=log_every, data_workers=data_workers,
                          max_minutes=max_minutes, grad_accum=grad_accum)
     return Trainer(model, config, data.batch, tokenizer_loss, export_name="tokenizer")
 
@@ -74,13 +75,18 @@ def test_a_value_measured_in_some_micro_batches_is_logged_as_their_mean(tmp_path
         _, out = model(batch.video)
         calls.append(len(calls))
         out["sparse"] = torch.tensor(float(len(calls)) if len(calls) % 2 else float("nan"))  # micro-batches 1, 3, 5, ...
+        out["never"] = torch.tensor(float("nan"))
         return out
 
     torch.manual_seed(0)
     config = TrainConfig(output=str(tmp_path), max_steps=2, lr=1e-3, warmup_steps=1, grad_accum=4, progress=False, log_every=1)
     Trainer(CViViT(CViViTConfig.preset("tiny")), config, ShapesVideoDataset(batch_size=1, seed=0).batch, loss_fn, export_name="tokenizer").train()
-    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    def strict(constant):  # NaN is not JSON: jq and browsers refuse a file that holds it
+        raise ValueError(f"{constant} in metrics.jsonl")
+
+    lines = [json.loads(line, parse_constant=strict) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [line["sparse"] for line in lines] == [2.0, 6.0]  # (1 + 3) / 2, (5 + 7) / 2
+    assert not any("never" in line for line in lines), "a value nothing measured is left out of the log"
     assert all(np.isfinite(line["loss"]) for line in lines)
 
 
@@ -97,6 +103,21 @@ def test_resume_reproduces_an_unbroken_run(tmp_path):
         torch.testing.assert_close(p, q, atol=0, rtol=0)
     for p, q in zip(unbroken.ema.model.parameters(), second.ema.model.parameters()):
         torch.testing.assert_close(p, q, atol=0, rtol=0)
+
+
+def test_the_log_holds_each_step_once_across_a_resume(tmp_path):
+    """A run that dies after its last checkpoint logged steps it will log again when resumed:
+    the log keeps one record per step, and a fresh run into the folder starts a new log."""
+    make_trainer(tmp_path, max_steps=4, save_every=2, log_every=1).train()
+    shutil.rmtree(list_checkpoints(tmp_path)[-1])  # as if it had died after step 4's log line, before its checkpoint
+    assert list_checkpoints(tmp_path)[-1].name == "step-000002"
+    make_trainer(tmp_path, max_steps=4, save_every=2, log_every=1).train(resume=True)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]
+    for checkpoint in list_checkpoints(tmp_path):
+        shutil.rmtree(checkpoint)
+    make_trainer(tmp_path, max_steps=2, log_every=1).train()
+    assert [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2]
 
 
 def test_a_spent_time_budget_ends_the_run_like_max_steps_and_resume_finishes_it(tmp_path, capsys):

@@ -67,7 +67,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .. import checkpoint as ckpt
-from ..fsutil import atomic_dir
+from ..fsutil import atomic_dir, atomic_path
 from ..precision import PRECISIONS, autocast, default_device, resolve
 from . import distributed
 from .prefetch import batch_stream
@@ -188,6 +188,16 @@ def resumed_model_config(output: str | os.PathLike) -> dict[str, Any] | None:
     one), or None: a resumed run is rebuilt as it was, whatever the command line now says."""
     found = newest_checkpoint(output)
     return ckpt.read_json(found[0] / ckpt.CONFIG_NAME) if found else None
+
+
+def keep_metrics_until(path: Path, step: int) -> None:
+    """A run's log holds its own steps once each: a resumed run drops the records after the
+    checkpoint it resumes from (it logs those steps again), a fresh run starts the file anew."""
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text().splitlines(keepends=True) if line.strip() and json.loads(line)["step"] <= step]
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(kept))
 
 
 def check_output(output: str | os.PathLike, resume: bool) -> None:
@@ -490,6 +500,7 @@ class Trainer:
         metrics_path = self.output / "metrics.jsonl"
         if self.is_main:
             self.output.mkdir(parents=True, exist_ok=True)
+            keep_metrics_until(metrics_path, self.step)
         bar = tqdm(
             total=cfg.max_steps, initial=self.step, disable=not (cfg.progress and self.is_main), dynamic_ncols=True,
             mininterval=1.0 if sys.stderr.isatty() else 30.0,
@@ -546,7 +557,7 @@ class Trainer:
             if self.is_main and (self.step % cfg.log_every == 0 or self.step == cfg.max_steps):
                 rate = window_steps / max(1e-9, time.monotonic() - window_start)
                 window_start, window_steps = time.monotonic(), 0
-                record = {"step": self.step, "steps_per_s": round(rate, 3), "threads": torch.get_num_threads(), "elapsed_s": round(self.elapsed, 1), **{k: round(v, 6) for k, v in logs.items()}}
+                record = {"step": self.step, "steps_per_s": round(rate, 3), "threads": torch.get_num_threads(), "elapsed_s": round(self.elapsed, 1), **{k: round(v, 6) for k, v in logs.items() if not math.isnan(v)}}  # NaN: nothing measured
                 with open(metrics_path, "a") as f:
                     f.write(json.dumps(record) + "\n")
                 if not sys.stderr.isatty() or not cfg.progress:
