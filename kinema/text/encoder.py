@@ -53,25 +53,6 @@ class TextEmbedding:
             index = slice(index, index + 1 if index != -1 else None)
         return TextEmbedding(self.tokens[index], self.mask[index], self.pooled[index])
 
-    @staticmethod
-    def cat(embeddings: list[TextEmbedding]) -> TextEmbedding:
-        """Join batches, padding the token axis to the longest (classifier-free guidance
-        joins a prompt batch with an empty-prompt batch this way)."""
-        if not embeddings:
-            raise ValueError("TextEmbedding.cat needs at least one embedding")
-        length = max(e.tokens.shape[1] for e in embeddings)
-
-        def pad(e: TextEmbedding) -> tuple[torch.Tensor, torch.Tensor]:
-            extra = length - e.tokens.shape[1]
-            return F.pad(e.tokens, (0, 0, 0, extra)), F.pad(e.mask, (0, extra), value=False)
-
-        padded = [pad(e) for e in embeddings]
-        return TextEmbedding(
-            torch.cat([t for t, _ in padded]),
-            torch.cat([m for _, m in padded]),
-            torch.cat([e.pooled for e in embeddings]),
-        )
-
 
 MINILM_ENV = "KINEMA_MINILM"
 

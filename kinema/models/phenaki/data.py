@@ -3,8 +3,8 @@
 Half the examples are single events (a scene caption, no context); half are a story's
 step: the token grid of the previous event's last frame as context, the next event's
 tokens as target, and the story sentence as caption. Captions are canonical or *train*
-paraphrases, never held-out ones. Example i of rank r comes from the generator seeded
-[seed, r, i], so the data position is just a counter (exact resume).
+paraphrases, never held-out ones. Micro-batch i of rank r comes from the generator
+seeded [seed, r, i], so the data position is just a counter (exact resume).
 
 Encoding the clips costs a third of a MaskGIT step on a CPU. With `reuse` = K, batch i is
 batch i mod K, tokenized once and then kept in memory (codes and captions: a few MB), so

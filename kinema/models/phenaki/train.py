@@ -1,4 +1,5 @@
-"""`kinema train phenaki`: MaskGIT on a frozen C-ViViT's tokens of the Shapes world."""
+"""`kinema train phenaki`: MaskGIT on a frozen C-ViViT's tokens of the Shapes world (or of
+a folder of captioned videos, `--data`)."""
 
 from __future__ import annotations
 
@@ -95,7 +96,7 @@ def assemble(tokenizer: CViViT, transformer: MaskGit, output: Path, extra: dict 
 
 def phenaki(
     tokenizer: Path = typer.Option(..., help="trained C-ViViT: an inference folder or a training checkpoint (copied into OUTPUT/tokenizer; --resume uses the copy)"),
-    output: Path = typer.Option(..., "--output", "-o", help="run folder: checkpoints/, final/, pipeline/"),
+    output: Path = typer.Option(..., "--output", "-o", help="run folder: tokenizer/, checkpoints/, final/, pipeline/, metrics.jsonl"),
     max_steps: MaxSteps = 20_000,
     batch_size: int = typer.Option(16, help="events per micro-batch"),
     grad_accum: GradAccum = 1,
@@ -142,6 +143,7 @@ def phenaki(
     tok = run_tokenizer(tokenizer, output, resume, is_main=rank == 0)
     config = MaskGitConfig(fsq_levels=tok.config.fsq_levels, grid=tok.config.grid_size, event_grids=tok.config.token_frames(16), dim=dim, depth=depth, joint_head=joint_head)
     saved = resumed_model_config(output) if resume else None
+    torch.manual_seed(seed)  # --seed fixes the initial weights too: a fresh model's, or the blocks --grow-depth adds
     if saved is not None:  # the run's own architecture, whatever --dim/--depth/--init-from say; weights come from disk
         model = ckpt.build_from_config(saved, "checkpoint config.json")
     elif init_from is not None:
@@ -152,7 +154,6 @@ def phenaki(
             model = model.with_joint_head()
         typer.echo(f"weights from {init_from} (EMA); a fresh optimizer and schedule")
     else:
-        torch.manual_seed(seed)  # --seed fixes the initial weights too
         model = MaskGit(config)
     source = None
     if not is_shapes(data):
