@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..batch import Batch
 from ..world.language import describe
 from ..world.render import render_event
 from ..world.sample import SCENE_KINDS, random_event, random_story
@@ -78,13 +79,10 @@ def captioned_example(rng: np.random.Generator, story_share: float, max_story: i
 
 
 @dataclass
-class ShapesBatch:
+class ShapesBatch(Batch):
     video: torch.Tensor  # [B, 3, T, H, W] float in [-1, 1]
     specs: list[SceneSpec]  # what each clip shows (feed it to the judge)
     index: int  # the batch index it was drawn for
-
-    def to(self, device) -> "ShapesBatch":
-        return ShapesBatch(self.video.to(device), self.specs, self.index)
 
 
 @dataclass

@@ -62,6 +62,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 import numpy as np
 import torch
 
+from ..batch import Batch
 from ..io.video import frame_seconds, probe_gif, stream_fps
 from ..world.spec import DEFAULT_SIZE, EVENT_FRAMES, FPS
 from .shapes import to_model_range
@@ -280,14 +281,11 @@ def is_long_enough(duration: float, source_fps: float, frames: int, fps: float) 
 
 
 @dataclass
-class CaptionedBatch:
+class CaptionedBatch(Batch):
     video: torch.Tensor  # [B, 3, T, H, W] float in [-1, 1]
     captions: list[str]
     index: int  # the batch index it was drawn for
     sources: list[tuple[str, float]] = field(default_factory=list)  # (path relative to root, start second) per clip
-
-    def to(self, device) -> "CaptionedBatch":
-        return CaptionedBatch(self.video.to(device), self.captions, self.index, self.sources)
 
 
 class CaptionedFolderDataset:

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from ..batch import Batch
 from ..nn.weighting import foreground_weights, weighted_mean
 
 # 1024 rather than the usual 1000: every power-of-two step count (64, 32, …, 1) then strides
@@ -52,15 +53,12 @@ def _expand(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass
-class DiffusionBatch:
+class DiffusionBatch(Batch):
     """What a diffusion loss eats: clean targets and the keyword conditioning of the model
     (text tokens, masks, conditioning channels …). Tensors in `cond` have batch first."""
 
     x0: torch.Tensor
     cond: dict[str, Any] = field(default_factory=dict)
-
-    def to(self, device) -> DiffusionBatch:
-        return DiffusionBatch(self.x0.to(device), {k: v.to(device) if torch.is_tensor(v) else v for k, v in self.cond.items()})
 
 
 @dataclass

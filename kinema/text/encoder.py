@@ -26,6 +26,8 @@ import torch.nn.functional as F  # noqa: E402
 from transformers import AutoConfig, AutoModel, AutoTokenizer, T5EncoderModel  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
+from ..batch import Batch  # noqa: E402
+
 hf_logging.disable_progress_bar()  # a local load of a small encoder needs no "Loading weights" bar
 
 MINILM_ALIASES = ("minilm", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2")
@@ -34,15 +36,13 @@ DEFAULT_CACHE_SIZE = 4096
 
 
 @dataclass
-class TextEmbedding:
+class TextEmbedding(Batch):
     """Encoded sentences. Padded positions of `tokens` are zero and `mask` False there."""
 
     tokens: torch.Tensor  # [B, L, D] float32
     mask: torch.Tensor  # [B, L] bool, True on real tokens
     pooled: torch.Tensor  # [B, D] float32, unit norm
 
-    def to(self, device: torch.device | str) -> TextEmbedding:
-        return TextEmbedding(self.tokens.to(device), self.mask.to(device), self.pooled.to(device))
 
     def __len__(self) -> int:
         return self.tokens.shape[0]

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from einops import reduce
 
+from ...batch import Batch
 from ...data.grounding import object_words, swapped_caption
 from ...data.shapes import captioned_example, to_model_range
 from ...nn.weighting import foreground_mask
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
 
 
 @dataclass
-class TokenBatch:
+class TokenBatch(Batch):
     codes: torch.Tensor  # [B, N] event token codes
     context: torch.Tensor  # [B, M] context grid codes (where has_context is False: the event's own first frame, ignored)
     has_context: torch.Tensor  # [B] bool
@@ -49,35 +50,23 @@ class TokenBatch:
     grounding: Grounding | None = None  # which words name which object's tokens (Shapes world only)
     negatives: Negatives | None = None  # the captions with two objects' attributes swapped (Shapes world only)
 
-    def to(self, device) -> TokenBatch:
-        move = lambda t: t.to(device)  # noqa: E731
-        grounding = self.grounding and self.grounding.to(device)
-        negatives = self.negatives and self.negatives.to(device)
-        return TokenBatch(move(self.codes), move(self.context), move(self.has_context), move(self.text), move(self.text_mask), self.captions, move(self.foreground), grounding, negatives)
-
 
 @dataclass
-class Grounding:
+class Grounding(Batch):
     """Targets for `kinema.nn.grounding`: up to `MAX_OBJECTS` named objects per example."""
 
     tokens: torch.Tensor  # [B, K, N] bool: the event tokens object k shows in (object_tokens)
     words: torch.Tensor  # [B, K, L] bool: the caption's text tokens that describe object k
 
-    def to(self, device) -> Grounding:
-        return Grounding(self.tokens.to(device), self.words.to(device))
-
 
 @dataclass
-class Negatives:
+class Negatives(Batch):
     """Hard negative captions for `MaskGit.loss`: each two-object caption with its objects'
     shapes or motions swapped (`kinema.data.grounding.swapped_caption`)."""
 
     text: torch.Tensor  # [B, L, D]
     mask: torch.Tensor  # [B, L]
     rows: torch.Tensor  # [B] bool: the example has a negative (elsewhere text is its own caption's)
-
-    def to(self, device) -> Negatives:
-        return Negatives(self.text.to(device), self.mask.to(device), self.rows.to(device))
 
 
 MAX_OBJECTS = 2  # a Shapes-world scene holds at most two
@@ -103,7 +92,7 @@ def foreground_tokens(video: torch.Tensor, grid: int, temporal_patch: int) -> to
 
 
 @dataclass
-class ClipBatch:
+class ClipBatch(Batch):
     """Events before tokenization: what a data worker hands to the training device."""
 
     events: torch.Tensor  # [B, 3, 16, H, W] in [-1, 1]
@@ -114,12 +103,6 @@ class ClipBatch:
     captions: list[str]
     grounding: Grounding | None = None
     negatives: Negatives | None = None
-
-    def to(self, device) -> ClipBatch:
-        move = lambda t: t.to(device, non_blocking=True)  # noqa: E731
-        grounding = self.grounding and self.grounding.to(device)
-        negatives = self.negatives and self.negatives.to(device)
-        return ClipBatch(move(self.events), move(self.contexts), move(self.has_context), move(self.text), move(self.text_mask), self.captions, grounding, negatives)
 
 
 @dataclass

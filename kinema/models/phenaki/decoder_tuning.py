@@ -27,6 +27,7 @@ import torch
 import typer
 
 from ... import checkpoint as ckpt
+from ...batch import Batch
 from ...nn.attention import trim_padding
 from ...precision import autocast
 from ...tokenizer.cvivit import CViViT
@@ -42,15 +43,12 @@ from .pipeline import PhenakiPipeline, PhenakiSampler
 
 
 @dataclass
-class InfillBatch:
+class InfillBatch(Batch):
     """One micro-batch: the true events and, once `Infill` has run, the codes to draw them from."""
 
     index: int  # the micro-batch's number: seeds its masks and samples (exact resume)
     clips: ClipBatch
     codes: torch.Tensor | None = None  # [B, T', h, w] the events' codes with the MaskGIT's infill
-
-    def to(self, device) -> InfillBatch:
-        return InfillBatch(self.index, self.clips.to(device), None if self.codes is None else self.codes.to(device))
 
 
 @dataclass
