@@ -207,6 +207,23 @@ def test_cli_trains_and_resumes(tmp_path):
     assert "resumed from" in result.output and "done at step 3" in result.output
 
 
+@pytest.mark.parametrize("args, message", [
+    (["tokenizer", "--config-json", "{bad"], "--config-json is not JSON"),
+    (["tokenizer", "--config-json", '{"depht": 2}'], "CViViTConfig has no field 'depht'"),
+    (["tokenizer", "--preset", "huge"], "unknown C-ViViT preset 'huge'"),
+    (["imagen-video", "--stage", "base", "--config-json", '{"chanels": 8}'], "VideoUNetConfig has no field 'chanels'"),
+    (["imagen-video", "--stage", "base", "--preset", "huge"], "unknown preset 'huge'"),
+    (["imagen-video", "--stage", "distill"], "no base teacher to distil"),
+    (["imagen-video", "--stage", "distill", "--teacher-steps", "2048", "--student-steps", "1024"], "divides 1024"),
+])
+def test_a_train_commands_user_errors_are_one_line(tmp_path, args, message):
+    """A typo in an option or a missing teacher: one line and exit code 2, no traceback, nothing written."""
+    result = CliRunner().invoke(train_app, [*args, "--output", str(tmp_path / "run"), "--max-steps", "1", "--no-progress"])
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert "Traceback" not in result.output and not isinstance(result.exception, (TypeError, KeyError))
+    assert not list((tmp_path / "run").rglob("*.safetensors"))
+
+
 def test_cli_fine_tunes_the_decoder_of_a_checkpoint_without_changing_its_codes(tmp_path):
     """--init-from + --freeze-encoder: the decoder learns on, the codes a MaskGIT was trained
     on stay exactly the same."""

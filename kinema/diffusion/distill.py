@@ -59,6 +59,8 @@ def make_student(teacher: nn.Module) -> nn.Module:
 @torch.no_grad()
 def teacher_two_steps(teacher: nn.Module, diffusion: GaussianDiffusion, z: torch.Tensor, t: torch.Tensor, delta: int, cond: dict[str, Any], guidance: float = 1.0) -> torch.Tensor:
     """The teacher's two DDIM steps t → t - Δ/2 → t - Δ (a negative timestep is clean data)."""
+    if delta < 2:
+        raise ValueError(f"a student step of {delta} timestep cannot be two teacher steps: distil to at most half the training timesteps")
     t_mid = t - delta // 2
     out = classifier_free_guidance(teacher, z, t, cond, guidance).float()
     z_mid = diffusion.ddim_step(z, out, t, t_mid)

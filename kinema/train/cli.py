@@ -15,7 +15,7 @@ from ..tokenizer.cvivit import CViViT, CViViTConfig
 from . import distributed
 from .options import (
     DataWorkers, EmaDecay, ExportDtype, Fsdp, GradAccum, Lr, MaxMinutes, MaxSteps, MinLrRatio, Precision, Progress, Resume,
-    SaveEvery, SaveEveryMinutes, Seed, Threads, WarmupSteps, fresh_or_resumed,
+    SaveEvery, SaveEveryMinutes, Seed, Threads, WarmupSteps, config_overrides, fresh_or_resumed, reports_user_errors,
 )
 from .trainer import TrainConfig, Trainer, list_checkpoints, load_trained, resumed_model_config, warm_start
 
@@ -37,6 +37,7 @@ def tokenizer_loss(model: CViViT, batch) -> dict[str, torch.Tensor]:
 
 
 @train_app.command()
+@reports_user_errors
 def tokenizer(
     output: Path = typer.Option(..., "--output", "-o", help="run folder: checkpoints/, final/, metrics.jsonl"),
     max_steps: MaxSteps = 20_000,
@@ -75,7 +76,7 @@ def tokenizer(
     echo = typer.echo if rank == 0 else (lambda *a, **k: None)
     if threads:
         torch.set_num_threads(threads)
-    overrides = json.loads(config_json)
+    overrides = config_overrides(config_json, CViViTConfig)
     if dim is not None:
         overrides["dim"] = dim
     if temporal_patch is not None:
@@ -125,9 +126,9 @@ def _register_families() -> None:
     from ..models.phenaki.decoder_tuning import phenaki_decoder
     from ..models.phenaki.train import phenaki
 
-    train_app.command("phenaki")(phenaki)
-    train_app.command("phenaki-decoder")(phenaki_decoder)
-    train_app.command("imagen-video")(imagen_video)
+    train_app.command("phenaki")(reports_user_errors(phenaki))
+    train_app.command("phenaki-decoder")(reports_user_errors(phenaki_decoder))
+    train_app.command("imagen-video")(reports_user_errors(imagen_video))
 
 
 _register_families()

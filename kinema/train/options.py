@@ -52,3 +52,36 @@ def fresh_or_resumed(output, resume: bool) -> None:
         check_output(output, resume)
     except FileExistsError as e:
         raise typer.BadParameter(str(e), param_hint="--output") from None
+
+
+def config_overrides(text: str, config_cls: type, option: str = "--config-json") -> dict:
+    """`--config-json` as a dict of `config_cls` fields; a user's typo is one clear line."""
+    import dataclasses
+    import json
+
+    try:
+        overrides = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{option} is not JSON ({err.msg} at character {err.pos}): {text}") from None
+    if not isinstance(overrides, dict):
+        raise ValueError(f"{option} must be a JSON object of {config_cls.__name__} fields, got {text}")
+    fields = {f.name for f in dataclasses.fields(config_cls)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise ValueError(f"{option}: {config_cls.__name__} has no field {', '.join(map(repr, unknown))}; it has {', '.join(sorted(fields))}")
+    return overrides
+
+
+def reports_user_errors(command):
+    """Wrap a train command so a user's mistake (a bad option value, a missing or damaged
+    checkpoint) is one line and exit code 2, as in the rest of the CLI."""
+    import functools
+
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        from ..cli import user_errors  # the CLI imports the train commands lazily: no cycle
+
+        with user_errors():
+            return command(*args, **kwargs)
+
+    return run

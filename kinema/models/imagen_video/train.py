@@ -20,13 +20,13 @@ import typer
 
 from ... import checkpoint as ckpt
 from ...data import data_label, is_shapes, load_dataset
-from ...diffusion import DiffusionBatch, GaussianDiffusion, distillation_loss, halving_schedule, make_student
-from ...nn.unet import VideoUNet
+from ...diffusion import DiffusionBatch, GaussianDiffusion, distillation_loss, halving_schedule, make_student, step_grid
+from ...nn.unet import VideoUNet, VideoUNetConfig
 from ...pipelines import SHAPES_WORLD
 from ...train.distributed import dist_info
 from ...train.options import (
     DataWorkers, ExportDtype, Fsdp, GradAccum, Lr, MaxMinutes, Precision, Progress, SaveEvery, SaveEveryMinutes, SceneMix, Seed,
-    Threads, WarmupSteps, fresh_or_resumed, scene_mix_option,
+    Threads, WarmupSteps, config_overrides, fresh_or_resumed, scene_mix_option,
 )
 from ...precision import default_device
 from ...train.trainer import TrainConfig, Trainer, load_trained, resumed_model_config
@@ -174,7 +174,7 @@ def imagen_video(
             typer.echo(f"weights from {init_from} (EMA); a fresh optimizer and schedule")
         else:
             torch.manual_seed(seed)  # --seed fixes the initial weights too
-            model = VideoUNet(stage_config(stage, preset, **json.loads(config_json)))
+            model = VideoUNet(stage_config(stage, preset, **config_overrides(config_json, VideoUNetConfig)))
         typer.echo(f"{stage}: {model.num_parameters() / 1e6:.2f} M parameters; {json.dumps(model.config.to_dict())}")
         trainer = Trainer(model, train_config(output / stage), batches.batch, diffusion_loss(diffusion, cond_drop, foreground_weight, weight_predicted_foreground), export_name=stage,
                           export_extra={"trained_on": trained_on, "stage": stage})
@@ -183,8 +183,15 @@ def imagen_video(
         name = f"{target}_distilled"
         if guidance is None:  # the guidance the cascade samples this stage at, which the student stands in for
             guidance = ImagenVideoSampler().guidance(target)
-        teacher_model = load_stage(teacher or output / target / "final", target).to(default_device())  # where the student trains
-        for i, steps in enumerate(halving_schedule(teacher_steps, student_steps)):
+        schedule = halving_schedule(teacher_steps, student_steps)
+        step_grid(teacher_steps, diffusion)  # a teacher step count the schedule cannot halve is refused before any load
+        source = teacher or output / target / "final"
+        try:
+            teacher_model = load_stage(source, target).to(default_device())  # where the student trains
+        except (ckpt.CheckpointError, OSError) as err:
+            hint = "" if teacher else f" (train --stage {target} into {output} first, or name one with --teacher)"
+            raise ValueError(f"no {target} teacher to distil at {source}{hint}: {err}") from None
+        for i, steps in enumerate(schedule):
             run = output / name / f"round-{steps:03d}"
             if resume and (run / "final" / ckpt.MODEL_INDEX).is_file():
                 teacher_model = load_stage(run / "final", name).to(default_device())
