@@ -266,3 +266,16 @@ def test_eval_splits_held_out_prompts_by_words_the_text_encoder_misreads() -> No
     assert lexicon["with"][1] + lexicon["without"][1] == 2 and "canary" in lexicon["misread_words"]
     assert any("misreads" in line for line in report.notes())
     assert evaluate(load_pipeline("world"), prompts=1, stories=0, long_story=None, fvd=False).heldout_lexicon is None
+
+
+def test_a_card_leaves_out_a_category_the_eval_skipped() -> None:
+    """`kinema eval --stories 0` reports the story categories with nothing in them; the card
+    writes the categories that were judged and no row for an empty one."""
+    from kinema.eval.card import eval_section
+    from kinema.eval.scoreboard import CategoryScore
+
+    judged = CategoryScore("one object", 3, 4, [("shape: square reads as a circle", 1)], 0.1)
+    skipped = CategoryScore("story events", 0, 0, [], None)
+    lines = eval_section({"categories": {c.name: c.to_dict() for c in (judged, skipped)}})
+    assert any(line.startswith("| one object | 75.0 % |") for line in lines)
+    assert not any("story events" in line for line in lines)

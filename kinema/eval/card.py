@@ -90,6 +90,8 @@ def runs_section(runs: Sequence[tuple[str, Path]], earlier_rows: Sequence[str] =
 def eval_section(report: dict) -> list[str]:
     lines = ["## Judge scores (`kinema eval`)", "", "| category | pass | 95 % CI | passed | most common failures |", "|---|---|---|---|---|"]
     for name, c in report["categories"].items():
+        if not c["total"]:  # a category the eval was told to skip (--stories 0)
+            continue
         lo, hi = c["ci95"]
         failures = "; ".join(f"{f['pattern']} ({f['count']})" for f in c.get("failures", [])[:3]) or "—"
         lines.append(f"| {name} | {100 * c['rate']:.1f} % | {100 * lo:.1f}–{100 * hi:.1f} % | {c['passed']}/{c['total']} | {failures} |")

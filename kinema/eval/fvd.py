@@ -288,6 +288,8 @@ def held_out_accuracy(model: ShapesClassifier, clips: int = 1000, seed: int = 1_
     background: 6-way; colours: every one of the 8 present/absent calls right (exact set);
     colour calls: per colour; shape, action: per object present (action = its motion,
     vanishing, or the camera's zoom)."""
+    if clips < 1:
+        raise ValueError(f"held-out accuracy needs at least 1 clip, got {clips}")
     model.eval()
     rng = np.random.default_rng(seed)
     hits = {"background": 0, "colours (exact set)": 0, "colour calls": 0, "shape": 0, "action": 0}
@@ -384,11 +386,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, default=1)
     t.add_argument("--max-minutes", type=float, default=None, help="stop after this many minutes (the schedule follows --steps)")
-    t.add_argument("--eval-clips", type=int, default=1000)
+    t.add_argument("--eval-clips", type=int, default=1000, help="fresh events the finished classifier is scored on (at least 1)")
     e = sub.add_parser("accuracy", help="Held-out accuracies of a saved classifier.")
     e.add_argument("folder", type=Path, nargs="?", default=CLASSIFIER_DIR)
     e.add_argument("--clips", type=int, default=1000)
     args = parser.parse_args(argv)
+    if min(getattr(args, "eval_clips", 1), getattr(args, "clips", 1)) < 1:
+        parser.error("the held-out accuracy needs at least 1 clip")  # before training, not after it
     if args.command == "train":
         train(
             args.output, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
