@@ -1,7 +1,7 @@
 """Gaussian diffusion: noise schedules, the forward process, ε / v / x0 conversions, the
 training objective, classifier-free guidance and noise-conditioning augmentation.
 
-Every diffusion family (Imagen Video, Make-A-Video, Lumiere) shares this file. Time is the
+It is written for any diffusion family (Imagen Video's cascade uses it). Time is the
 discrete timestep t ∈ {0, …, T-1} of diffusers' schedulers, and the schedules below are
 bit-for-bit diffusers' `squaredcos_cap_v2` and `linear` betas, so a model trained here is
 sampled by diffusers' DDPM / DDIM / DPM-Solver++ (see `sampling.py`) with no conversion.

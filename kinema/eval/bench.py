@@ -50,6 +50,16 @@ def matmul_peak(precision: str | None = None, n: int = 2048, seconds: float = 1.
     return 2 * n**3 * count / (time.perf_counter() - start) / 1e12
 
 
+def seconds_of(fn: Callable[[], object], device: torch.device) -> float:
+    """Wall seconds of `fn()`, with a GPU's queued kernels finished on both sides of it."""
+    wait = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    wait()
+    start = time.perf_counter()
+    fn()
+    wait()
+    return time.perf_counter() - start
+
+
 @dataclass
 class StepTiming:
     name: str
@@ -67,14 +77,15 @@ def time_training_step(name: str, module: torch.nn.Module, loss_fn: Callable[[],
     with FlopCounterMode(display=False) as counter, autocast(device):
         loss_fn().backward()
     flop = counter.get_total_flops()
-    times = []
-    for _ in range(repeats):
-        module.zero_grad(set_to_none=True)
-        start = time.perf_counter()
+    def step() -> None:
         with autocast(device):
             loss = loss_fn()
         loss.backward()
-        times.append(time.perf_counter() - start)
+
+    times = []
+    for _ in range(repeats):
+        module.zero_grad(set_to_none=True)
+        times.append(seconds_of(step, device))
     module.zero_grad(set_to_none=True)
     module.eval()
     seconds = statistics.median(times)

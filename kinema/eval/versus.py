@@ -19,7 +19,6 @@ import importlib.metadata
 import importlib.util
 import statistics
 import sys
-import time
 import types
 import warnings
 from collections.abc import Callable
@@ -29,7 +28,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..precision import autocast, resolve
-from .bench import time_training_step
+from .bench import seconds_of, time_training_step
 
 if TYPE_CHECKING:
     from ..models.phenaki.pipeline import PhenakiPipeline
@@ -195,14 +194,6 @@ class VersusReport:
         return rows
 
 
-def _seconds(fn: Callable[[], object], device: torch.device) -> float:
-    start = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
-
-
 def _parameters(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
@@ -241,8 +232,8 @@ def compare(
     ours_sample(0), theirs_sample(0)  # warm-up: kernels, caches, the text encoder
     times: tuple[list[float], list[float]] = ([], [])
     for i in range(runs):
-        times[0].append(_seconds(lambda: ours_sample(i), device))
-        times[1].append(_seconds(lambda: theirs_sample(i), device))
+        times[0].append(seconds_of(lambda: ours_sample(i), device))
+        times[1].append(seconds_of(lambda: theirs_sample(i), device))
     sample_label = f"sample one {pipe.frames_per_event}-frame event ({steps} steps, guidance {guidance:g}, median of {runs})"
     report.matchups.append(Matchup.of(sample_label, statistics.median(times[0]), statistics.median(times[1])))
 

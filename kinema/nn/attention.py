@@ -42,7 +42,7 @@ class Attention(nn.Module):
         self.to_kv = nn.Linear(context_dim or dim, 2 * inner, bias=False)
         self.to_out = nn.Linear(inner, dim)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, mask: torch.Tensor | None = None, causal: bool = False, weights: list[torch.Tensor] | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, mask: torch.Tensor | None = None, weights: list[torch.Tensor] | None = None) -> torch.Tensor:
         """With a `weights` list, the attention probabilities [B, heads, N, M] are appended to
         it (computed explicitly, not by the fused kernel), e.g. for a loss on where a word is
         attended from; without one the fused kernel runs."""
@@ -52,11 +52,9 @@ class Attention(nn.Module):
         q, k, v = (rearrange(t, "b n (h d) -> b h n d", h=self.heads) for t in (q, k, v))
         if weights is None:
             out = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=mask, is_causal=causal and mask is None, dropout_p=self.dropout if self.training else 0.0
+                q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
             )
         else:
-            if causal and mask is None:
-                mask = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool, device=q.device).tril()
             scores = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5
             if mask is not None:
                 scores = scores.masked_fill(~mask, float("-inf"))

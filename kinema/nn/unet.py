@@ -1,4 +1,4 @@
-"""A video U-Net for every diffusion family (Imagen Video, Make-A-Video, Lumiere).
+"""A video U-Net for any diffusion family (Imagen Video's three stages are built from it).
 
 Videos are [B, C, T, H, W]. Each layer is factorised (Ho et al., Video Diffusion Models):
 
@@ -96,7 +96,7 @@ class TimestepEmbedding(nn.Module):
 
 
 class ResBlock(nn.Module):
-    """GroupNorm → SiLU → 3x3 conv → FiLM(embedding) → GroupNorm → SiLU → 3x3 conv (zero-init),
+    """GroupNorm → SiLU → 3x3 conv → GroupNorm → FiLM(embedding) → SiLU → 3x3 conv (zero-init),
     plus a shortcut; frames are folded into the batch."""
 
     def __init__(self, in_channels: int, out_channels: int, emb_dim: int):

@@ -5,7 +5,8 @@ the frozen text encoder's tokens (cross-attention) and pooled vector. Between st
 low-resolution clip is noise-augmented to a fixed small level that the next stage is told.
 A distilled stage (`base_distilled`, …) takes few deterministic DDIM steps with its
 guidance baked in; it is used unless the caller asks for other steps or for a guidance
-(any guidance runs the undistilled stage: that is how its teacher is reached and scored).
+(for the base, any guidance runs the undistilled stage: that is how its teacher is reached
+and scored).
 
 Stories: each event's base stage is conditioned on the last frame made so far (downsampled
 to 32×32), so the film continues without a cut; only that one frame is carried.
