@@ -86,6 +86,11 @@ def test_sampler_carries_a_linear_schedule_and_reads_older_configs(folder: Path,
     )
     pipe = ImagenVideoPipeline.from_pretrained(old)
     assert pipe.diffusion.to_dict() == GaussianDiffusion("linear").to_dict()
+    # steps for some stages only: the others keep their defaults, and the cascade still runs
+    (old / "scheduler" / "config.json").write_text(json.dumps({"steps": {"base": 2}}))
+    pipe = ImagenVideoPipeline.from_pretrained(old)
+    assert pipe.sampler.steps == {"base": 2, "tsr": 8, "ssr": 4}
+    assert pipe(PROMPT, seed=0, num_inference_steps=1).frames.shape == (16, 64, 64, 3)
 
 
 def test_story_continues_from_the_last_frame(folder: Path) -> None:

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from ...text import TextEncoder
 
 STAGE_ORDER = ("base", "tsr", "ssr")
+DEFAULT_STEPS = {"base": 24, "tsr": 8, "ssr": 4}  # sampling steps of each undistilled stage
 
 
 @dataclass
@@ -47,17 +48,20 @@ class ImagenVideoSampler:
     """Sampling settings, saved as the model folder's scheduler/config.json."""
 
     scheduler: str = "dpm++"  # ddpm | ddim | dpm++ (distilled stages always use ddim)
-    steps: dict[str, int] = field(default_factory=lambda: {"base": 24, "tsr": 8, "ssr": 4})
+    steps: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_STEPS))  # a folder naming some stages keeps these for the rest
     guidance_scale: float = 4.0  # classifier-free guidance of the base (where the text decides the content)
     sr_guidance_scale: float = 1.0  # of tsr and ssr (1 = none: their inputs already fix the content)
     aug_timestep: int = NoiseAugmentation.sample_timestep  # noise-conditioning augmentation level of tsr/ssr inputs at sampling
     thresholding: bool = True  # guided stages clip their predicted x0 to [-1, 1] (kinema.diffusion.sampling.make_scheduler)
     distilled_steps: dict[str, int] = field(default_factory=dict)  # stage -> steps its *_distilled model was distilled to
-    schedule: str = "cosine"
-    num_train_timesteps: int = 1024
-    prediction_type: str = "v_prediction"
+    schedule: str = GaussianDiffusion.schedule
+    num_train_timesteps: int = GaussianDiffusion.num_train_timesteps
+    prediction_type: str = GaussianDiffusion.prediction_type
     beta_start: float = GaussianDiffusion.beta_start  # linear schedule only
     beta_end: float = GaussianDiffusion.beta_end
+
+    def __post_init__(self):
+        self.steps = {**DEFAULT_STEPS, **self.steps}
 
     def guidance(self, stage: str) -> float:
         """A stage's own classifier-free guidance."""
