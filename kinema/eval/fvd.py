@@ -115,20 +115,25 @@ register("ShapesClassifier", ShapesClassifier, ShapesClassifierConfig)
 
 
 def save_classifier(model: ShapesClassifier, folder: str | Path, training: dict | None = None) -> Path:
-    """config.json (+ `_training` notes, which loading ignores) and model.safetensors."""
+    """config.json (+ `_training` notes, which loading ignores) and model.safetensors, swapped
+    in together (a crash never leaves new weights beside an old config); other files in the
+    folder (its card) are kept."""
+    import shutil
+
     from safetensors.torch import save_file
 
-    from ..fsutil import atomic_path
+    from ..fsutil import atomic_dir
 
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     config = config_dict(model)
     if training:
         config["_training"] = training
-    with atomic_path(folder / WEIGHTS_NAME) as tmp:
-        save_file(state_tensors(model), str(tmp), metadata={"format": "pt"})
-    with atomic_path(folder / CONFIG_NAME) as tmp:
-        tmp.write_text(json.dumps(config, indent=2) + "\n")
+    with atomic_dir(folder) as tmp:
+        for kept in folder.iterdir() if folder.is_dir() else ():
+            if kept.is_file() and kept.name not in (WEIGHTS_NAME, CONFIG_NAME):
+                shutil.copy2(kept, tmp / kept.name)
+        save_file(state_tensors(model), str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
+        (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
     return folder
 
 
