@@ -279,3 +279,19 @@ def test_a_card_leaves_out_a_category_the_eval_skipped() -> None:
     lines = eval_section({"categories": {c.name: c.to_dict() for c in (judged, skipped)}})
     assert any(line.startswith("| one object | 75.0 % |") for line in lines)
     assert not any("story events" in line for line in lines)
+
+
+def test_a_saved_classifier_loads_back_and_keeps_its_card(tmp_path: Path) -> None:
+    """save_classifier swaps config.json and the weights in together and leaves the folder's
+    other files (its model card) where they were."""
+    from kinema.eval.fvd import load_classifier, save_classifier
+
+    shipped = load_classifier()
+    folder = tmp_path / "classifier"
+    folder.mkdir()
+    (folder / "README.md").write_text("card")
+    save_classifier(shipped, folder, {"steps": 1})
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    assert (folder / "README.md").read_text() == "card"
+    again = load_classifier(folder)
+    assert all(torch.equal(a, b) for a, b in zip(shipped.state_dict().values(), again.state_dict().values()))
