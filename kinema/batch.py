@@ -8,7 +8,7 @@ its fields and nothing else; the trainer calls `.to` on whatever `get_batch` ret
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import torch
 

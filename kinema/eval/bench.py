@@ -77,6 +77,7 @@ def time_training_step(name: str, module: torch.nn.Module, loss_fn: Callable[[],
     with FlopCounterMode(display=False) as counter, autocast(device):
         loss_fn().backward()
     flop = counter.get_total_flops()
+
     def step() -> None:
         with autocast(device):
             loss = loss_fn()

@@ -380,6 +380,14 @@ def train(
     return training
 
 
+def clip_count(text: str) -> int:
+    """argparse type of a clip count: the held-out accuracy needs at least one clip."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"needs at least 1 clip, got {value}")
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m kinema.eval.fvd", description="The FVD-shapes feature network.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -391,13 +399,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, default=1)
     t.add_argument("--max-minutes", type=float, default=None, help="stop after this many minutes (the schedule follows --steps)")
-    t.add_argument("--eval-clips", type=int, default=1000, help="fresh events the finished classifier is scored on (at least 1)")
+    t.add_argument("--eval-clips", type=clip_count, default=1000, help="fresh events the finished classifier is scored on (checked before training)")
     e = sub.add_parser("accuracy", help="Held-out accuracies of a saved classifier.")
     e.add_argument("folder", type=Path, nargs="?", default=CLASSIFIER_DIR)
-    e.add_argument("--clips", type=int, default=1000)
+    e.add_argument("--clips", type=clip_count, default=1000)
     args = parser.parse_args(argv)
-    if min(getattr(args, "eval_clips", 1), getattr(args, "clips", 1)) < 1:
-        parser.error("the held-out accuracy needs at least 1 clip")  # before training, not after it
     if args.command == "train":
         train(
             args.output, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,

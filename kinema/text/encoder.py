@@ -43,7 +43,6 @@ class TextEmbedding(Batch):
     mask: torch.Tensor  # [B, L] bool, True on real tokens
     pooled: torch.Tensor  # [B, D] float32, unit norm
 
-
     def __len__(self) -> int:
         return self.tokens.shape[0]
 
