@@ -48,7 +48,7 @@ class ImagenVideoSampler:
     """Sampling settings, saved as the model folder's scheduler/config.json."""
 
     scheduler: str = "dpm++"  # ddpm | ddim | dpm++ (distilled stages always use ddim)
-    steps: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_STEPS))  # a folder naming some stages keeps these for the rest
+    steps: dict[str, int] = field(default_factory=dict)  # stage -> sampling steps; stages not named keep DEFAULT_STEPS (__post_init__)
     guidance_scale: float = 4.0  # classifier-free guidance of the base (where the text decides the content)
     sr_guidance_scale: float = 1.0  # of tsr and ssr (1 = none: their inputs already fix the content)
     aug_timestep: int = NoiseAugmentation.sample_timestep  # noise-conditioning augmentation level of tsr/ssr inputs at sampling
