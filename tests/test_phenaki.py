@@ -48,6 +48,22 @@ def test_training_data_mixes_single_events_and_story_steps() -> None:
     assert torch.equal(batch.codes, again.codes) and batch.captions == again.captions, "batch i is a pure function of i"
 
 
+def test_data_workers_leave_the_text_encoder_to_the_training_device() -> None:
+    """A GPU run's workers only render (`clips`); the captions are encoded with the tokens,
+    where the batch is, and the two halves make exactly `batch(i)`."""
+    tokenizer = CViViT(CViViTConfig.preset("tiny")).eval()
+    encoder = get_text_encoder()
+    encoder.clear_cache()
+    data = PhenakiData(tokenizer, encoder, batch_size=4, seed=3, negatives=True)
+    calls = encoder.model_calls
+    clips = data.clips(0)
+    assert encoder.model_calls == calls, "a data worker ran the text encoder"
+    tokens, whole = data.tokens(clips), data.batch(0)
+    assert torch.equal(tokens.text, whole.text) and torch.equal(tokens.text_mask, whole.text_mask)
+    assert torch.equal(tokens.negatives.rows, whole.negatives.rows) and torch.equal(tokens.negatives.text, whole.negatives.text)
+    assert encoder.to("cpu") is encoder
+
+
 def test_foreground_tokens_mark_the_object_not_the_stars() -> None:
     from kinema.data.shapes import to_model_range
     from kinema.models.phenaki.data import foreground_tokens

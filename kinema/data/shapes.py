@@ -21,10 +21,12 @@ from ..world.sample import SCENE_KINDS, random_event, random_story
 from ..world.spec import DEFAULT_SIZE, EVENT_FRAMES, SceneSpec
 
 
-def to_model_range(frames: np.ndarray) -> torch.Tensor:
-    """uint8 frames [..., T, H, W, 3] -> float video [..., 3, T, H, W] in [-1, 1]."""
-    video = torch.from_numpy(np.ascontiguousarray(frames)).float().div(127.5).sub(1.0)
-    return video.movedim(-1, -4)
+def to_model_range(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 frames [..., T, H, W, 3] -> float video [..., 3, T, H, W] in [-1, 1] (on the
+    frames' device: a GPU trainer receives uint8, a quarter of the bytes, and converts there)."""
+    if isinstance(frames, np.ndarray):
+        frames = torch.from_numpy(np.ascontiguousarray(frames))
+    return frames.float().div(127.5).sub(1.0).movedim(-1, -4)
 
 
 def to_uint8_frames(video: torch.Tensor) -> np.ndarray:

@@ -179,6 +179,15 @@ class TextEncoder:
 
     __call__ = encode
 
+    def to(self, device: torch.device | str) -> TextEncoder:
+        """This encoder run on `device`: itself, or the process-wide copy there. A GPU trainer
+        encodes its captions on the GPU, where its data workers' CPUs would take longer than
+        rendering the clips."""
+        device = torch.device(device)
+        if device == self.device:
+            return self
+        return get_text_encoder(self.source, max_length=self.max_length, device=device)
+
     def token_positions(self, sentence: str, spans: list[tuple[int, int]]) -> list[int]:
         """Positions in `encode([sentence]).tokens` of the tokens that overlap any of the
         character `spans` (start, end) of `sentence`: which embeddings carry a given word."""

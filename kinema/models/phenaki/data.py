@@ -11,10 +11,11 @@ batch i mod K, tokenized once and then kept in memory (codes and captions: a few
 a long run cycles over K batches at the cost of K encodings. A resumed run re-encodes
 lazily and sees the same data.
 
-On a GPU the work splits in two: `clips(i)` renders the events and encodes the captions
+On a GPU the work splits in two: `clips(i)` renders the events and writes the captions
 (CPU work, done ahead by the trainer's data workers) and `tokens(clips)` runs the frozen
-C-ViViT where the clips are, on the GPU, where it takes milliseconds instead of a worker's
-second. `batch(i)` is the two in one process.
+C-ViViT and the text encoder where the clips are, on the GPU, where they take milliseconds
+instead of a worker's second (the text encoder alone took more of a worker's time than the
+rendering). `batch(i)` is the two in one process.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from einops import reduce
 
 from ...batch import Batch
 from ...data.grounding import object_words, swapped_caption
-from ...data.shapes import captioned_example, to_model_range
+from ...data.shapes import captioned_example, to_model_range, to_uint8_frames
 from ...nn.weighting import foreground_mask
 from ...precision import autocast
 from ...tokenizer.cvivit import CViViT
@@ -93,16 +94,25 @@ def foreground_tokens(video: torch.Tensor, grid: int, temporal_patch: int) -> to
 
 @dataclass
 class ClipBatch(Batch):
-    """Events before tokenization: what a data worker hands to the training device."""
+    """Events and captions before encoding: what a data worker hands to the training device.
+    Frames stay uint8 until they are there: a quarter of the bytes through shared memory."""
 
-    events: torch.Tensor  # [B, 3, 16, H, W] in [-1, 1]
-    contexts: torch.Tensor  # [B, 3, 1, H, W] the frame a story step continues from (the event's own first frame otherwise)
+    frames: torch.Tensor  # [B, 16, H, W, 3] uint8
+    context_frames: torch.Tensor  # [B, 1, H, W, 3] uint8: the frame a story step continues from (the event's own first frame otherwise)
     has_context: torch.Tensor  # [B] bool
-    text: torch.Tensor  # [B, L, D]
-    text_mask: torch.Tensor  # [B, L]
     captions: list[str]
     grounding: Grounding | None = None
-    negatives: Negatives | None = None
+    swapped: list[str | None] | None = None  # each caption with two objects' attributes swapped, if it has two (Negatives)
+
+    @property
+    def events(self) -> torch.Tensor:
+        """[B, 3, 16, H, W] in [-1, 1], where the frames are."""
+        return to_model_range(self.frames)
+
+    @property
+    def contexts(self) -> torch.Tensor:
+        """[B, 3, 1, H, W] in [-1, 1]."""
+        return to_model_range(self.context_frames)
 
 
 @dataclass
@@ -135,33 +145,31 @@ class PhenakiData:
         return replace(cached, text=text.tokens, text_mask=text.mask)
 
     def clips(self, index: int) -> ClipBatch:
-        """Micro-batch `index` as pixels and caption embeddings (CPU work)."""
+        """Micro-batch `index` as pixels and captions (CPU work)."""
         if self.source is not None:  # real footage: single clips, no story context
             real = self.source.batch(index)
-            events, captions = real.video, list(real.captions)
+            frames, captions = torch.from_numpy(to_uint8_frames(real.video)), list(real.captions)
             has_context = torch.zeros(len(captions), dtype=torch.bool)
-            contexts = events[:, :, :1]
-        else:
-            rng = np.random.default_rng([self.seed, self.rank, index])
-            examples = [captioned_example(rng, self.story_share, self.max_story, self.scene_mix) for _ in range(self.batch_size)]
-            events = to_model_range(np.stack([e for e, _, _ in examples]))
-            captions = [c for _, _, c in examples]
-            has_context = torch.tensor([c is not None for _, c, _ in examples])
-            contexts = to_model_range(np.stack([c if c is not None else e[:1] for e, c, _ in examples]))
-        text = self.text_encoder.encode(captions)
-        grounding = self.ground([e for e, _, _ in examples], captions, text.mask.shape[1]) if self.grounding and self.source is None else None
-        negatives = self.negative_captions(captions, np.random.default_rng([self.seed, self.rank, index, 1])) if self.negatives and self.source is None else None
-        return ClipBatch(events, contexts, has_context, text.tokens, text.mask, captions, grounding, negatives)
+            return ClipBatch(frames, frames[:, :1], has_context, captions)
+        rng = np.random.default_rng([self.seed, self.rank, index])
+        examples = [captioned_example(rng, self.story_share, self.max_story, self.scene_mix) for _ in range(self.batch_size)]
+        frames = torch.from_numpy(np.stack([e for e, _, _ in examples]))
+        captions = [c for _, _, c in examples]
+        has_context = torch.tensor([c is not None for _, c, _ in examples])
+        context_frames = torch.from_numpy(np.stack([c if c is not None else e[:1] for e, c, _ in examples]))
+        grounding = self.ground([e for e, _, _ in examples], captions, self.text_encoder.max_length) if self.grounding else None
+        swapped = self.swapped_captions(captions, np.random.default_rng([self.seed, self.rank, index, 1])) if self.negatives else None
+        return ClipBatch(frames, context_frames, has_context, captions, grounding, swapped)
 
-    def negative_captions(self, captions: list[str], rng: np.random.Generator) -> Negatives:
+    @staticmethod
+    def swapped_captions(captions: list[str], rng: np.random.Generator) -> list[str | None]:
         """Each two-object caption with its objects' shapes (or motions; which one is tried
-        first is drawn) swapped; a caption with no such swap keeps itself, unmarked."""
+        first is drawn) swapped; None for a caption with no such swap."""
         swapped = []
         for caption in captions:
             order = ("shape", "motion") if rng.random() < 0.5 else ("motion", "shape")
             swapped.append(next((s for s in (swapped_caption(caption, a) for a in order) if s is not None), None))
-        text = self.text_encoder.encode([s if s is not None else c for s, c in zip(swapped, captions)])
-        return Negatives(text.tokens, text.mask, torch.tensor([s is not None for s in swapped]))
+        return swapped
 
     def ground(self, events: list[np.ndarray], captions: list[str], length: int) -> Grounding:
         """Each caption's named objects (at most MAX_OBJECTS): their event tokens, from the
@@ -181,12 +189,19 @@ class PhenakiData:
 
     @torch.no_grad()
     def tokens(self, clips: ClipBatch) -> TokenBatch:
-        """`clips` as C-ViViT codes, on the device the clips are on (the tokenizer moves there)."""
-        device = clips.events.device
+        """`clips` as C-ViViT codes and caption embeddings, on the device the clips are on
+        (the tokenizer and the text encoder run there)."""
+        device, events = clips.frames.device, clips.events
         self.tokenizer.to(device)
         with autocast(device):
-            codes = self.tokenizer.encode(clips.events).flatten(1)
+            codes = self.tokenizer.encode(events).flatten(1)
             context = self.tokenizer.encode(clips.contexts).flatten(1)
         c = self.tokenizer.config
-        foreground = foreground_tokens(clips.events, c.grid_size, c.temporal_patch).flatten(1)
-        return TokenBatch(codes, context, clips.has_context, clips.text, clips.text_mask, clips.captions, foreground, clips.grounding, clips.negatives)
+        foreground = foreground_tokens(events, c.grid_size, c.temporal_patch).flatten(1)
+        encoder = self.text_encoder.to(device)
+        text = encoder.encode(clips.captions, device=device)
+        negatives = None
+        if clips.swapped is not None:  # a caption with no swap stands in for itself, unmarked
+            swapped = encoder.encode([s if s is not None else caption for s, caption in zip(clips.swapped, clips.captions)], device=device)
+            negatives = Negatives(swapped.tokens, swapped.mask, torch.tensor([s is not None for s in clips.swapped], device=device))
+        return TokenBatch(codes, context, clips.has_context, text.tokens, text.mask, clips.captions, foreground, clips.grounding, negatives)
