@@ -129,6 +129,18 @@ def test_training_data_of_each_stage() -> None:
     assert ssr.cond["aug_t"].shape == (2,) and int(ssr.cond["aug_t"].max()) < 512
 
 
+def test_data_workers_leave_the_text_encoder_to_the_training_device() -> None:
+    encoder = get_text_encoder()
+    encoder.clear_cache()
+    data = ImagenVideoData("base", encoder, GaussianDiffusion(), batch_size=3, seed=4)
+    calls = encoder.model_calls
+    examples = data.examples(0)
+    assert encoder.model_calls == calls and "text" not in examples.cond, "a data worker ran the text encoder"
+    encoded, whole = data.encode_text(examples), data.batch(0)
+    assert set(encoded.cond) == set(whole.cond)
+    assert all(torch.equal(encoded.cond[k], whole.cond[k]) for k in whole.cond) and torch.equal(encoded.x0, whole.x0)
+
+
 def test_train_command_trains_every_stage_distills_and_assembles(tmp_path: Path) -> None:
     app = typer.Typer()
     app.command()(imagen_video)

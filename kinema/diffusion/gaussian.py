@@ -59,6 +59,7 @@ class DiffusionBatch(Batch):
 
     x0: torch.Tensor
     cond: dict[str, Any] = field(default_factory=dict)
+    captions: list[str] | None = None  # what cond's text will encode, until it is (on the training device)
 
 
 @dataclass

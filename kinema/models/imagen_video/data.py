@@ -143,7 +143,11 @@ def stage_inputs(stage: str, event: torch.Tensor, context: torch.Tensor | None, 
 @dataclass
 class ImagenVideoData:
     """Training batches of one stage: `batch(i)` is a DiffusionBatch (x0 = the stage's clip,
-    cond = conditioning channels, aug level, text tokens / mask / pooled)."""
+    cond = conditioning channels, aug level, text tokens / mask / pooled).
+
+    On a GPU it is made in two halves: `examples(i)` (CPU work for the trainer's data workers)
+    and `encode_text(examples)` on the training device, where the text encoder takes
+    milliseconds instead of more of a worker's time than rendering the clips."""
 
     stage: str
     text_encoder: TextEncoder
@@ -160,8 +164,12 @@ class ImagenVideoData:
         check_stage(self.stage)
         self.augment = NoiseAugmentation(self.diffusion)
 
-    @torch.no_grad()
     def batch(self, index: int) -> DiffusionBatch:
+        return self.encode_text(self.examples(index))
+
+    @torch.no_grad()
+    def examples(self, index: int) -> DiffusionBatch:
+        """Batch `index` with its captions not yet encoded."""
         rng = np.random.default_rng([self.seed, self.rank, index])
         if self.source is not None:  # real footage: single clips, no story context
             real = self.source.batch(index)
@@ -176,6 +184,12 @@ class ImagenVideoData:
             context = to_model_range(np.stack([c if c is not None else e[-1:] for e, c, _ in examples]))
         generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
         x0, cond = stage_inputs(self.stage, events, context, has_context, self.augment, generator)
-        text = self.text_encoder.encode(captions)
+        return DiffusionBatch(x0, cond, list(captions))
+
+    @torch.no_grad()
+    def encode_text(self, batch: DiffusionBatch) -> DiffusionBatch:
+        """`batch` with its captions encoded into cond, where the batch is."""
+        device = batch.x0.device
+        text = self.text_encoder.to(device).encode(batch.captions, device=device)
         tokens, mask = trim_padding(text.tokens, text.mask)
-        return DiffusionBatch(x0, {**cond, "text": tokens, "text_mask": mask, "text_pooled": text.pooled})
+        return DiffusionBatch(batch.x0, {**batch.cond, "text": tokens, "text_mask": mask, "text_pooled": text.pooled})

@@ -156,6 +156,8 @@ def imagen_video(
         source = load_dataset(data, batch_size=batch_size, seed=seed, rank=rank, world_size=world_size, size=64, frames=16)
     trained_on = data_label(data)
     batches = ImagenVideoData(target, get_text_encoder(), diffusion, batch_size=batch_size, seed=seed, rank=rank, story_share=story_share, scene_mix=mix, source=source)
+    # on a GPU the captions are encoded there, on the batches the data workers render
+    get_batch, prepare = (batches.examples, batches.encode_text) if default_device().type != "cpu" else (batches.batch, None)
 
     def train_config(run: Path, **kw) -> TrainConfig:
         return TrainConfig(
@@ -176,8 +178,8 @@ def imagen_video(
             torch.manual_seed(seed)  # --seed fixes the initial weights too
             model = VideoUNet(stage_config(stage, preset, **config_overrides(config_json, VideoUNetConfig)))
         typer.echo(f"{stage}: {model.num_parameters() / 1e6:.2f} M parameters; {json.dumps(model.config.to_dict())}")
-        trainer = Trainer(model, train_config(output / stage), batches.batch, diffusion_loss(diffusion, cond_drop, foreground_weight, weight_predicted_foreground), export_name=stage,
-                          export_extra={"trained_on": trained_on, "stage": stage})
+        trainer = Trainer(model, train_config(output / stage), get_batch, diffusion_loss(diffusion, cond_drop, foreground_weight, weight_predicted_foreground), export_name=stage,
+                          export_extra={"trained_on": trained_on, "stage": stage}, prepare=prepare)
         trainer.train(resume=resume)
     else:
         name = f"{target}_distilled"
@@ -202,8 +204,8 @@ def imagen_video(
             loss = distillation_loss(teacher_model, diffusion, steps, teacher_guidance=guidance if i == 0 else 1.0, foreground_weight=foreground_weight)
             # the student always sees its text (guidance is baked in), so its null-text
             # embeddings get no gradient: DDP must be told, or its next step fails
-            trainer = Trainer(student, train_config(run, find_unused_parameters=True), batches.batch, loss, export_name=name,
-                              export_extra={"distilled_steps": steps, "teacher_guidance": guidance})
+            trainer = Trainer(student, train_config(run, find_unused_parameters=True), get_batch, loss, export_name=name,
+                              export_extra={"distilled_steps": steps, "teacher_guidance": guidance}, prepare=prepare)
             trainer.train(resume=resume)
             teacher_model = trainer.ema.model.eval()
         if rank == 0:
