@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from kinema.data.grounding import object_words, swapped_caption
+from kinema.data.grounding import first_object_caption, object_words, swapped_caption
 from kinema.models.phenaki.data import PhenakiData
 from kinema.models.phenaki.maskgit import BINDING_MARGIN, MaskGit, MaskGitConfig
 from kinema.nn.attention import Attention
@@ -150,3 +150,24 @@ def test_the_binding_hinge_is_the_margin_when_the_model_cannot_tell_and_teaches_
         optim.step()
         gaps.append(float(out["binding_gap"]))
     assert len(gaps) > 30 and gaps[-1] > gaps[0] + 0.5, gaps
+
+
+def test_the_first_objects_clause_is_cut_from_the_callers_own_words() -> None:
+    """What a composed draw (PhenakiPipeline) draws first: the caption without its second
+    object, worded as the caption words it, held-out words included."""
+    import dataclasses
+
+    from kinema.world.language import caption, paraphrase
+    from kinema.world.sample import random_event
+
+    assert first_object_caption("a white circle shrinks and a red square bounces up and down in the desert") == "a white circle shrinks in the desert"
+    assert first_object_caption("In the forest, a red ball rises whereas a blue box stays still.") == "In the forest, a red ball rises."
+    assert first_object_caption("we see a red circle rising and a blue square bouncing at night") == "we see a red circle rising at night"
+    for one in ("a red circle moves up at night", "the red circle moves up", "the camera zooms in on a red circle and a blue square at night", "a plaid circle and a red square"):
+        assert first_object_caption(one) is None, one
+    rng, checked = np.random.default_rng(5), 0
+    while checked < 150:
+        spec, _ = random_event(rng, "two objects")
+        for text in (caption(spec), paraphrase(spec, rng, split="train"), paraphrase(spec, rng, split="heldout")):
+            assert parse(first_object_caption(text)) == dataclasses.replace(spec, objects=spec.objects[:1]), text
+            checked += 1

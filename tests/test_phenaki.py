@@ -79,6 +79,14 @@ def test_foreground_tokens_mark_the_object_not_the_stars() -> None:
     assert fg.shape == (1, 4, 8, 8)
     assert 1 <= int(fg[0, 0].sum()) <= 9, "the first frame's object covers a few tokens of 64"
     assert fg.float().mean() < 0.2
+    # every token the object touches, its edge included: what a composed draw keeps of it
+    from kinema.models.phenaki.data import token_cover
+    from kinema.world.judge import color_pixels
+
+    touched = foreground_tokens(video, grid=8, temporal_patch=5, rim=True, least=1)
+    object_pixels = torch.from_numpy(color_pixels(render_event(event), [spec.objects[0].color])[0])
+    assert bool((token_cover(object_pixels, 8, 5, least=1) <= touched[0]).all()) and bool((fg <= touched).all())
+    assert touched.float().mean() < 0.5
 
 
 def test_token_weights_shift_the_loss_to_the_weighted_tokens() -> None:
@@ -218,6 +226,27 @@ def test_generate_is_seeded_and_shaped(tiny: Path) -> None:
     assert np.array_equal(a.frames, b.frames)
     assert not np.array_equal(a.frames, c.frames)
     assert pipe("a red circle moves up at night", num_frames=32, num_inference_steps=2).frames.shape[0] == 32
+
+
+def test_two_objects_are_drawn_one_at_a_time(tiny: Path) -> None:
+    """A caption naming two objects gets a first pass for its first object alone, which the
+    progress counts; `compose_objects=False` draws it in one pass, and a caption naming one
+    object is drawn exactly as before."""
+    pipe = kinema.load_pipeline(tiny)
+
+    def draw(prompt: str, **kw) -> tuple[np.ndarray, tuple[int, int]]:
+        seen = []
+        video = pipe(prompt, seed=3, num_inference_steps=3, callback=lambda done, total: seen.append((done, total)), **kw)
+        return video.frames, seen[-1]
+
+    two = "a red circle moves up and a blue square stays still at night"
+    composed, progress = draw(two)
+    plain, plain_progress = draw(two, compose_objects=False)
+    assert progress == (6, 6) and plain_progress == (3, 3)
+    assert not np.array_equal(composed, plain)
+    assert np.array_equal(draw(two)[0], composed), "seeded like any draw"
+    one = "a red circle moves up at night"
+    assert np.array_equal(draw(one)[0], draw(one, compose_objects=False)[0])
 
 
 @pytest.mark.parametrize("field, value", [("choice_temperature", 0.0), ("refine_rounds", 1)])

@@ -49,6 +49,21 @@ def object_words(caption: str) -> dict[str, list[tuple[int, int]]]:
     return words
 
 
+def first_object_caption(caption: str) -> str | None:
+    """`caption` with its second object's clause cut out, in the caption's own words: "a white
+    circle shrinks and a red square bounces in the desert" -> "a white circle shrinks in the
+    desert". Each object's clause ends with its motion, so the cut runs from the end of the
+    first motion to the end of the second. None unless the world reads the caption as one
+    scene with two moving objects."""
+    read = _owned_phrases(caption)
+    if read is None or len(read[0]) != 2:  # only a scene names two objects
+        return None
+    motions = [end for _, end, entry, _ in read[1] if entry.category == "motion"]
+    if len(motions) != 2:
+        return None
+    return caption[: motions[0]] + caption[motions[1] :]
+
+
 def swapped_caption(caption: str, attribute: str) -> str | None:
     """`caption` with the words for `attribute` ("shape" or "motion") of its two objects
     exchanged: "a white circle shrinks and a red square bounces" -> "a white square shrinks

@@ -76,20 +76,21 @@ MAX_OBJECTS = 2  # a Shapes-world scene holds at most two
 FOREGROUND_PIXELS = 6  # a token shows an object when, in one of its frames, this many of its patch's pixels are foreground
 
 
-def token_cover(pixels: torch.Tensor, grid: int, temporal_patch: int) -> torch.Tensor:
+def token_cover(pixels: torch.Tensor, grid: int, temporal_patch: int, least: int = FOREGROUND_PIXELS) -> torch.Tensor:
     """[..., T', grid, grid] bool, token for token as C-ViViT codes a clip: True where the
-    token's patch has at least FOREGROUND_PIXELS of `pixels` [..., T, H, W] in one of its frames."""
+    token's patch has at least `least` of `pixels` [..., T, H, W] in one of its frames."""
     counts = reduce(pixels.float(), "... t (h p) (w q) -> ... t h w", "sum", h=grid, w=grid)
     first = counts[..., :1, :, :]
     rest = reduce(counts[..., 1:, :, :], "... (g k) h w -> ... g h w", "max", k=temporal_patch)
-    return torch.cat([first, rest], dim=-3) >= FOREGROUND_PIXELS
+    return torch.cat([first, rest], dim=-3) >= least
 
 
-def foreground_tokens(video: torch.Tensor, grid: int, temporal_patch: int) -> torch.Tensor:
+def foreground_tokens(video: torch.Tensor, grid: int, temporal_patch: int, *, rim: bool = False, least: int = FOREGROUND_PIXELS) -> torch.Tensor:
     """[B, T', grid, grid] bool: the tokens of `video` [B, 3, T, H, W] whose patch shows
-    foreground (kinema.nn.weighting). A star (at most 2x2 pixels, zoomed) stays below the
-    bar; an object's edge (objects are at least 7 pixels across) does not."""
-    return token_cover(foreground_mask(video.float(), rim=False)[:, 0], grid, temporal_patch)
+    foreground (kinema.nn.weighting). By default a star (at most 2x2 pixels, zoomed) stays
+    below the bar and an object's edge (objects are at least 7 pixels across) does not; with
+    `rim` and `least` = 1, every token an object touches, its edge included."""
+    return token_cover(foreground_mask(video.float(), rim=rim)[:, 0], grid, temporal_patch, least)
 
 
 @dataclass

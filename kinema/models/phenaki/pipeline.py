@@ -6,6 +6,14 @@ C-ViViT as an image, so the film continues without a cut and carries its state (
 stays zoomed). Only that one frame is carried, so memory does not grow with the story; in
 the Shapes world one frame is the whole state (an object keeps still unless a sentence
 moves it), where footage with ongoing motion would want the paper's few last frames.
+
+A caption that names two objects is drawn one object at a time (`compose_objects`): this
+MaskGIT reads *what* a two-object caption names but not *which* object each word belongs
+to, and draws both with a shape between theirs (its card's HISTORY.md), while it draws one
+object right nearly every time. So the first object's clause is drawn alone (the caption's
+own words with the second clause cut out, `first_object_caption`), and the rest of the
+event is infilled under the whole caption with the tokens that first object touches kept:
+a story's "a yellow triangle appears", inside one event.
 """
 
 from __future__ import annotations
@@ -20,11 +28,13 @@ import numpy as np
 import torch
 
 from ... import checkpoint as ckpt
+from ...data.grounding import first_object_caption
 from ...data.shapes import to_model_range, to_uint8_frames
 from ...nn.attention import trim_padding
 from ...pipelines import Callback, ModelFolder, Pipeline, register_pipeline
 from ...precision import default_device
 from ...tokenizer.cvivit import CViViT
+from .data import foreground_tokens
 from .maskgit import MaskGit
 
 if TYPE_CHECKING:
@@ -43,6 +53,7 @@ class PhenakiSampler:
     refine_rounds: int = 0  # then re-mask the least likely tokens given the rest and redraw them (MaskGit.refine)
     refine_share: float = 0.2
     refine_steps: int = 4
+    compose_objects: bool = True  # a caption naming two objects: its first object alone, then the rest infilled around it
 
 
 def check_draw(*, temperature: float, top_k: int | None, choice_temperature: float | None, refine_rounds: int, refine_share: float) -> None:
@@ -102,6 +113,7 @@ class PhenakiPipeline(Pipeline):
         top_k: int | None = None,
         choice_temperature: float | None = None,
         refine_rounds: int | None = None,
+        compose_objects: bool | None = None,
     ) -> Iterator[np.ndarray]:
         s = self.sampler
         steps = s.num_inference_steps if num_inference_steps is None else num_inference_steps
@@ -110,29 +122,55 @@ class PhenakiPipeline(Pipeline):
         temperature = s.temperature if temperature is None else temperature
         top_k = s.top_k if top_k is None else top_k
         choice_temperature = s.choice_temperature if choice_temperature is None else choice_temperature
+        compose = s.compose_objects if compose_objects is None else compose_objects
         check_draw(temperature=temperature, top_k=top_k, choice_temperature=choice_temperature, refine_rounds=rounds, refine_share=s.refine_share)
         generator = torch.Generator(self.device).manual_seed(seed)
-        grid = self.transformer.config.grid
+        draw = dict(
+            steps=steps, guidance_scale=guidance, temperature=temperature, top_k=top_k, choice_temperature=choice_temperature,
+            refine_rounds=rounds, refine_share=s.refine_share, refine_steps=s.refine_steps, generator=generator,
+        )
         context = None
         per_event = steps + rounds * s.refine_steps
-        total = per_event * len(sentences)
+        # the first event's pass for its first object, where it has one; the bar counts every pass
+        first_object = first_object_caption(sentences[0]) if compose and sentences else None
+        total = per_event * (len(sentences) + (first_object is not None))
+        done = 0
         for k, sentence in enumerate(sentences):
-            text = self.text_encoder.encode([sentence], device=self.device)
-            tokens, mask = trim_padding(text.tokens, text.mask)
-            step_callback = (lambda i, n, k=k: callback(k * per_event + i, total)) if callback else None
-            with self._autocast():
-                codes = self.transformer.generate(
-                    tokens, mask, context, steps=steps, guidance_scale=guidance,
-                    temperature=temperature, top_k=top_k, choice_temperature=choice_temperature,
-                    refine_rounds=rounds, refine_share=s.refine_share, refine_steps=s.refine_steps,
-                    generator=generator, callback=step_callback,
-                )
-                video = self.tokenizer.decode_from_indices(codes.reshape(1, -1, grid, grid))
+            alone = first_object if k == 0 else None  # an event after the first already has its objects in its context
+            passes = [*([alone] if alone else []), sentence]
+            codes = None
+            for caption in passes:
+                step_callback = (lambda i, n, done=done: callback(done + i, total)) if callback else None
+                keep = self._object_tokens(codes) if codes is not None else None
+                codes = self._draw(caption, context, codes, keep, draw, step_callback)
+                done += per_event
+                if callback:  # an infill of few tokens takes fewer steps than the bar gave it
+                    callback(done, total)
+            video = self._decode(codes)
             frames = to_uint8_frames(video[0])
             yield frames
             if k + 1 < len(sentences):  # the next event starts from the codes of this one's last frame, as drawn
                 with self._autocast():
                     context = self.tokenizer.encode(to_model_range(frames[-1:])[None].to(self.device)).flatten(1)
+
+    def _draw(self, sentence: str, context, codes, keep, draw: dict, callback) -> torch.Tensor:
+        """One event's codes [1, N] for `sentence`; with `codes` and `keep` [1, N], only the
+        tokens not kept are drawn."""
+        text = self.text_encoder.encode([sentence], device=self.device)
+        tokens, mask = trim_padding(text.tokens, text.mask)
+        with self._autocast():
+            return self.transformer.generate(tokens, mask, context, codes=codes, masked=None if keep is None else ~keep, callback=callback, **draw)
+
+    def _decode(self, codes: torch.Tensor) -> torch.Tensor:
+        grid = self.transformer.config.grid
+        with self._autocast():
+            return self.tokenizer.decode_from_indices(codes.reshape(1, -1, grid, grid))
+
+    def _object_tokens(self, codes: torch.Tensor) -> torch.Tensor:
+        """[1, N] bool: the tokens of an event whose patch the objects drawn in it touch in any
+        of its frames (pixels far from their frame's median colour, and their rims)."""
+        c = self.tokenizer.config
+        return foreground_tokens(self._decode(codes).float(), c.grid_size, c.temporal_patch, rim=True, least=1).flatten(1)
 
     def training_examples(self):
         """One step of each component at its training batch size (8 clips / 16 events)."""
