@@ -137,7 +137,7 @@ class PhenakiPipeline(Pipeline):
         done = 0
         for k, sentence in enumerate(sentences):
             alone = first_object if k == 0 else None  # an event after the first already has its objects in its context
-            passes = [*([alone] if alone else []), sentence]
+            passes = [alone, sentence] if alone else [sentence]
             codes = None
             for caption in passes:
                 step_callback = (lambda i, n, done=done: callback(done + i, total)) if callback else None
