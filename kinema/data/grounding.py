@@ -86,10 +86,10 @@ def second_object_caption(caption: str) -> str | None:
         return None
     (start, _), (cut, _) = clauses
     head, tail = caption[:start], caption[cut:]
-    article = re.search(r"\b(a|an|A|An) $", head)
+    article = re.search(r"\b([aA])n? $", head)
     if article:
         fitting = "an " if tail[:1].lower() in "aeiou" else "a "
-        head = head[: article.start()] + (fitting.capitalize() if article.group(1)[0] == "A" else fitting)
+        head = head[: article.start()] + article.group(1) + fitting[1:]
     return head + tail
 
 

@@ -133,11 +133,11 @@ class PhenakiPipeline(Pipeline):
         context = None
         per_event = steps + rounds * s.refine_steps
         # the first event's pass for one of its two objects, where it has two; the bar counts every pass
-        first_object = alone_caption(sentences[0]) if compose and sentences else None
-        total = per_event * (len(sentences) + (first_object is not None))
+        opening = alone_caption(sentences[0]) if compose and sentences else None
+        total = per_event * (len(sentences) + (opening is not None))
         done = 0
         for k, sentence in enumerate(sentences):
-            alone = first_object if k == 0 else None  # an event after the first already has its objects in its context
+            alone = opening if k == 0 else None  # an event after the first already has its objects in its context
             passes = [alone, sentence] if alone else [sentence]
             codes = None
             for caption in passes:
