@@ -10,11 +10,13 @@ moves it), where footage with ongoing motion would want the paper's few last fra
 A caption that names two objects is drawn one object at a time (`compose_objects`): this
 MaskGIT reads *what* a two-object caption names but not *which* object each word belongs
 to, and draws both with a shape between theirs (its card's HISTORY.md), while it draws one
-object right nearly every time. So one object's clause is drawn alone (the caption's own
-words with the other clause cut out, `alone_caption`: the first object, or the second when
-the first is a circle and the second has corners that an infill would round), and the rest
-of the event is infilled under the whole caption with the tokens that object touches kept:
-a story's "a yellow triangle appears", inside one event.
+object right nearly every time. So the first object's clause is drawn alone (the caption's
+own words with the second clause cut out, `first_object_caption`), and the rest of the
+event is infilled with the tokens that first object touches kept: a story's "a yellow
+triangle appears", inside one event. The infill reads the caption as a bag of words too and
+gives the object it draws the kept one's shape, so its caption names only the shape still
+to draw (`infill_caption`: "a white circle shrinks and a red square bounces" is infilled as
+"a white square shrinks and a red square bounces" around the white circle).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import numpy as np
 import torch
 
 from ... import checkpoint as ckpt
-from ...data.grounding import alone_caption
+from ...data.grounding import first_object_caption, infill_caption
 from ...data.shapes import to_model_range, to_uint8_frames
 from ...nn.attention import trim_padding
 from ...pipelines import Callback, ModelFolder, Pipeline, register_pipeline
@@ -132,13 +134,13 @@ class PhenakiPipeline(Pipeline):
         )
         context = None
         per_event = steps + rounds * s.refine_steps
-        # the first event's pass for one of its two objects, where it has two; the bar counts every pass
-        opening = alone_caption(sentences[0]) if compose and sentences else None
-        total = per_event * (len(sentences) + (opening is not None))
+        # the first event's pass for its first object, where it has one; the bar counts every pass
+        first_object = first_object_caption(sentences[0]) if compose and sentences else None
+        total = per_event * (len(sentences) + (first_object is not None))
         done = 0
         for k, sentence in enumerate(sentences):
-            alone = opening if k == 0 else None  # an event after the first already has its objects in its context
-            passes = [alone, sentence] if alone else [sentence]
+            alone = first_object if k == 0 else None  # an event after the first already has its objects in its context
+            passes = [alone, infill_caption(sentence)] if alone else [sentence]
             codes = None
             for caption in passes:
                 step_callback = (lambda i, n, done=done: callback(done + i, total)) if callback else None
