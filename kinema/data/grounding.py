@@ -51,19 +51,26 @@ def object_words(caption: str) -> dict[str, list[tuple[int, int]]]:
     return words
 
 
+def _two_moving_objects(caption: str) -> list[tuple[int, int, Entry, list[int]]] | None:
+    """The lexicon phrases of `caption` (as `_owned_phrases`) when the world reads it as one
+    scene with two moving objects, each object's clause ending with its motion; else None."""
+    read = _owned_phrases(caption)
+    if read is None or len(read[0]) != 2:  # only a scene names two objects
+        return None
+    return read[1] if sum(entry.category == "motion" for _, _, entry, _ in read[1]) == 2 else None
+
+
 def first_object_caption(caption: str) -> str | None:
     """`caption` with its second object's clause cut out, in the caption's own words: "a white
     circle shrinks and a red square bounces in the desert" -> "a white circle shrinks in the
     desert". Each object's clause ends with its motion, so the cut runs from the end of the
     first motion to the end of the second. None unless the world reads the caption as one
     scene with two moving objects."""
-    read = _owned_phrases(caption)
-    if read is None or len(read[0]) != 2:  # only a scene names two objects
+    phrases = _two_moving_objects(caption)
+    if phrases is None:
         return None
-    motions = [end for _, end, entry, _ in read[1] if entry.category == "motion"]
-    if len(motions) != 2:
-        return None
-    return caption[: motions[0]] + caption[motions[1] :]
+    first, second = [end for _, end, entry, _ in phrases if entry.category == "motion"]
+    return caption[:first] + caption[second:]
 
 
 def infill_caption(caption: str) -> str | None:
@@ -74,9 +81,9 @@ def infill_caption(caption: str) -> str | None:
     the caption as a bag of words gives the object it infills the kept one's shape (on
     phenaki-shapes, two objects of one shape passed 12 of 25, a square and a triangle 2 of 24),
     so the caption names only the shape still to draw. None as for `first_object_caption`."""
-    if first_object_caption(caption) is None:
+    phrases = _two_moving_objects(caption)
+    if phrases is None:
         return None
-    _, phrases = _owned_phrases(caption)
     shapes = [[(a, b) for a, b, entry, owners in phrases if entry.category == "shape" and owners == [k]] for k in (0, 1)]
     if any(len(spans) != 1 for spans in shapes):  # one shape word for both: nothing to change
         return caption
