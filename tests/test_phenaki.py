@@ -14,10 +14,13 @@ from typer.testing import CliRunner
 import kinema
 from kinema.checkpoint import CheckpointError
 from kinema.cli import app
+from kinema.data.grounding import first_object_caption
+from kinema.data.shapes import to_model_range
 from kinema.io import read_video
 from kinema.models.phenaki.data import PhenakiData
 from kinema.models.phenaki.maskgit import MaskGit, MaskGitConfig, cosine_mask_ratio
 from kinema.models.phenaki.train import assemble, maskgit_loss
+from kinema.nn.weighting import foreground_mask
 from kinema.text import get_text_encoder
 from kinema.tokenizer.cvivit import CViViT, CViViTConfig
 from kinema.train.trainer import TrainConfig, Trainer
@@ -247,6 +250,20 @@ def test_two_objects_are_drawn_one_at_a_time(tiny: Path) -> None:
     assert np.array_equal(draw(two)[0], composed), "seeded like any draw"
     one = "a red circle moves up at night"
     assert np.array_equal(draw(one)[0], draw(one, compose_objects=False)[0])
+
+
+def test_a_composed_clip_keeps_its_first_object_as_drawn_alone() -> None:
+    """The first pass of a two-object clip is the first object's own clip (same seed), and its
+    pixels are pasted back over the infilled event, where the decoder would redraw them among
+    the new tokens; everything else comes from the second pass."""
+    pipe = kinema.load_pipeline("phenaki-shapes")
+    two = "a red square moves up and a blue circle stays still on a black background"
+    alone = pipe(first_object_caption(two), seed=5, num_inference_steps=4).frames
+    composed = pipe(two, seed=5, num_inference_steps=4).frames
+    obj = foreground_mask(to_model_range(alone)[None], rim=False)[0, 0].numpy() > 0  # [T, H, W]: the object itself
+    assert 0.005 < obj.mean() < 0.3, "the first pass drew one object"
+    assert np.array_equal(composed[obj], alone[obj])
+    assert not np.array_equal(composed[~obj], alone[~obj]), "the second pass drew the rest"
 
 
 @pytest.mark.parametrize("field, value", [("choice_temperature", 0.0), ("refine_rounds", 1)])

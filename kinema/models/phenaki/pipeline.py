@@ -16,7 +16,9 @@ event is infilled with the tokens that first object touches kept: a story's "a y
 triangle appears", inside one event. The infill reads the caption as a bag of words too and
 gives the object it draws the kept one's shape, so its caption names only the shape still
 to draw (`infill_caption`: "a white circle shrinks and a red square bounces" is infilled as
-"a white square shrinks and a red square bounces" around the white circle).
+"a white square shrinks and a red square bounces" around the white circle). The C-ViViT's
+decoder looks across the whole clip and would redraw the kept object among its new
+neighbours, so the first object's pixels as drawn alone are pasted back (`_composite`).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from ... import checkpoint as ckpt
 from ...data.grounding import first_object_caption, infill_caption
 from ...data.shapes import to_model_range, to_uint8_frames
 from ...nn.attention import trim_padding
+from ...nn.weighting import foreground_mask
 from ...pipelines import Callback, ModelFolder, Pipeline, register_pipeline
 from ...precision import default_device
 from ...tokenizer.cvivit import CViViT
@@ -141,15 +144,15 @@ class PhenakiPipeline(Pipeline):
         for k, sentence in enumerate(sentences):
             alone = first_object if k == 0 else None  # an event after the first already has its objects in its context
             passes = [alone, infill_caption(sentence)] if alone else [sentence]
-            codes = None
+            codes = video = None
             for caption in passes:
                 step_callback = (lambda i, n, done=done: callback(done + i, total)) if callback else None
-                keep = self._object_tokens(codes) if codes is not None else None
+                keep = self._object_tokens(video) if video is not None else None
                 codes = self._draw(caption, context, codes, keep, draw, step_callback)
+                video = self._composite(video, self._decode(codes))
                 done += per_event
                 if callback:  # an infill of few tokens takes fewer steps than the bar gave it
                     callback(done, total)
-            video = self._decode(codes)
             frames = to_uint8_frames(video[0])
             yield frames
             if k + 1 < len(sentences):  # the next event starts from the codes of this one's last frame, as drawn
@@ -169,11 +172,21 @@ class PhenakiPipeline(Pipeline):
         with self._autocast():
             return self.tokenizer.decode_from_indices(codes.reshape(1, -1, grid, grid))
 
-    def _object_tokens(self, codes: torch.Tensor) -> torch.Tensor:
-        """[1, N] bool: the tokens of an event whose patch the objects drawn in it touch in any
+    def _object_tokens(self, video: torch.Tensor) -> torch.Tensor:
+        """[1, N] bool: the tokens of an event whose patch the objects in `video` touch in any
         of its frames (pixels far from their frame's median colour, and their rims)."""
         c = self.tokenizer.config
-        return foreground_tokens(self._decode(codes).float(), c.grid_size, c.temporal_patch, rim=True, least=1).flatten(1)
+        return foreground_tokens(video.float(), c.grid_size, c.temporal_patch, rim=True, least=1).flatten(1)
+
+    @staticmethod
+    def _composite(drawn: torch.Tensor | None, video: torch.Tensor) -> torch.Tensor:
+        """`video` with the objects of `drawn` (the passes before it, decoded) pasted over it.
+        The C-ViViT's decoder looks across the whole clip, so an object's kept tokens decode a
+        little differently among new neighbours (a square's corners come out rounded); its
+        pixels as first drawn stay, as an inpainting pipeline pastes back what it kept."""
+        if drawn is None:
+            return video
+        return torch.where(foreground_mask(drawn.float(), rim=True) > 0, drawn, video)
 
     def training_examples(self):
         """One step of each component at its training batch size (8 clips / 16 events)."""
