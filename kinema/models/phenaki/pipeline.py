@@ -18,7 +18,7 @@ gives the object it draws the kept one's shape, so its caption names only the sh
 to draw (`infill_caption`: "a white circle shrinks and a red square bounces" is infilled as
 "a white square shrinks and a red square bounces" around the white circle). The C-ViViT's
 decoder looks across the whole clip and would redraw the kept object among its new
-neighbours, so the first object's pixels as drawn alone are pasted back (`_composite`).
+neighbours, so the first object's pixels as drawn alone are pasted back.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from ...nn.weighting import foreground_mask
 from ...pipelines import Callback, ModelFolder, Pipeline, register_pipeline
 from ...precision import default_device
 from ...tokenizer.cvivit import CViViT
-from .data import foreground_tokens
+from .data import token_cover
 from .maskgit import MaskGit
 
 if TYPE_CHECKING:
@@ -147,9 +147,12 @@ class PhenakiPipeline(Pipeline):
             codes = video = None
             for caption in passes:
                 step_callback = (lambda i, n, done=done: callback(done + i, total)) if callback else None
-                keep = self._object_tokens(video) if video is not None else None
+                drawn = self._objects(video) if video is not None else None  # what the passes before drew
+                keep = self._object_tokens(drawn) if drawn is not None else None
                 codes = self._draw(caption, context, codes, keep, draw, step_callback)
-                video = self._composite(video, self._decode(codes))
+                # the decoder looks across the whole clip and would redraw the kept objects among
+                # their new neighbours (a square's corners rounded): their pixels as drawn stay
+                video = self._decode(codes) if drawn is None else torch.where(drawn, video, self._decode(codes))
                 done += per_event
                 if callback:  # an infill of few tokens takes fewer steps than the bar gave it
                     callback(done, total)
@@ -172,21 +175,17 @@ class PhenakiPipeline(Pipeline):
         with self._autocast():
             return self.tokenizer.decode_from_indices(codes.reshape(1, -1, grid, grid))
 
-    def _object_tokens(self, video: torch.Tensor) -> torch.Tensor:
-        """[1, N] bool: the tokens of an event whose patch the objects in `video` touch in any
-        of its frames (pixels far from their frame's median colour, and their rims)."""
-        c = self.tokenizer.config
-        return foreground_tokens(video.float(), c.grid_size, c.temporal_patch, rim=True, least=1).flatten(1)
-
     @staticmethod
-    def _composite(drawn: torch.Tensor | None, video: torch.Tensor) -> torch.Tensor:
-        """`video` with the objects of `drawn` (the passes before it, decoded) pasted over it.
-        The C-ViViT's decoder looks across the whole clip, so an object's kept tokens decode a
-        little differently among new neighbours (a square's corners come out rounded); its
-        pixels as first drawn stay, as an inpainting pipeline pastes back what it kept."""
-        if drawn is None:
-            return video
-        return torch.where(foreground_mask(drawn.float(), rim=True) > 0, drawn, video)
+    def _objects(video: torch.Tensor) -> torch.Tensor:
+        """[1, 1, T, H, W] bool: the pixels of the objects in `video` (far from their frame's
+        median colour) and their rims."""
+        return foreground_mask(video.float(), rim=True) > 0
+
+    def _object_tokens(self, objects: torch.Tensor) -> torch.Tensor:
+        """[1, N] bool: the tokens of an event whose patch `objects` (`_objects`) touches in any
+        of its frames."""
+        c = self.tokenizer.config
+        return token_cover(objects[:, 0], c.grid_size, c.temporal_patch, least=1).flatten(1)
 
     def training_examples(self):
         """One step of each component at its training batch size (8 clips / 16 events)."""
