@@ -7,6 +7,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -14,6 +15,7 @@ from typer.testing import CliRunner
 import kinema
 from kinema.checkpoint import CheckpointError
 from kinema.cli import app
+from kinema.data.continuity import hold
 from kinema.data.grounding import first_object_caption
 from kinema.data.shapes import to_model_range
 from kinema.io import read_video
@@ -264,6 +266,27 @@ def test_a_composed_clip_keeps_its_first_object_as_drawn_alone() -> None:
     assert 0.005 < obj.mean() < 0.3, "the first pass drew one object"
     assert np.array_equal(composed[obj], alone[obj])
     assert not np.array_equal(composed[~obj], alone[~obj]), "the second pass drew the rest"
+
+
+def test_a_story_event_keeps_what_its_sentence_leaves() -> None:
+    """Only what a sentence changes changes: "the blue circle moves up" draws the blue circle
+    and leaves the red square's pixels as the film's last frame has them, in every frame (as
+    drawn without holding, they are redrawn); "the scene changes to the desert" gives a new
+    background and carries both objects onto it; the first event is drawn as ever."""
+    pipe = kinema.load_pipeline("phenaki-shapes")
+    story = ["a red square stays still and a blue circle stays still on a black background", "the blue circle moves up", "the scene changes to the desert"]
+    held, plain = (list(pipe.events(story, seed=0, num_inference_steps=4, hold_objects=h)) for h in (True, False))
+    assert np.array_equal(held[0], plain[0])
+    last = held[0][-1]
+    moves = hold(story[1], frozenset({"red", "blue"}), last)
+    assert moves.named.any() and moves.held.sum() > 100
+    assert (held[1][:, moves.kept] == last[moves.kept]).all()
+    assert not (plain[1][:, moves.kept] == plain[0][-1][moves.kept]).all()
+    scene = hold(story[2], frozenset({"red", "blue"}), held[1][-1])
+    assert scene.new_backdrop and scene.held.sum() > moves.held.sum(), "both objects carried"
+    inside = ndimage.binary_erosion(scene.held, structure=np.ones((3, 3)))  # the objects less their edges
+    assert (held[2][:, inside] == held[1][-1][inside]).all()
+    assert np.abs(np.median(held[2][0].reshape(-1, 3), axis=0) - (190, 160, 110)).max() < 10, "the desert"
 
 
 @pytest.mark.parametrize("field, value", [("choice_temperature", 0.0), ("refine_rounds", 1)])

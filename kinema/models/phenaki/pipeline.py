@@ -19,6 +19,14 @@ to draw (`infill_caption`: "a white circle shrinks and a red square bounces" is 
 "a white square shrinks and a red square bounces" around the white circle). The C-ViViT's
 decoder looks across the whole clip and would redraw the kept object among its new
 neighbours, so the first object's pixels as drawn alone are pasted back.
+
+In a story only what a sentence changes changes (`hold_objects`, kinema.data.continuity):
+"the red circle moves up" is drawn from a context frame with the film's other objects
+painted out, the red circle alone as the MaskGIT draws one object best, and the others are
+laid back as the film's last frame has them; "a yellow triangle appears" is infilled around
+the film's objects, their tokens kept; after "the scene changes to the desert" the film's
+objects are lifted off the old background onto the new one the MaskGIT drew. A square the
+MaskGIT would redraw a little rounder each event stays as it was drawn.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ import numpy as np
 import torch
 
 from ... import checkpoint as ckpt
+from ...data.continuity import Hold, hold, rim, story_casts
 from ...data.grounding import first_object_caption, infill_caption
 from ...data.shapes import to_model_range, to_uint8_frames
 from ...nn.attention import trim_padding
@@ -60,6 +69,7 @@ class PhenakiSampler:
     refine_share: float = 0.2
     refine_steps: int = 4
     compose_objects: bool = True  # a caption naming two objects: its first object alone, then the rest infilled around it
+    hold_objects: bool = True  # a story event keeps what its sentence leaves as the film has it (kinema.data.continuity)
 
 
 def check_draw(*, temperature: float, top_k: int | None, choice_temperature: float | None, refine_rounds: int, refine_share: float) -> None:
@@ -120,6 +130,7 @@ class PhenakiPipeline(Pipeline):
         choice_temperature: float | None = None,
         refine_rounds: int | None = None,
         compose_objects: bool | None = None,
+        hold_objects: bool | None = None,
     ) -> Iterator[np.ndarray]:
         s = self.sampler
         steps = s.num_inference_steps if num_inference_steps is None else num_inference_steps
@@ -129,6 +140,7 @@ class PhenakiPipeline(Pipeline):
         top_k = s.top_k if top_k is None else top_k
         choice_temperature = s.choice_temperature if choice_temperature is None else choice_temperature
         compose = s.compose_objects if compose_objects is None else compose_objects
+        casts = story_casts(sentences) if (s.hold_objects if hold_objects is None else hold_objects) else [None] * len(sentences)
         check_draw(temperature=temperature, top_k=top_k, choice_temperature=choice_temperature, refine_rounds=rounds, refine_share=s.refine_share)
         generator = torch.Generator(self.device).manual_seed(seed)
         draw = dict(
@@ -144,11 +156,17 @@ class PhenakiPipeline(Pipeline):
         for k, sentence in enumerate(sentences):
             alone = first_object if k == 0 else None  # an event after the first already has its objects in its context
             passes = [alone, infill_caption(sentence)] if alone else [sentence]
-            codes = video = None
-            for caption in passes:
+            codes = video = drawn = keep = None
+            held = hold(sentence, casts[k], frames[-1]) if k else None  # what the sentence leaves of the film
+            if held is not None and held.named.any():  # "the red circle moves up": from the red circle alone
+                context = self._encode_frame(held.alone())
+            elif held is not None and not held.new_backdrop:  # "a yellow triangle appears": around the rest
+                codes, keep = self._held_tokens(held)
+            for i, caption in enumerate(passes):
                 step_callback = (lambda i, n, done=done: callback(done + i, total)) if callback else None
-                drawn = self._objects(video) if video is not None else None  # what the passes before drew
-                keep = self._object_tokens(drawn) if drawn is not None else None
+                if i:  # a composed draw: what the pass before drew
+                    drawn = self._objects(video)
+                    keep = self._object_tokens(drawn)
                 codes = self._draw(caption, context, codes, keep, draw, step_callback)
                 # the decoder looks across the whole clip and would redraw the kept objects among
                 # their new neighbours (a square's corners rounded): their pixels as drawn stay
@@ -157,10 +175,27 @@ class PhenakiPipeline(Pipeline):
                 if callback:  # an infill of few tokens takes fewer steps than the bar gave it
                     callback(done, total)
             frames = to_uint8_frames(video[0])
+            if held is not None:
+                frames = held.apply(frames)
             yield frames
             if k + 1 < len(sentences):  # the next event starts from the codes of this one's last frame, as drawn
-                with self._autocast():
-                    context = self.tokenizer.encode(to_model_range(frames[-1:])[None].to(self.device)).flatten(1)
+                context = self._encode_frame(frames[-1])
+
+    def _encode(self, video: torch.Tensor) -> torch.Tensor:
+        """[1, N] codes of `video` [1, 3, T, H, W]."""
+        with self._autocast():
+            return self.tokenizer.encode(video).flatten(1)
+
+    def _encode_frame(self, frame: np.ndarray) -> torch.Tensor:
+        """[1, grid²] codes of one uint8 frame [H, W, 3]: a story's context."""
+        return self._encode(to_model_range(frame[None])[None].to(self.device))
+
+    def _held_tokens(self, held: Hold) -> tuple[torch.Tensor, torch.Tensor]:
+        """The codes of the film's last frame held still for an event, and which of them to
+        keep [1, N] each: the tokens the held objects touch."""
+        still = to_model_range(np.repeat(held.frame[None], self.frames_per_event, axis=0))[None].to(self.device)
+        objects = torch.from_numpy(rim(held.held)).to(self.device).expand_as(still[:, :1])
+        return self._encode(still), self._object_tokens(objects)
 
     def _draw(self, sentence: str, context, codes, keep, draw: dict, callback) -> torch.Tensor:
         """One event's codes [1, N] for `sentence`; with `codes` and `keep` [1, N], only the

@@ -1,0 +1,67 @@
+"""A story's continuity (kinema.data.continuity): what a sentence leaves of the film, found
+in the film's last frame and laid over the next event."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kinema.data.continuity import carry_objects, hold, story_casts
+from kinema.world.judge import color_pixels
+from kinema.world.language import caption
+from kinema.world.sample import random_story, render_story
+from kinema.world.spec import AppearSentence, DisappearSentence, MoveSentence
+
+
+def test_a_storys_cast_gains_what_appears_and_loses_what_disappears() -> None:
+    story = ["a red circle moves up and a blue square stays still in the forest", "a yellow triangle appears", "the camera zooms in", "the red ball vanishes", "the blue square moves up"]
+    assert story_casts(story) == [None, {"red", "blue"}, {"red", "blue", "yellow"}, {"red", "blue", "yellow"}, {"blue", "yellow"}]
+    assert story_casts(["a plaid circle moves up", "the red circle moves up"]) == [None, None]
+    assert story_casts(["a red circle moves up at night", "a plaid thing happens", "the red circle moves up"]) == [None, {"red"}, None]
+
+
+def test_a_sentence_holds_the_cast_it_does_not_name() -> None:
+    """On the world's own films: "the red circle moves up" holds every other object of the
+    cast, whole, and names the red one; laid over an event, the held objects' pixels are the
+    last frame's and the rest is the event's. An object outside the cast (a fault of the
+    film) is not held; a zoom or an unreadable sentence holds nothing."""
+    rng, checked = np.random.default_rng(7), 0
+    while checked < 12:
+        sentences, _ = random_story(rng, 4)
+        texts = [caption(s) for s in sentences]
+        events, casts = list(render_story(sentences, seed=checked)), story_casts(texts)
+        for k in range(1, len(texts)):
+            meaning, last = sentences[k], events[k - 1][-1]
+            if not isinstance(meaning, (MoveSentence, DisappearSentence, AppearSentence)) or len(casts[k]) < 2 - isinstance(meaning, AppearSentence):
+                continue
+            held = hold(texts[k], casts[k], last)
+            colors = sorted(casts[k])
+            for color, pixels in zip(colors, color_pixels(last, colors)):
+                if color == getattr(meaning, "color", None):
+                    assert pixels.any() and (held.named >= pixels).all() and not (held.held & pixels).any(), texts[k]
+                else:
+                    assert (held.held >= pixels).all() and not (held.named & pixels).any(), texts[k]
+            laid = held.apply(events[k])
+            assert (laid[:, held.kept] == last[held.kept]).all() and (laid[:, ~held.kept] == events[k][:, ~held.kept]).all()
+            checked += 1
+    frame = np.zeros((64, 64, 3), np.uint8)
+    frame[10:20, 10:20], frame[40:50, 40:50] = (50, 90, 240), (60, 200, 60)  # a blue square; a green one the story never had
+    held = hold("the red circle moves up", frozenset({"red", "blue"}), frame)
+    assert held.held[10:20, 10:20].all() and held.held.sum() == 100 and not held.named.any() and not held.new_backdrop
+    alone = held.alone()  # the held blue square painted over with the background, the rest as it was
+    assert (alone[:30, :30] == 0).all() and (alone[30:] == frame[30:]).all()
+    assert hold("the camera zooms in", frozenset({"blue"}), frame) is None
+    assert hold("a plaid thing happens", frozenset({"blue"}), frame) is None
+    assert hold("the blue square moves up", frozenset({"blue"}), frame) is None  # nothing else of the cast to hold
+
+
+def test_objects_carried_onto_a_new_background_are_the_worlds_scene_change() -> None:
+    """A scene change keeps the film's objects: lifted off the old background and laid on the
+    new one, each edge pixel re-mixed, they give the world's own rendering of the change to
+    within a level, whatever objects the new event had drawn (here the right ones, shifted)."""
+    story = ["a red circle moves up and a blue triangle stays still in the forest", "the red circle moves to the right", "the scene changes to the desert"]
+    events = list(render_story(story, seed=3))
+    held = hold(story[2], story_casts(story)[2], events[1][-1])
+    assert held.new_backdrop and not held.named.any() and held.held.sum() > 100
+    for drawn in (events[2], np.roll(events[2], 6, axis=2)):
+        assert np.abs(held.apply(drawn).astype(int) - events[2]).max() <= 1
+    assert np.abs(carry_objects(events[2], events[1][-1], held.held).astype(int) - events[2]).max() <= 1
