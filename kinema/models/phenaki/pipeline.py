@@ -160,6 +160,7 @@ class PhenakiPipeline(Pipeline):
             held = hold(sentence, casts[k], frames[-1]) if k else None  # what the sentence leaves of the film
             if held is not None and held.named.any():  # "the red circle moves up": from the red circle alone
                 context = self._encode_frame(held.alone())
+                codes, keep = self._starting_at(context)
             elif held is not None and not held.new_backdrop:  # "a yellow triangle appears": around the rest
                 codes, keep = self._held_tokens(held)
             for i, caption in enumerate(passes):
@@ -189,6 +190,15 @@ class PhenakiPipeline(Pipeline):
     def _encode_frame(self, frame: np.ndarray) -> torch.Tensor:
         """[1, grid²] codes of one uint8 frame [H, W, 3]: a story's context."""
         return self._encode(to_model_range(frame[None])[None].to(self.device))
+
+    def _starting_at(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Codes [1, N] whose first grid is `context` [1, grid²] and which of them to keep (that
+        grid): the event's first frame is the film's last, C-ViViT coding a clip's first frame
+        alone, so the object a sentence moves starts where the film left it."""
+        codes = torch.zeros(1, self.transformer.config.event_tokens, dtype=context.dtype, device=context.device)
+        keep = torch.zeros_like(codes, dtype=torch.bool)
+        codes[:, : context.shape[1]], keep[:, : context.shape[1]] = context, True
+        return codes, keep
 
     def _held_tokens(self, held: Hold) -> tuple[torch.Tensor, torch.Tensor]:
         """The codes of the film's last frame held still for an event, and which of them to
