@@ -22,7 +22,8 @@ neighbours, so the first object's pixels as drawn alone are pasted back.
 
 In a story only what a sentence changes changes (`hold_objects`, kinema.data.continuity):
 "the red circle moves up" is drawn from a context frame with the film's other objects
-painted out, the red circle alone as the MaskGIT draws one object best, and the others are
+painted out, the red circle alone as the MaskGIT draws one object best (the event's first
+frame kept as that frame, so the circle starts where the film left it), and the others are
 laid back as the film's last frame has them; "a yellow triangle appears" is infilled around
 the film's objects, their tokens kept; after "the scene changes to the desert" the film's
 objects are lifted off the old background onto the new one the MaskGIT drew. A square the
