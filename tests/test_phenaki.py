@@ -7,9 +7,9 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 import pytest
 import torch
+from scipy import ndimage
 from typer.testing import CliRunner
 
 import kinema
