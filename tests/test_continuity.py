@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from kinema.data.continuity import carry_objects, hold, story_casts
-from kinema.world.judge import color_pixels
+from kinema.data.continuity import carry_objects, hold, largest_of, story_casts
+from kinema.world.judge import color_pixels, judge
 from kinema.world.language import caption
 from kinema.world.sample import random_story, render_story
 from kinema.world.spec import AppearSentence, DisappearSentence, MoveSentence
@@ -65,3 +65,21 @@ def test_objects_carried_onto_a_new_background_are_the_worlds_scene_change() -> 
     for drawn in (events[2], np.roll(events[2], 6, axis=2)):
         assert np.abs(held.apply(drawn).astype(int) - events[2]).max() <= 1
     assert np.abs(carry_objects(events[2], events[1][-1], held.held).astype(int) - events[2]).max() <= 1
+
+
+def test_an_appearing_object_drawn_alone_is_laid_on_the_film() -> None:
+    """"A yellow square appears" holds the film's objects and brings a yellow square, drawn
+    alone by the caption `entrance` names. Laid on the film's last frame, the square as the
+    world draws it gives the world's own event (the square pops in and stays still); a
+    drawing with the square on the film's red circle, or with no yellow square, gives None."""
+    story = ["a red circle moves up in the forest", "a yellow square appears"]
+    events = list(render_story(story, seed=2))
+    held = hold(story[1], story_casts(story)[1], events[0][-1])
+    assert held.entrance == "a yellow square stays still in the forest"
+    assert held.held.sum() > 100 and not held.named.any()
+    assert np.array_equal(held.enter(events[1]), events[1])
+    assert judge(np.concatenate(events[:1] + [held.enter(events[1])]), story).passed
+    square, circle = largest_of(events[1][0], "yellow"), held.held
+    (sy, sx), (cy, cx) = (np.argwhere(m).mean(0).round().astype(int) for m in (square, circle))
+    assert held.enter(np.roll(events[1], (cy - sy, cx - sx), axis=(1, 2))) is None, "on top of the circle"
+    assert held.enter(events[0]) is None, "no yellow square drawn"

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 import kinema
 from kinema.checkpoint import CheckpointError
 from kinema.cli import app
-from kinema.data.continuity import hold
+from kinema.data.continuity import hold, largest_of, rim
 from kinema.data.grounding import first_object_caption
 from kinema.data.shapes import to_model_range
 from kinema.io import read_video
@@ -272,10 +272,14 @@ def test_a_story_event_keeps_what_its_sentence_leaves() -> None:
     """Only what a sentence changes changes: "the blue circle moves up" draws the blue circle
     and leaves the red square's pixels as the film's last frame has them, in every frame (as
     drawn without holding, they are redrawn); "the scene changes to the desert" gives a new
-    background and carries both objects onto it; the first event is drawn as ever."""
+    background and carries both objects onto it; "a yellow triangle appears" lays one on, clear
+    of them, and holds them; the first event is drawn as ever. The bar counts every pass."""
     pipe = kinema.load_pipeline("phenaki-shapes")
-    story = ["a red square stays still and a blue circle stays still on a black background", "the blue circle moves up", "the scene changes to the desert"]
-    held, plain = (list(pipe.events(story, seed=0, num_inference_steps=4, hold_objects=h)) for h in (True, False))
+    story = ["a red square stays still and a blue circle stays still on a black background", "the blue circle moves up", "the scene changes to the desert", "a yellow triangle appears"]
+    seen = []
+    held = list(pipe.events(story, seed=0, num_inference_steps=4, callback=lambda d, t: seen.append((d, t))))
+    plain = list(pipe.events(story, seed=0, num_inference_steps=4, hold_objects=False))
+    assert seen[-1][0] == seen[-1][1] and [d for d, _ in seen] == sorted(d for d, _ in seen), "the bar ends full, never going back"
     assert np.array_equal(held[0], plain[0])
     last = held[0][-1]
     moves = hold(story[1], frozenset({"red", "blue"}), last)
@@ -287,6 +291,11 @@ def test_a_story_event_keeps_what_its_sentence_leaves() -> None:
     inside = ndimage.binary_erosion(scene.held, structure=np.ones((3, 3)))  # the objects less their edges
     assert (held[2][:, inside] == held[1][-1][inside]).all()
     assert np.abs(np.median(held[2][0].reshape(-1, 3), axis=0) - (190, 160, 110)).max() < 10, "the desert"
+    enters = hold(story[3], frozenset({"red", "blue"}), held[2][-1])
+    assert (held[3][:, enters.kept] == held[2][-1][enters.kept]).all() and ndimage.label(enters.held)[1] == 2, "both objects held"
+    for frame in held[3]:
+        triangle = largest_of(frame, "yellow")
+        assert triangle.sum() > 50 and not (rim(triangle) & enters.held).any()
 
 
 @pytest.mark.parametrize("field, value", [("choice_temperature", 0.0), ("refine_rounds", 1)])

@@ -10,11 +10,13 @@ phenaki-shapes, story events that followed a failed one passed 27 % of the time 
 which pixels of the last frame stay, and lays them over the event the model draws, as an
 inpainting pipeline pastes back what it keeps. The film's cast (its objects' colours, from
 the sentences) tells its objects from a fault of the film (an object no sentence brought),
-which is not held.
+which is not held. An object that appears "pops in at a free place and stays still": a
+model draws it alone, as it draws one object best, and `Hold.enter` lays it on the film.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -22,8 +24,9 @@ import numpy as np
 from scipy import ndimage
 
 from ..nn.weighting import FOREGROUND_THRESHOLD
-from ..world.language import ParseError, parse
-from ..world.spec import COLORS, AppearSentence, DisappearSentence, MoveSentence, SceneChangeSentence, SceneSpec
+from ..world.language import ParseError, caption, parse
+from ..world.scene import GAP
+from ..world.spec import BACKGROUNDS, COLORS, AppearSentence, DisappearSentence, MoveSentence, ObjectSpec, SceneChangeSentence, SceneSpec
 
 EIGHT = np.ones((3, 3), dtype=bool)
 FAR = FOREGROUND_THRESHOLD * 127.5  # an object's pixel: this far (summed over RGB, 0-255) from its frame's median colour
@@ -66,10 +69,22 @@ def objects_of(frame: np.ndarray, threshold: float = FAR, least: int = LEAST) ->
     return relabel[labels], len(keep)
 
 
+def nearest(color: np.ndarray, table: dict[str, tuple[int, int, int]]) -> str:
+    """The name in `table` whose RGB is nearest `color` [3]."""
+    return list(table)[int(((np.array(list(table.values()), dtype=np.float32) - color) ** 2).sum(-1).argmin())]
+
+
 def color_word(pixels: np.ndarray) -> str:
     """The object colour nearest the median of `pixels` [N, 3]."""
-    median = np.median(pixels.astype(np.float32), axis=0)
-    return list(COLORS)[int(((np.array(list(COLORS.values()), dtype=np.float32) - median) ** 2).sum(-1).argmin())]
+    return nearest(np.median(pixels.astype(np.float32), axis=0), COLORS)
+
+
+def largest_of(frame: np.ndarray, color: str) -> np.ndarray:
+    """[H, W] bool: the largest object of `frame` (`objects_of`) whose colour word is
+    `color`, none if there is no such object."""
+    labels, n = objects_of(frame)
+    regions = [labels == k for k in range(1, n + 1)]
+    return max((r for r in regions if color_word(frame[r]) == color), key=np.sum, default=np.zeros(labels.shape, bool))
 
 
 def rim(pixels: np.ndarray) -> np.ndarray:
@@ -81,12 +96,36 @@ def rim(pixels: np.ndarray) -> np.ndarray:
 class Hold:
     """What a story event keeps of the film's last `frame` [H, W, 3] uint8: the objects its
     sentence leaves where they are (`held`) and the one it names (`named`, [H, W] bool each,
-    without their rims); `new_backdrop` when the sentence changes the background."""
+    without their rims); `new_backdrop` when the sentence changes the background; `enters`,
+    the object an "appears" sentence brings."""
 
     frame: np.ndarray
     held: np.ndarray
     named: np.ndarray
     new_backdrop: bool = False
+    enters: ObjectSpec | None = None
+
+    @property
+    def entrance(self) -> str:
+        """The caption that draws the appearing object alone, still, on the film's background:
+        "a yellow triangle stays still in the desert"."""
+        backdrop = nearest(np.median(self.frame.reshape(-1, 3), axis=0), BACKGROUNDS)
+        return caption(SceneSpec(backdrop, (self.enters,)))
+
+    def enter(self, drawn: np.ndarray) -> np.ndarray | None:
+        """The event [T, H, W, 3] uint8 in which the appearing object pops in: the last frame
+        held for the event, with the object laid on each frame as `drawn` (a clip of it drawn
+        alone, `entrance`) has it there, rim included. None when a frame of `drawn` shows no
+        such object or one that has left the first frame's place (it stays still), or when it
+        comes nearer the film's objects than the world's gap between two."""
+        objects = [largest_of(frame, self.enters.color) for frame in drawn]
+        near = ndimage.binary_dilation(self.held, structure=EIGHT, iterations=math.ceil(GAP * len(self.frame)))
+        if not all((o & objects[0]).any() and not (o & near).any() for o in objects):
+            return None
+        event = np.repeat(self.frame[None], len(drawn), axis=0)
+        for t, o in enumerate(objects):
+            event[t][rim(o)] = drawn[t][rim(o)]
+        return event
 
     @property
     def kept(self) -> np.ndarray:
@@ -115,7 +154,8 @@ def hold(sentence: str, cast: frozenset[str] | None, frame: np.ndarray) -> Hold 
     the colours `cast` (`story_casts`): each object of the frame (`objects_of`) is told by its
     colour (`color_word`) as the one the sentence names, one it holds, or a fault outside the
     cast. None when nothing is held: a zoom (it moves everything), a first scene, a sentence
-    the world cannot read, an unknown cast, or a frame with no object of the cast."""
+    the world cannot read, an unknown cast, or a frame with no object of the cast, unless the
+    sentence brings one (an object appearing on an empty stage is laid on it all the same)."""
     if cast is None:
         return None
     try:
@@ -124,7 +164,8 @@ def hold(sentence: str, cast: frozenset[str] | None, frame: np.ndarray) -> Hold 
         return None
     if not isinstance(meaning, (MoveSentence, DisappearSentence, AppearSentence, SceneChangeSentence)):
         return None
-    named_color = getattr(meaning, "color", None) if not isinstance(meaning, AppearSentence) else None
+    appears = isinstance(meaning, AppearSentence)
+    named_color = getattr(meaning, "color", None) if not appears else None
     labels, n = objects_of(frame)
     held, named = np.zeros(labels.shape, bool), np.zeros(labels.shape, bool)
     for k in range(1, n + 1):
@@ -134,7 +175,8 @@ def hold(sentence: str, cast: frozenset[str] | None, frame: np.ndarray) -> Hold 
             named |= region
         elif color in cast:
             held |= region
-    return Hold(frame, held, named, isinstance(meaning, SceneChangeSentence)) if held.any() else None
+    enters = ObjectSpec(meaning.color, meaning.shape, "still", meaning.size) if appears else None
+    return Hold(frame, held, named, isinstance(meaning, SceneChangeSentence), enters) if held.any() or enters else None
 
 
 def carry_objects(event: np.ndarray, frame: np.ndarray, held: np.ndarray) -> np.ndarray:

@@ -24,10 +24,11 @@ In a story only what a sentence changes changes (`hold_objects`, kinema.data.con
 "the red circle moves up" is drawn from a context frame with the film's other objects
 painted out, the red circle alone as the MaskGIT draws one object best (the event's first
 frame kept as that frame, so the circle starts where the film left it), and the others are
-laid back as the film's last frame has them; "a yellow triangle appears" is infilled around
-the film's objects, their tokens kept; after "the scene changes to the desert" the film's
-objects are lifted off the old background onto the new one the MaskGIT drew. A square the
-MaskGIT would redraw a little rounder each event stays as it was drawn.
+laid back as the film's last frame has them; "a yellow triangle appears" is drawn alone, as a
+first scene ("a yellow triangle stays still in the desert"; again if it lands too near one
+of the film's objects or wanders), and laid on the film; after "the scene changes to the desert" the
+film's objects are lifted off the old background onto the new one the MaskGIT drew. A square
+the MaskGIT would redraw a little rounder each event stays as it was drawn.
 """
 
 from __future__ import annotations
@@ -55,6 +56,9 @@ from .maskgit import MaskGit
 
 if TYPE_CHECKING:
     from ...text import TextEncoder
+
+
+ENTRANCE_TRIES = 2  # draws of an appearing object alone before it is infilled around the film instead (each costs a pass)
 
 
 @dataclass
@@ -86,6 +90,27 @@ def check_draw(*, temperature: float, top_k: int | None, choice_temperature: flo
         raise ValueError(f"refine_rounds must be at least 0, got {refine_rounds}")
     if not 0 <= refine_share <= 1:
         raise ValueError(f"refine_share must be between 0 and 1, got {refine_share}")
+
+
+@dataclass
+class Passes:
+    """A story's progress bar, counted in MaskGIT steps over its passes: `total` grows when
+    an event takes more passes than the bar gave it."""
+
+    callback: Callback | None
+    per_pass: int
+    total: int
+    done: int = 0
+
+    def steps(self) -> Callback | None:
+        """The callback for the steps of the pass now drawn."""
+        done = self.done
+        return (lambda i, n: self.callback(done + i, self.total)) if self.callback else None
+
+    def passed(self) -> None:
+        self.done += self.per_pass
+        if self.callback:  # an infill of few tokens takes fewer steps than the bar gave it
+            self.callback(self.done, self.total)
 
 
 @register_pipeline
@@ -152,36 +177,52 @@ class PhenakiPipeline(Pipeline):
         per_event = steps + rounds * s.refine_steps
         # the first event's pass for its first object, where it has one; the bar counts every pass
         first_object = first_object_caption(sentences[0]) if compose and sentences else None
-        total = per_event * (len(sentences) + (first_object is not None))
-        done = 0
+        bar = Passes(callback, per_event, per_event * (len(sentences) + (first_object is not None)))
         for k, sentence in enumerate(sentences):
-            alone = first_object if k == 0 else None  # an event after the first already has its objects in its context
-            passes = [alone, infill_caption(sentence)] if alone else [sentence]
-            codes = video = drawn = keep = None
             held = hold(sentence, casts[k], frames[-1]) if k else None  # what the sentence leaves of the film
-            if held is not None and held.named.any():  # "the red circle moves up": from the red circle alone
-                context = self._encode_frame(held.alone())
-                codes, keep = self._starting_at(context)
-            elif held is not None and not held.new_backdrop:  # "a yellow triangle appears": around the rest
-                codes, keep = self._held_tokens(held)
-            for i, caption in enumerate(passes):
-                step_callback = (lambda i, n, done=done: callback(done + i, total)) if callback else None
-                if i:  # a composed draw: what the pass before drew
-                    drawn = self._objects(video)
-                    keep = self._object_tokens(drawn)
-                codes = self._draw(caption, context, codes, keep, draw, step_callback)
-                # the decoder looks across the whole clip and would redraw the kept objects among
-                # their new neighbours (a square's corners rounded): their pixels as drawn stay
-                video = self._decode(codes) if drawn is None else torch.where(drawn, video, self._decode(codes))
-                done += per_event
-                if callback:  # an infill of few tokens takes fewer steps than the bar gave it
-                    callback(done, total)
-            frames = to_uint8_frames(video[0])
-            if held is not None:
-                frames = held.apply(frames)
+            frames = self._enter(held, draw, bar) if held is not None and held.enters is not None else None
+            if frames is None:
+                frames = self._event(sentence, first_object if k == 0 else None, held, context, draw, bar)
             yield frames
             if k + 1 < len(sentences):  # the next event starts from the codes of this one's last frame, as drawn
                 context = self._encode_frame(frames[-1])
+
+    def _event(self, sentence: str, first_object: str | None, held: Hold | None, context, draw: dict, bar: Passes) -> np.ndarray:
+        """One event's frames [T, H, W, 3] uint8, drawn from the film's last frame (`context`)
+        with what `held` keeps of it, or, for a first event that names two objects, its
+        `first_object` caption alone and then the rest."""
+        passes = [first_object, infill_caption(sentence)] if first_object else [sentence]
+        codes = video = drawn = keep = None
+        if held is not None and held.named.any():  # "the red circle moves up": from the red circle alone
+            context = self._encode_frame(held.alone())
+            codes, keep = self._starting_at(context)
+        elif held is not None and not held.new_backdrop:  # no named object in the film, or a newcomer never laid on: around the rest
+            codes, keep = self._held_tokens(held)
+        for i, caption in enumerate(passes):
+            if i:  # a composed draw: what the pass before drew
+                drawn = self._objects(video)
+                keep = self._object_tokens(drawn)
+            codes = self._draw(caption, context, codes, keep, draw, bar.steps())
+            # the decoder looks across the whole clip and would redraw the kept objects among
+            # their new neighbours (a square's corners rounded): their pixels as drawn stay
+            video = self._decode(codes) if drawn is None else torch.where(drawn, video, self._decode(codes))
+            bar.passed()
+        frames = to_uint8_frames(video[0])
+        return frames if held is None else held.apply(frames)
+
+    def _enter(self, held: Hold, draw: dict, bar: Passes) -> np.ndarray | None:
+        """"A yellow triangle appears": the new object drawn alone, as the MaskGIT draws one
+        object best (`Hold.entrance`), up to ENTRANCE_TRIES times until it lands clear of the
+        film's objects, and laid on the film (`Hold.enter`); None if it never does."""
+        for attempt in range(ENTRANCE_TRIES):
+            if attempt:
+                bar.total += bar.per_pass  # a pass more than the bar gave the event
+            codes = self._draw(held.entrance, None, None, None, draw, bar.steps())
+            bar.passed()
+            if (frames := held.enter(to_uint8_frames(self._decode(codes)[0]))) is not None:
+                return frames
+        bar.total += bar.per_pass  # the event is then infilled around the film's objects
+        return None
 
     def _encode(self, video: torch.Tensor) -> torch.Tensor:
         """[1, N] codes of `video` [1, 3, T, H, W]."""
