@@ -124,7 +124,8 @@ class Hold:
             return None
         event = np.repeat(self.frame[None], len(drawn), axis=0)
         for t, o in enumerate(objects):
-            event[t][rim(o)] = drawn[t][rim(o)]
+            laid = rim(o)
+            event[t][laid] = drawn[t][laid]
         return event
 
     @property
