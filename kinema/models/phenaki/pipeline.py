@@ -26,9 +26,9 @@ painted out, the red circle alone as the MaskGIT draws one object best (the even
 frame kept as that frame, so the circle starts where the film left it), and the others are
 laid back as the film's last frame has them; "a yellow triangle appears" is drawn alone, as a
 first scene ("a yellow triangle stays still in the desert"; again if it lands too near one
-of the film's objects or wanders), and laid on the film; after "the scene changes to the desert" the
-film's objects are lifted off the old background onto the new one the MaskGIT drew. A square
-the MaskGIT would redraw a little rounder each event stays as it was drawn.
+of the film's objects or wanders), and laid on the film; after "the scene changes to the
+desert" the film's objects are lifted off the old background onto the new one the MaskGIT
+drew. A square the MaskGIT would redraw a little rounder each event stays as it was drawn.
 """
 
 from __future__ import annotations
