@@ -3,12 +3,18 @@ in the film's last frame and laid over the next event."""
 
 from __future__ import annotations
 
-import numpy as np
+import dataclasses
+import math
 
-from kinema.data.continuity import carry_objects, hold, largest_of, story_casts
+import numpy as np
+from scipy import ndimage
+
+from kinema.data.continuity import carry_objects, hold, largest_of, lay_on, objects_of, story_casts
 from kinema.world.judge import color_pixels, judge
 from kinema.world.language import caption
-from kinema.world.sample import random_story, render_story
+from kinema.world.render import render_event
+from kinema.world.sample import random_event, random_story, render_story
+from kinema.world.scene import GAP
 from kinema.world.spec import AppearSentence, DisappearSentence, MoveSentence
 
 
@@ -81,5 +87,31 @@ def test_an_appearing_object_drawn_alone_is_laid_on_the_film() -> None:
     assert judge(np.concatenate(events[:1] + [held.enter(events[1])]), story).passed
     square, circle = largest_of(events[1][0], "yellow"), held.held
     (sy, sx), (cy, cx) = (np.argwhere(m).mean(0).round().astype(int) for m in (square, circle))
-    assert held.enter(np.roll(events[1], (cy - sy, cx - sx), axis=(1, 2))) is None, "on top of the circle"
+    moved = held.enter(np.roll(events[1], (cy - sy, cx - sx), axis=(1, 2)))  # drawn on top of the circle
+    assert all(clear_of(largest_of(frame, "yellow"), circle, square.sum()) for frame in moved), "moved to a free place"
     assert held.enter(events[0]) is None, "no yellow square drawn"
+
+
+def test_a_scenes_second_object_drawn_alone_is_laid_on_the_first() -> None:
+    """A two-object scene drawn one object at a time (PhenakiPipeline): each object's clip as
+    the world draws it alone, the second laid on the first's frame by frame, gives the world's
+    own scene, as no two objects ever come within the world's gap. The second drawn where the
+    first is, or not drawn at all, gives None."""
+    rng = np.random.default_rng(11)
+    for _ in range(6):
+        spec, event = random_event(rng, "two objects")
+        alone = [render_event(dataclasses.replace(event, start=dataclasses.replace(event.start, things=(thing,)), actions=(action,))) for thing, action in zip(event.start.things, event.actions)]
+        clear = np.stack([objects_of(frame)[0] > 0 for frame in alone[0]])
+        color = spec.objects[1].color
+        assert np.array_equal(lay_on(alone[0], alone[1], color, clear), render_event(event)), caption(spec)
+        first, second = event.start.things
+        onto = render_event(dataclasses.replace(event, start=dataclasses.replace(event.start, things=(dataclasses.replace(second, x=first.x, y=first.y),)), actions=event.actions[:1]))
+        moved = lay_on(alone[0], onto, color, clear)  # drawn on the first object's path: moved off it
+        assert all(clear_of(largest_of(frame, color), c, largest_of(o, color).sum()) for frame, c, o in zip(moved, clear, onto)), caption(spec)
+        assert lay_on(alone[0], alone[0], color, clear) is None, "no second object drawn"
+        assert lay_on(alone[0], onto, color, np.ones_like(clear)) is None, "no free place"
+
+
+def clear_of(obj: np.ndarray, others: np.ndarray, size: int) -> bool:
+    """`obj` [H, W] bool has `size` pixels and lies more than the world's gap from `others`."""
+    return obj.sum() == size and not (ndimage.binary_dilation(others, structure=np.ones((3, 3)), iterations=math.ceil(GAP * len(obj))) & obj).any()

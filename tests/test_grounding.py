@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from kinema.data.grounding import first_object_caption, infill_caption, object_words, swapped_caption
+from kinema.data.grounding import first_object_caption, infill_caption, object_words, second_object_caption, swapped_caption
 from kinema.models.phenaki.data import PhenakiData
 from kinema.models.phenaki.maskgit import BINDING_MARGIN, MaskGit, MaskGitConfig
 from kinema.nn.attention import Attention
@@ -152,25 +152,45 @@ def test_the_binding_hinge_is_the_margin_when_the_model_cannot_tell_and_teaches_
     assert len(gaps) > 30 and gaps[-1] > gaps[0] + 0.5, gaps
 
 
+def two_object_captions(seed: int, count: int = 150):
+    """(scene, caption) for `count` captions of random two-object scenes, each scene worded
+    three ways: the canonical caption, a train paraphrase and a held-out one."""
+    from kinema.world.language import caption, paraphrase
+    from kinema.world.sample import random_event
+
+    rng = np.random.default_rng(seed)
+    for _ in range(count // 3):
+        spec, _ = random_event(rng, "two objects")
+        for text in (caption(spec), paraphrase(spec, rng, split="train"), paraphrase(spec, rng, split="heldout")):
+            yield spec, text
+
+
 def test_the_first_objects_clause_is_cut_from_the_callers_own_words() -> None:
     """What a composed draw (PhenakiPipeline) draws first: the caption without its second
     object, worded as the caption words it, held-out words included."""
     import dataclasses
-
-    from kinema.world.language import caption, paraphrase
-    from kinema.world.sample import random_event
 
     assert first_object_caption("a white circle shrinks and a red square bounces up and down in the desert") == "a white circle shrinks in the desert"
     assert first_object_caption("In the forest, a red ball rises whereas a blue box stays still.") == "In the forest, a red ball rises."
     assert first_object_caption("we see a red circle rising and a blue square bouncing at night") == "we see a red circle rising at night"
     for one in ("a red circle moves up at night", "the red circle moves up", "the camera zooms in on a red circle and a blue square at night", "a plaid circle and a red square"):
         assert first_object_caption(one) is None, one
-    rng, checked = np.random.default_rng(5), 0
-    while checked < 150:
-        spec, _ = random_event(rng, "two objects")
-        for text in (caption(spec), paraphrase(spec, rng, split="train"), paraphrase(spec, rng, split="heldout")):
-            assert parse(first_object_caption(text)) == dataclasses.replace(spec, objects=spec.objects[:1]), text
-            checked += 1
+    for spec, text in two_object_captions(seed=5):
+        assert parse(first_object_caption(text)) == dataclasses.replace(spec, objects=spec.objects[:1]), text
+
+
+def test_the_second_objects_clause_is_cut_from_the_callers_own_words() -> None:
+    """What a composed draw draws second, to lay on the first: the caption without its first
+    object, worded as the caption words it, held-out words included."""
+    import dataclasses
+
+    assert second_object_caption("a white circle shrinks and a red square bounces up and down in the desert") == "a red square bounces up and down in the desert"
+    assert second_object_caption("In the forest, a red ball rises whereas a blue box stays still.") == "In the forest, a blue box stays still."
+    assert second_object_caption("there is a red circle that rises and an orange square that grows at night") == "there is an orange square that grows at night"
+    assert second_object_caption("beneath a starry sky, a brick coloured ruby enlarges whereas a magenta arrowhead heads right") == "beneath a starry sky, a magenta arrowhead heads right"
+    assert second_object_caption("a red circle moves up at night") is None
+    for spec, text in two_object_captions(seed=7):
+        assert parse(second_object_caption(text)) == dataclasses.replace(spec, objects=spec.objects[1:]), text
 
 
 def test_the_infill_caption_names_only_the_shape_still_to_draw() -> None:
@@ -179,18 +199,10 @@ def test_the_infill_caption_names_only_the_shape_still_to_draw() -> None:
     fitted; colours, motions and the scene stay; two objects of one shape keep the caption."""
     import dataclasses
 
-    from kinema.world.language import caption, paraphrase
-    from kinema.world.sample import random_event
-
     assert infill_caption("a white circle shrinks and a red square bounces in the desert") == "a white square shrinks and a red square bounces in the desert"
     assert infill_caption("beneath a starry sky, a brick coloured ruby enlarges whereas a magenta arrowhead heads right") == "beneath a starry sky, an arrowhead coloured ruby enlarges whereas a magenta arrowhead heads right"
     assert infill_caption("a red square rises and a blue square stays still at night") == "a red square rises and a blue square stays still at night"
     assert infill_caption("a red circle moves up at night") is None
-    rng, checked = np.random.default_rng(6), 0
-    while checked < 150:
-        spec, _ = random_event(rng, "two objects")
+    for spec, text in two_object_captions(seed=6):
         first, second = spec.objects
-        expected = dataclasses.replace(spec, objects=(dataclasses.replace(first, shape=second.shape), second))
-        for text in (caption(spec), paraphrase(spec, rng, split="train"), paraphrase(spec, rng, split="heldout")):
-            assert parse(infill_caption(text)) == expected, text
-            checked += 1
+        assert parse(infill_caption(text)) == dataclasses.replace(spec, objects=(dataclasses.replace(first, shape=second.shape), second)), text

@@ -11,7 +11,8 @@ which pixels of the last frame stay, and lays them over the event the model draw
 inpainting pipeline pastes back what it keeps. The film's cast (its objects' colours, from
 the sentences) tells its objects from a fault of the film (an object no sentence brought),
 which is not held. An object that appears "pops in at a free place and stays still": a
-model draws it alone, as it draws one object best, and `Hold.enter` lays it on the film.
+model draws it alone, as it draws one object best, and `Hold.enter` lays it on the film
+(`lay_on`, which also lays a scene's second object, drawn alone, on the first's clip).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
+from scipy import ndimage, signal
 
 from ..nn.weighting import FOREGROUND_THRESHOLD
 from ..world.language import ParseError, caption, parse
@@ -114,19 +115,10 @@ class Hold:
 
     def enter(self, drawn: np.ndarray) -> np.ndarray | None:
         """The event [T, H, W, 3] uint8 in which the appearing object pops in: the last frame
-        held for the event, with the object laid on each frame as `drawn` (a clip of it drawn
-        alone, `entrance`) has it there, rim included. None when a frame of `drawn` shows no
-        such object or one that has left the first frame's place (it stays still), or when it
-        comes nearer the film's objects than the world's gap between two."""
-        objects = [largest_of(frame, self.enters.color) for frame in drawn]
-        near = ndimage.binary_dilation(self.held, structure=EIGHT, iterations=math.ceil(GAP * len(self.frame)))
-        if not all((o & objects[0]).any() and not (o & near).any() for o in objects):
-            return None
-        event = np.repeat(self.frame[None], len(drawn), axis=0)
-        for t, o in enumerate(objects):
-            laid = rim(o)
-            event[t][laid] = drawn[t][laid]
-        return event
+        held for the event, with the object laid on as `drawn` (a clip of it drawn alone,
+        `entrance`) has it (`lay_on`; it stays still). None when it does not land."""
+        film = np.repeat(self.frame[None], len(drawn), axis=0)
+        return lay_on(film, drawn, self.enters.color, np.broadcast_to(self.held, film.shape[:3]), still=True)
 
     @property
     def kept(self) -> np.ndarray:
@@ -148,6 +140,45 @@ class Hold:
         event = event.copy()
         event[:, self.kept] = self.frame[self.kept]
         return event
+
+
+def lay_on(film: np.ndarray, drawn: np.ndarray, color: str, clear: np.ndarray, still: bool = False) -> np.ndarray | None:
+    """`film` [T, H, W, 3] uint8 with an object of `color` laid on each frame, rim included, as
+    `drawn` (a clip of the object drawn alone) has it there: a story's newcomer, or a scene's
+    second object. Objects drawn alone land where the model likes to draw one, often on the
+    film's own objects, so the object's whole path is moved by the least shift that keeps it
+    the world's gap clear of the film's objects (`clear` [T, H, W] bool) and inside the frame
+    (`free_shift`; a move does not change a motion). None when a frame of `drawn` shows no such
+    object, when it leaves the first frame's place (`still`), or when no shift clears it."""
+    objects = np.stack([largest_of(frame, color) for frame in drawn])
+    if not all((o & objects[0] if still else o).any() for o in objects):
+        return None
+    shift = free_shift(objects, clear, math.ceil(GAP * film.shape[1]))
+    if shift is None:
+        return None
+    event, (dy, dx) = film.copy(), shift
+    for t, o in enumerate(objects):
+        ys, xs = np.nonzero(rim(o))
+        inside = (ys + dy >= 0) & (ys + dy < o.shape[0]) & (xs + dx >= 0) & (xs + dx < o.shape[1])
+        ys, xs = ys[inside], xs[inside]
+        event[t, ys + dy, xs + dx] = drawn[t, ys, xs]
+    return event
+
+
+def free_shift(objects: np.ndarray, clear: np.ndarray, gap: int) -> tuple[int, int] | None:
+    """The least shift (dy, dx) of an object's path `objects` [T, H, W] bool that keeps it
+    inside the frame and more than `gap` pixels from `clear` [T, H, W] bool in every frame;
+    None if there is none. Overlaps at every shift at once: a correlation per frame."""
+    height, width = objects.shape[1:]
+    near = np.stack([ndimage.binary_dilation(c, structure=EIGHT, iterations=gap) if c.any() else c for c in clear])
+    hits = sum(signal.fftconvolve(z.astype(np.float32), o[::-1, ::-1].astype(np.float32)) for z, o in zip(near, objects) if z.any())
+    ys, xs = np.nonzero(objects.any(0))
+    dy, dx = np.mgrid[-ys.min() : height - ys.max(), -xs.min() : width - xs.max()]
+    ok = np.ones(dy.shape, bool) if np.isscalar(hits) else hits[dy + height - 1, dx + width - 1] < 0.5
+    if not ok.any():
+        return None
+    best = np.argmin(np.where(ok, dy**2 + dx**2, np.iinfo(np.int64).max))
+    return int(dy.flat[best]), int(dx.flat[best])
 
 
 def hold(sentence: str, cast: frozenset[str] | None, frame: np.ndarray) -> Hold | None:

@@ -73,6 +73,26 @@ def first_object_caption(caption: str) -> str | None:
     return caption[:first] + caption[second:]
 
 
+def second_object_caption(caption: str) -> str | None:
+    """`caption` with its first object's clause cut out, in the caption's own words: "a white
+    circle shrinks and a red square bounces in the desert" -> "a red square bounces in the
+    desert". The first clause runs from the first object's article to the second's (the
+    first object word after the first motion). None as for `first_object_caption`."""
+    phrases = _two_moving_objects(caption)
+    if phrases is None:
+        return None
+    motion = next(end for _, end, entry, _ in phrases if entry.category == "motion")
+    starts = [a for a, _, entry, _ in phrases if entry.category in ("size", "color", "shape")]
+    first, second = (_article_start(caption, a) for a in (starts[0], next(a for a in starts if a >= motion)))
+    return caption[:first] + caption[second:]
+
+
+def _article_start(caption: str, start: int) -> int:
+    """Where the object phrase at `start` begins, its article ("a", "an") included."""
+    article = re.search(r"\b[aA]n? $", caption[:start])
+    return article.start() if article else start
+
+
 def infill_caption(caption: str) -> str | None:
     """What a composed draw infills the rest of the event under, once the first object is drawn
     alone and its tokens kept: `caption` with that object's shape word replaced by the second

@@ -10,23 +10,24 @@ moves it), where footage with ongoing motion would want the paper's few last fra
 A caption that names two objects is drawn one object at a time (`compose_objects`): this
 MaskGIT reads *what* a two-object caption names but not *which* object each word belongs
 to, and draws both with a shape between theirs (its card's HISTORY.md), while it draws one
-object right nearly every time. So the first object's clause is drawn alone (the caption's
-own words with the second clause cut out, `first_object_caption`), and the rest of the
-event is infilled with the tokens that first object touches kept: a story's "a yellow
-triangle appears", inside one event. The infill reads the caption as a bag of words too and
-gives the object it draws the kept one's shape, so its caption names only the shape still
-to draw (`infill_caption`: "a white circle shrinks and a red square bounces" is infilled as
-"a white square shrinks and a red square bounces" around the white circle). The C-ViViT's
-decoder looks across the whole clip and would redraw the kept object among its new
-neighbours, so the first object's pixels as drawn alone are pasted back.
+object right nearly every time. So each object's clause is drawn alone (the caption's own
+words with the other clause cut out, `first_object_caption`, `second_object_caption`), and
+the second object is laid on the first one's clip frame by frame (`lay_on`), its path moved
+by the least shift that keeps the world's gap between them: drawn alone, both land where
+the model likes to draw one object. If neither of its two draws lands (missing from a
+frame, or no shift clears it), the rest of the event is infilled around the first object's
+tokens instead, under the caption with the first object's shape word made the second's
+(`infill_caption`: the infill reads the caption as a bag of words too), and the first
+object's pixels as drawn alone are pasted back (the C-ViViT's decoder looks across the
+whole clip and would redraw them among their new neighbours).
 
 In a story only what a sentence changes changes (`hold_objects`, kinema.data.continuity):
 "the red circle moves up" is drawn from a context frame with the film's other objects
 painted out, the red circle alone as the MaskGIT draws one object best (the event's first
 frame kept as that frame, so the circle starts where the film left it), and the others are
 laid back as the film's last frame has them; "a yellow triangle appears" is drawn alone, as a
-first scene ("a yellow triangle stays still in the desert"; again if it lands too near one
-of the film's objects or wanders), and laid on the film; after "the scene changes to the
+first scene ("a yellow triangle stays still in the desert"; again if it goes missing or
+wanders), and laid on the film at the nearest free place; after "the scene changes to the
 desert" the film's objects are lifted off the old background onto the new one the MaskGIT
 drew. A square the MaskGIT would redraw a little rounder each event stays as it was drawn.
 """
@@ -34,7 +35,7 @@ drew. A square the MaskGIT would redraw a little rounder each event stays as it 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -43,14 +44,15 @@ import numpy as np
 import torch
 
 from ... import checkpoint as ckpt
-from ...data.continuity import Hold, hold, rim, story_casts
-from ...data.grounding import first_object_caption, infill_caption
+from ...data.continuity import Hold, hold, lay_on, objects_of, rim, story_casts
+from ...data.grounding import first_object_caption, infill_caption, second_object_caption
 from ...data.shapes import to_model_range, to_uint8_frames
 from ...nn.attention import trim_padding
 from ...nn.weighting import foreground_mask
 from ...pipelines import Callback, ModelFolder, Pipeline, register_pipeline
 from ...precision import default_device
 from ...tokenizer.cvivit import CViViT
+from ...world.language import parse
 from .data import token_cover
 from .maskgit import MaskGit
 
@@ -58,7 +60,7 @@ if TYPE_CHECKING:
     from ...text import TextEncoder
 
 
-ENTRANCE_TRIES = 2  # draws of an appearing object alone before it is infilled around the film instead (each costs a pass)
+DRAWS_ALONE = 2  # draws of an object alone (a newcomer, a second object) before it is infilled around the rest instead (each costs a pass)
 
 
 @dataclass
@@ -73,7 +75,7 @@ class PhenakiSampler:
     refine_rounds: int = 0  # then re-mask the least likely tokens given the rest and redraw them (MaskGit.refine)
     refine_share: float = 0.2
     refine_steps: int = 4
-    compose_objects: bool = True  # a caption naming two objects: its first object alone, then the rest infilled around it
+    compose_objects: bool = True  # a caption naming two objects: each object drawn alone, the second laid on the first
     hold_objects: bool = True  # a story event keeps what its sentence leaves as the film has it (kinema.data.continuity)
 
 
@@ -180,48 +182,64 @@ class PhenakiPipeline(Pipeline):
         bar = Passes(callback, per_event, per_event * (len(sentences) + (first_object is not None)))
         for k, sentence in enumerate(sentences):
             held = hold(sentence, casts[k], frames[-1]) if k else None  # what the sentence leaves of the film
-            frames = self._enter(held, draw, bar) if held is not None and held.enters is not None else None
-            if frames is None:
-                frames = self._event(sentence, first_object if k == 0 else None, held, context, draw, bar)
+            if k == 0 and first_object:
+                frames = self._compose(sentence, first_object, draw, bar)
+            else:  # "a yellow triangle appears": drawn alone and laid on the film, if it lands
+                entered = self._alone(held.entrance, held.enter, draw, bar) if held is not None and held.enters is not None else None
+                frames = entered if entered is not None else self._event(sentence, held, context, draw, bar)
             yield frames
             if k + 1 < len(sentences):  # the next event starts from the codes of this one's last frame, as drawn
                 context = self._encode_frame(frames[-1])
 
-    def _event(self, sentence: str, first_object: str | None, held: Hold | None, context, draw: dict, bar: Passes) -> np.ndarray:
+    def _event(self, sentence: str, held: Hold | None, context, draw: dict, bar: Passes) -> np.ndarray:
         """One event's frames [T, H, W, 3] uint8, drawn from the film's last frame (`context`)
-        with what `held` keeps of it, or, for a first event that names two objects, its
-        `first_object` caption alone and then the rest."""
-        passes = [first_object, infill_caption(sentence)] if first_object else [sentence]
-        codes = video = drawn = keep = None
+        with what `held` keeps of it."""
+        codes = keep = None
         if held is not None and held.named.any():  # "the red circle moves up": from the red circle alone
             context = self._encode_frame(held.alone())
             codes, keep = self._starting_at(context)
         elif held is not None and not held.new_backdrop:  # no named object in the film, or a newcomer never laid on: around the rest
             codes, keep = self._held_tokens(held)
-        for i, caption in enumerate(passes):
-            if i:  # a composed draw: what the pass before drew
-                drawn = self._objects(video)
-                keep = self._object_tokens(drawn)
-            codes = self._draw(caption, context, codes, keep, draw, bar.steps())
-            # the decoder looks across the whole clip and would redraw the kept objects among
-            # their new neighbours (a square's corners rounded): their pixels as drawn stay
-            video = self._decode(codes) if drawn is None else torch.where(drawn, video, self._decode(codes))
-            bar.passed()
-        frames = to_uint8_frames(video[0])
+        codes = self._draw(sentence, context, codes, keep, draw, bar.steps())
+        bar.passed()
+        frames = to_uint8_frames(self._decode(codes)[0])
         return frames if held is None else held.apply(frames)
 
-    def _enter(self, held: Hold, draw: dict, bar: Passes) -> np.ndarray | None:
-        """"A yellow triangle appears": the new object drawn alone, as the MaskGIT draws one
-        object best (`Hold.entrance`), up to ENTRANCE_TRIES times until it lands clear of the
-        film's objects, and laid on the film (`Hold.enter`); None if it never does."""
-        for attempt in range(ENTRANCE_TRIES):
+    def _compose(self, sentence: str, first_object: str, draw: dict, bar: Passes) -> np.ndarray:
+        """A caption that names two objects, one object at a time: the first object's clause
+        drawn alone, then the second's alone and laid on it, moved clear of the first
+        (`lay_on`), or, if it never lands, the rest infilled around the first object's tokens
+        with its pixels as drawn alone pasted back."""
+        codes = self._draw(first_object, None, None, None, draw, bar.steps())
+        video = self._decode(codes)
+        bar.passed()
+        first = to_uint8_frames(video[0])
+        clear = np.stack([objects_of(frame)[0] > 0 for frame in first])
+        color = parse(sentence).objects[1].color
+        frames = self._alone(second_object_caption(sentence), lambda drawn: lay_on(first, drawn, color, clear), draw, bar)
+        if frames is not None:
+            return frames
+        drawn = self._objects(video)
+        codes = self._draw(infill_caption(sentence), None, codes, self._object_tokens(drawn), draw, bar.steps())
+        # the decoder looks across the whole clip and would redraw the kept object among its
+        # new neighbours (a square's corners rounded): its pixels as drawn stay
+        video = torch.where(drawn, video, self._decode(codes))
+        bar.passed()
+        return to_uint8_frames(video[0])
+
+    def _alone(self, caption: str, lay: Callable[[np.ndarray], np.ndarray | None], draw: dict, bar: Passes) -> np.ndarray | None:
+        """An object drawn alone, as the MaskGIT draws one object best, from `caption` with no
+        context, up to DRAWS_ALONE times until `lay` lands it on the film (frames [T, H, W, 3]
+        uint8 -> the event, or None); None if it never does. The bar gave the first draw a
+        pass; each further draw, and the infill after the last, adds one."""
+        for attempt in range(DRAWS_ALONE):
             if attempt:
-                bar.total += bar.per_pass  # a pass more than the bar gave the event
-            codes = self._draw(held.entrance, None, None, None, draw, bar.steps())
+                bar.total += bar.per_pass
+            codes = self._draw(caption, None, None, None, draw, bar.steps())
             bar.passed()
-            if (frames := held.enter(to_uint8_frames(self._decode(codes)[0]))) is not None:
+            if (frames := lay(to_uint8_frames(self._decode(codes)[0]))) is not None:
                 return frames
-        bar.total += bar.per_pass  # the event is then infilled around the film's objects
+        bar.total += bar.per_pass
         return None
 
     def _encode(self, video: torch.Tensor) -> torch.Tensor:
