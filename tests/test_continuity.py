@@ -11,11 +11,11 @@ from scipy import ndimage
 
 from kinema.data.continuity import carry_objects, hold, largest_of, lay_on, objects_of, story_casts
 from kinema.world.judge import color_pixels, judge
-from kinema.world.language import caption
+from kinema.world.language import caption, parse
 from kinema.world.render import render_event
 from kinema.world.sample import random_event, random_story, render_story
 from kinema.world.scene import GAP
-from kinema.world.spec import AppearSentence, DisappearSentence, MoveSentence
+from kinema.world.spec import AppearSentence, DisappearSentence, MoveSentence, ObjectSpec, SceneSpec
 
 
 def test_a_storys_cast_gains_what_appears_and_loses_what_disappears() -> None:
@@ -51,10 +51,16 @@ def test_a_sentence_holds_the_cast_it_does_not_name() -> None:
             checked += 1
     frame = np.zeros((64, 64, 3), np.uint8)
     frame[10:20, 10:20], frame[40:50, 40:50] = (50, 90, 240), (60, 200, 60)  # a blue square; a green one the story never had
+    frame[10:20, 40:50] = (220, 50, 50)  # and the red object the sentence names
     held = hold("the red circle moves up", frozenset({"red", "blue"}), frame)
-    assert held.held[10:20, 10:20].all() and held.held.sum() == 100 and not held.named.any() and not held.new_backdrop
+    assert held.held[10:20, 10:20].all() and held.held.sum() == 100 and held.named.sum() == 100 and not held.new_backdrop and held.enters is None
     alone = held.alone()  # the held blue square painted over with the background, the rest as it was
-    assert (alone[:30, :30] == 0).all() and (alone[30:] == frame[30:]).all()
+    assert (alone[:30, :30] == 0).all() and (alone[:, 30:] == frame[:, 30:]).all()
+    frame[10:20, 40:50] = 0  # the film has lost its red object: the sentence brings it back, as it moves
+    lost = hold("the red circle moves up", frozenset({"red", "blue"}), frame)
+    assert lost.held.sum() == 100 and not lost.named.any()
+    assert parse(lost.entrance) == SceneSpec("black", (ObjectSpec("red", "circle", "up"),))
+    assert (lost.frame[:30, :30] == frame[:30, :30]).all() and (lost.frame[30:] == 0).all(), "the green fault painted out"
     assert hold("the camera zooms in", frozenset({"blue"}), frame) is None
     assert hold("a plaid thing happens", frozenset({"blue"}), frame) is None
     assert hold("the blue square moves up", frozenset({"blue"}), frame) is None  # nothing else of the cast to hold

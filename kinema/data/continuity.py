@@ -98,7 +98,8 @@ class Hold:
     """What a story event keeps of the film's last `frame` [H, W, 3] uint8: the objects its
     sentence leaves where they are (`held`) and the one it names (`named`, [H, W] bool each,
     without their rims); `new_backdrop` when the sentence changes the background; `enters`,
-    the object an "appears" sentence brings."""
+    the object an "appears" sentence brings, or one a motion sentence moves that the film has
+    lost."""
 
     frame: np.ndarray
     held: np.ndarray
@@ -114,11 +115,12 @@ class Hold:
         return caption(SceneSpec(backdrop, (self.enters,)))
 
     def enter(self, drawn: np.ndarray) -> np.ndarray | None:
-        """The event [T, H, W, 3] uint8 in which the appearing object pops in: the last frame
+        """The event [T, H, W, 3] uint8 in which the object `enters` pops in: the last frame
         held for the event, with the object laid on as `drawn` (a clip of it drawn alone,
-        `entrance`) has it (`lay_on`; it stays still). None when it does not land."""
+        `entrance`) has it (`lay_on`; an appearing object stays still). None when it does
+        not land."""
         film = np.repeat(self.frame[None], len(drawn), axis=0)
-        return lay_on(film, drawn, self.enters.color, np.broadcast_to(self.held, film.shape[:3]), still=True)
+        return lay_on(film, drawn, self.enters.color, np.broadcast_to(self.held, film.shape[:3]), still=self.enters.motion == "still")
 
     @property
     def kept(self) -> np.ndarray:
@@ -187,7 +189,10 @@ def hold(sentence: str, cast: frozenset[str] | None, frame: np.ndarray) -> Hold 
     colour (`color_word`) as the one the sentence names, one it holds, or a fault outside the
     cast. None when nothing is held: a zoom (it moves everything), a first scene, a sentence
     the world cannot read, an unknown cast, or a frame with no object of the cast, unless the
-    sentence brings one (an object appearing on an empty stage is laid on it all the same)."""
+    sentence brings one (an object appearing on an empty stage is laid on it all the same).
+    A motion sentence whose object the film has lost (drawn over, or drawn into another
+    colour in an earlier event) brings it back as it moves, on the frame with its faults
+    painted out with the background."""
     if cast is None:
         return None
     try:
@@ -199,7 +204,7 @@ def hold(sentence: str, cast: frozenset[str] | None, frame: np.ndarray) -> Hold 
     appears = isinstance(meaning, AppearSentence)
     named_color = getattr(meaning, "color", None) if not appears else None
     labels, n = objects_of(frame)
-    held, named = np.zeros(labels.shape, bool), np.zeros(labels.shape, bool)
+    held, named, faults = (np.zeros(labels.shape, bool) for _ in range(3))
     for k in range(1, n + 1):
         region = labels == k
         color = color_word(frame[region])
@@ -207,7 +212,13 @@ def hold(sentence: str, cast: frozenset[str] | None, frame: np.ndarray) -> Hold 
             named |= region
         elif color in cast:
             held |= region
+        else:
+            faults |= region
     enters = ObjectSpec(meaning.color, meaning.shape, "still", meaning.size) if appears else None
+    if isinstance(meaning, MoveSentence) and meaning.color in cast and not named.any():
+        enters = ObjectSpec(meaning.color, meaning.shape, meaning.motion)
+        frame = frame.copy()
+        frame[rim(faults)] = np.median(frame.reshape(-1, 3), axis=0).astype(np.uint8)
     return Hold(frame, held, named, isinstance(meaning, SceneChangeSentence), enters) if held.any() or enters else None
 
 

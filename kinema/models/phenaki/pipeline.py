@@ -27,9 +27,11 @@ painted out, the red circle alone as the MaskGIT draws one object best (the even
 frame kept as that frame, so the circle starts where the film left it), and the others are
 laid back as the film's last frame has them; "a yellow triangle appears" is drawn alone, as a
 first scene ("a yellow triangle stays still in the desert"; again if it goes missing or
-wanders), and laid on the film at the nearest free place; after "the scene changes to the
-desert" the film's objects are lifted off the old background onto the new one the MaskGIT
-drew. A square the MaskGIT would redraw a little rounder each event stays as it was drawn.
+wanders), and laid on the film at the nearest free place, as is an object a sentence moves
+that the film has lost (drawn with its motion, the film's faults painted out); after "the
+scene changes to the desert" the film's objects are lifted off the old background onto the
+new one the MaskGIT drew. A square the MaskGIT would redraw a little rounder each event
+stays as it was drawn.
 """
 
 from __future__ import annotations
@@ -184,7 +186,7 @@ class PhenakiPipeline(Pipeline):
             held = hold(sentence, casts[k], frames[-1]) if k else None  # what the sentence leaves of the film
             if k == 0 and first_object:
                 frames = self._compose(sentence, first_object, draw, bar)
-            else:  # "a yellow triangle appears": drawn alone and laid on the film, if it lands
+            else:  # "a yellow triangle appears", or an object the film lost moves: drawn alone and laid on the film, if it lands
                 entered = self._alone(held.entrance, held.enter, draw, bar) if held is not None and held.enters is not None else None
                 frames = entered if entered is not None else self._event(sentence, held, context, draw, bar)
             yield frames
