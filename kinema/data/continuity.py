@@ -218,7 +218,7 @@ def hold(sentence: str, cast: frozenset[str] | None, frame: np.ndarray) -> Hold 
     if isinstance(meaning, MoveSentence) and meaning.color in cast and not named.any():
         enters = ObjectSpec(meaning.color, meaning.shape, meaning.motion)
         frame = frame.copy()
-        frame[rim(faults)] = np.median(frame.reshape(-1, 3), axis=0).astype(np.uint8)
+        frame[rim(faults) & ~rim(held)] = np.median(frame.reshape(-1, 3), axis=0).astype(np.uint8)
     return Hold(frame, held, named, isinstance(meaning, SceneChangeSentence), enters) if held.any() or enters else None
 
 
