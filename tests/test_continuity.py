@@ -82,8 +82,8 @@ def test_objects_carried_onto_a_new_background_are_the_worlds_scene_change() -> 
 def test_an_appearing_object_drawn_alone_is_laid_on_the_film() -> None:
     """"A yellow square appears" holds the film's objects and brings a yellow square, drawn
     alone by the caption `entrance` names. Laid on the film's last frame, the square as the
-    world draws it gives the world's own event (the square pops in and stays still); a
-    drawing with the square on the film's red circle, or with no yellow square, gives None."""
+    world draws it gives the world's own event (the square pops in and stays still); drawn
+    on the film's red circle, it is moved to a free place; with no yellow square, None."""
     story = ["a red circle moves up in the forest", "a yellow square appears"]
     events = list(render_story(story, seed=2))
     held = hold(story[1], story_casts(story)[1], events[0][-1])
@@ -101,8 +101,9 @@ def test_an_appearing_object_drawn_alone_is_laid_on_the_film() -> None:
 def test_a_scenes_second_object_drawn_alone_is_laid_on_the_first() -> None:
     """A two-object scene drawn one object at a time (PhenakiPipeline): each object's clip as
     the world draws it alone, the second laid on the first's frame by frame, gives the world's
-    own scene, as no two objects ever come within the world's gap. The second drawn where the
-    first is, or not drawn at all, gives None."""
+    own scene, as no two objects ever come within the world's gap. The second drawn on the
+    first one's path is moved clear of it, whole; not drawn at all, or with no free place
+    left, it gives None."""
     rng = np.random.default_rng(11)
     for _ in range(6):
         spec, event = random_event(rng, "two objects")
