@@ -88,6 +88,14 @@ def largest_of(frame: np.ndarray, color: str) -> np.ndarray:
     return max((r for r in regions if color_word(frame[r]) == color), key=np.sum, default=np.zeros(labels.shape, bool))
 
 
+def painted_out(frame: np.ndarray, pixels: np.ndarray) -> np.ndarray:
+    """A copy of `frame` [H, W, 3] uint8 with `pixels` [H, W] bool painted over with its
+    background (its median colour)."""
+    out = frame.copy()
+    out[pixels] = np.median(frame.reshape(-1, 3), axis=0).astype(np.uint8)
+    return out
+
+
 def rim(pixels: np.ndarray) -> np.ndarray:
     """`pixels` [H, W] bool and the pixels next to them: an object with its anti-aliased edge."""
     return ndimage.binary_dilation(pixels, structure=EIGHT)
@@ -109,8 +117,9 @@ class Hold:
 
     @property
     def entrance(self) -> str:
-        """The caption that draws the appearing object alone, still, on the film's background:
-        "a yellow triangle stays still in the desert"."""
+        """The caption that draws the object `enters` alone on the film's background: "a yellow
+        triangle stays still in the desert" (an appearance), "a cyan circle moves up in the
+        desert" (a lost object a sentence moves)."""
         backdrop = nearest(np.median(self.frame.reshape(-1, 3), axis=0), BACKGROUNDS)
         return caption(SceneSpec(backdrop, (self.enters,)))
 
@@ -131,9 +140,7 @@ class Hold:
     def alone(self) -> np.ndarray:
         """The last frame with the held objects painted over with its background: the named
         object alone, as a model draws one object best."""
-        frame = self.frame.copy()
-        frame[self.kept] = np.median(self.frame.reshape(-1, 3), axis=0).astype(np.uint8)
-        return frame
+        return painted_out(self.frame, self.kept)
 
     def apply(self, event: np.ndarray) -> np.ndarray:
         """The event [T, H, W, 3] uint8 a model drew, with what the sentence leaves laid over it."""
@@ -173,10 +180,10 @@ def free_shift(objects: np.ndarray, clear: np.ndarray, gap: int) -> tuple[int, i
     None if there is none. Overlaps at every shift at once: a correlation per frame."""
     height, width = objects.shape[1:]
     near = np.stack([ndimage.binary_dilation(c, structure=EIGHT, iterations=gap) if c.any() else c for c in clear])
-    hits = sum(signal.fftconvolve(z.astype(np.float32), o[::-1, ::-1].astype(np.float32)) for z, o in zip(near, objects) if z.any())
+    hits = sum((signal.fftconvolve(z.astype(np.float32), o[::-1, ::-1].astype(np.float32)) for z, o in zip(near, objects) if z.any()), start=np.zeros((2 * height - 1, 2 * width - 1), np.float32))
     ys, xs = np.nonzero(objects.any(0))
     dy, dx = np.mgrid[-ys.min() : height - ys.max(), -xs.min() : width - xs.max()]
-    ok = np.ones(dy.shape, bool) if np.isscalar(hits) else hits[dy + height - 1, dx + width - 1] < 0.5
+    ok = hits[dy + height - 1, dx + width - 1] < 0.5
     if not ok.any():
         return None
     best = np.argmin(np.where(ok, dy**2 + dx**2, np.iinfo(np.int64).max))
@@ -217,8 +224,7 @@ def hold(sentence: str, cast: frozenset[str] | None, frame: np.ndarray) -> Hold 
     enters = ObjectSpec(meaning.color, meaning.shape, "still", meaning.size) if appears else None
     if isinstance(meaning, MoveSentence) and meaning.color in cast and not named.any():
         enters = ObjectSpec(meaning.color, meaning.shape, meaning.motion)
-        frame = frame.copy()
-        frame[rim(faults) & ~rim(held)] = np.median(frame.reshape(-1, 3), axis=0).astype(np.uint8)
+        frame = painted_out(frame, rim(faults) & ~rim(held))
     return Hold(frame, held, named, isinstance(meaning, SceneChangeSentence), enters) if held.any() or enters else None
 
 
