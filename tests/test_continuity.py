@@ -98,6 +98,30 @@ def test_an_appearing_object_drawn_alone_is_laid_on_the_film() -> None:
     assert held.enter(events[0]) is None, "no yellow square drawn"
 
 
+def test_a_disappearing_object_is_all_its_event_draws() -> None:
+    """"The red circle disappears": the event keeps the film's other objects and draws only
+    the red circle shrinking away. A mark of another colour the model drew as it shrank (a
+    blue blob here) is painted out with the background, which gives the world's own event;
+    what the film already had stays, even a fault no sentence brought (a green blob), so
+    that nothing vanishes between events."""
+    story = ["a red circle moves up and a white square stays still in the forest", "the red circle disappears"]
+    events = list(render_story(story, seed=5))
+    drawn = events[1].copy()
+    drawn[9:12, 40:46, 50:56] = (50, 90, 240)  # a blue mark in three frames
+    held = hold(story[1], story_casts(story)[1], events[0][-1])
+    assert held.vanishing == "red" and held.named.any() and held.held.any()
+    laid = held.apply(drawn)
+    assert np.abs(laid.astype(int) - events[1]).max() <= 1
+    assert judge(np.concatenate([events[0], laid]), story).passed
+    film = events[0][-1].copy()
+    film[4:9, 4:9] = drawn[:, 4:9, 4:9] = (60, 200, 60)  # a green fault the film carries in, drawn again
+    laid = hold(story[1], story_casts(story)[1], film).apply(drawn)
+    assert (laid[:, 4:9, 4:9] == (60, 200, 60)).all() and (np.abs(laid.astype(int) - events[1])[:, 20:] <= 1).all()
+    alone = ["a red circle moves up in the forest", "the red circle disappears"]  # nothing else to hold: still a hold
+    held = hold(alone[1], story_casts(alone)[1], next(iter(render_story(alone, seed=5)))[-1])
+    assert held is not None and held.vanishing == "red" and not held.held.any()
+
+
 def test_a_scenes_second_object_drawn_alone_is_laid_on_the_first() -> None:
     """A two-object scene drawn one object at a time (PhenakiPipeline): each object's clip as
     the world draws it alone, the second laid on the first's frame by frame, gives the world's

@@ -13,6 +13,10 @@ the sentences) tells its objects from a fault of the film (an object no sentence
 which is not held. An object that appears "pops in at a free place and stays still": a
 model draws it alone, as it draws one object best, and `Hold.enter` lays it on the film
 (`lay_on`, which also lays a scene's second object, drawn alone, on the first's clip).
+An object that disappears "shrinks to nothing": as it shrinks, a model draws its last
+pixels a little off its colour (a cyan circle's end read as blue), so in that event nothing
+but the vanishing object is the model's to draw (`Hold.vanishing`): any other object it
+draws that the film did not have is painted out.
 """
 
 from __future__ import annotations
@@ -88,6 +92,16 @@ def largest_of(frame: np.ndarray, color: str) -> np.ndarray:
     return max((r for r in regions if color_word(frame[r]) == color), key=np.sum, default=np.zeros(labels.shape, bool))
 
 
+def others_of(frame: np.ndarray, color: str) -> np.ndarray:
+    """[H, W] bool: the objects of `frame` (`objects_of`) of another colour than `color`, each
+    told by its core (its tenth of pixels farthest from the frame's median colour), since
+    most pixels of a small object are its anti-aliased edge."""
+    labels, n = objects_of(frame)
+    far = np.abs(frame.astype(np.float32) - np.median(frame.reshape(-1, 3), axis=0)).sum(-1)
+    cores = [(labels == k) & (far >= np.percentile(far[labels == k], 90)) for k in range(1, n + 1)]
+    return np.isin(labels, [k for k, core in enumerate(cores, 1) if color_word(frame[core]) != color])
+
+
 def painted_out(frame: np.ndarray, pixels: np.ndarray) -> np.ndarray:
     """A copy of `frame` [H, W, 3] uint8 with `pixels` [H, W] bool painted over with its
     background (its median colour)."""
@@ -107,13 +121,15 @@ class Hold:
     sentence leaves where they are (`held`) and the one it names (`named`, [H, W] bool each,
     without their rims); `new_backdrop` when the sentence changes the background; `enters`,
     the object an "appears" sentence brings, or one a motion sentence moves that the film has
-    lost."""
+    lost; `vanishing`, the colour of the object a "disappears" sentence shrinks away, the
+    only one the event may draw."""
 
     frame: np.ndarray
     held: np.ndarray
     named: np.ndarray
     new_backdrop: bool = False
     enters: ObjectSpec | None = None
+    vanishing: str | None = None
 
     @property
     def entrance(self) -> str:
@@ -147,6 +163,12 @@ class Hold:
         if self.new_backdrop:
             return carry_objects(event, self.frame, self.held)
         event = event.copy()
+        if self.vanishing is not None:  # of what the event draws, the vanishing object and what the film had stay
+            had = rim(others_of(self.frame, self.vanishing))
+            for t, frame in enumerate(event):
+                labels, n = ndimage.label(others_of(frame, self.vanishing), structure=EIGHT)
+                if (new := np.isin(labels, np.setdiff1d(np.arange(1, n + 1), labels[had]))).any():
+                    event[t] = painted_out(frame, rim(new))
         event[:, self.kept] = self.frame[self.kept]
         return event
 
@@ -196,7 +218,8 @@ def hold(sentence: str, cast: frozenset[str] | None, frame: np.ndarray) -> Hold 
     colour (`color_word`) as the one the sentence names, one it holds, or a fault outside the
     cast. None when nothing is held: a zoom (it moves everything), a first scene, a sentence
     the world cannot read, an unknown cast, or a frame with no object of the cast, unless the
-    sentence brings one (an object appearing on an empty stage is laid on it all the same).
+    sentence brings one (an object appearing on an empty stage is laid on it all the same) or
+    makes one disappear.
     A motion sentence whose object the film has lost (drawn over, or drawn into another
     colour in an earlier event) brings it back as it moves, on the frame with its faults
     painted out with the background."""
@@ -225,7 +248,8 @@ def hold(sentence: str, cast: frozenset[str] | None, frame: np.ndarray) -> Hold 
     if isinstance(meaning, MoveSentence) and meaning.color in cast and not named.any():
         enters = ObjectSpec(meaning.color, meaning.shape, meaning.motion)
         frame = painted_out(frame, rim(faults) & ~rim(held))
-    return Hold(frame, held, named, isinstance(meaning, SceneChangeSentence), enters) if held.any() or enters else None
+    vanishing = meaning.color if isinstance(meaning, DisappearSentence) else None
+    return Hold(frame, held, named, isinstance(meaning, SceneChangeSentence), enters, vanishing) if held.any() or enters or vanishing else None
 
 
 def carry_objects(event: np.ndarray, frame: np.ndarray, held: np.ndarray) -> np.ndarray:
