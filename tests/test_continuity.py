@@ -122,6 +122,20 @@ def test_a_disappearing_object_is_all_its_event_draws() -> None:
     assert held is not None and held.vanishing == "red" and not held.held.any()
 
 
+def test_a_scene_change_on_an_empty_stage_shows_its_background_alone() -> None:
+    """Once every object has disappeared, "the scene changes to the desert" has nothing to
+    carry over: whatever the model draws on the new background (a red blob here) is painted
+    over with it, which gives the world's own event."""
+    story = ["a red circle moves up in the forest", "the red circle disappears", "the scene changes to the desert"]
+    events = list(render_story(story, seed=4))
+    drawn = events[2].copy()
+    drawn[5:, 30:38, 20:28] = (220, 50, 50)
+    held = hold(story[2], story_casts(story)[2], events[1][-1])
+    assert held is not None and held.new_backdrop and not held.held.any()
+    assert np.abs(held.apply(drawn).astype(int) - events[2]).max() <= 1
+    assert judge(np.concatenate(events[:2] + [held.apply(drawn)]), story).passed
+
+
 def test_a_scenes_second_object_drawn_alone_is_laid_on_the_first() -> None:
     """A two-object scene drawn one object at a time (PhenakiPipeline): each object's clip as
     the world draws it alone, the second laid on the first's frame by frame, gives the world's

@@ -218,8 +218,9 @@ def hold(sentence: str, cast: frozenset[str] | None, frame: np.ndarray) -> Hold 
     colour (`color_word`) as the one the sentence names, one it holds, or a fault outside the
     cast. None when nothing is held: a zoom (it moves everything), a first scene, a sentence
     the world cannot read, an unknown cast, or a frame with no object of the cast, unless the
-    sentence brings one (an object appearing on an empty stage is laid on it all the same) or
-    makes one disappear.
+    sentence brings one (an object appearing on an empty stage is laid on it all the same),
+    makes one disappear, or changes the scene of a film with no objects left (the new
+    background alone, whatever the model draws on it).
     A motion sentence whose object the film has lost (drawn over, or drawn into another
     colour in an earlier event) brings it back as it moves, on the frame with its faults
     painted out with the background."""
@@ -249,7 +250,8 @@ def hold(sentence: str, cast: frozenset[str] | None, frame: np.ndarray) -> Hold 
         enters = ObjectSpec(meaning.color, meaning.shape, meaning.motion)
         frame = painted_out(frame, rim(faults) & ~rim(held))
     vanishing = meaning.color if isinstance(meaning, DisappearSentence) else None
-    return Hold(frame, held, named, isinstance(meaning, SceneChangeSentence), enters, vanishing) if held.any() or enters or vanishing else None
+    new_backdrop, empty = isinstance(meaning, SceneChangeSentence), not cast  # on an empty stage a scene change shows its background alone
+    return Hold(frame, held, named, new_backdrop, enters, vanishing) if held.any() or enters or vanishing or (new_backdrop and empty) else None
 
 
 def carry_objects(event: np.ndarray, frame: np.ndarray, held: np.ndarray) -> np.ndarray:
