@@ -16,7 +16,8 @@ model draws it alone, as it draws one object best, and `Hold.enter` lays it on t
 An object that disappears "shrinks to nothing": as it shrinks, a model draws its last
 pixels a little off its colour (a cyan circle's end read as blue), so in that event nothing
 but the vanishing object is the model's to draw (`Hold.vanishing`): any other object it
-draws that the film did not have is painted out.
+draws that the film did not have is painted out. And once every object has gone, a scene
+change shows its new background alone.
 """
 
 from __future__ import annotations
