@@ -62,12 +62,17 @@ def story_casts(sentences: Sequence[str]) -> list[frozenset[str] | None]:
     return casts
 
 
+def backdrop_distance(frame: np.ndarray) -> np.ndarray:
+    """[H, W] float32: each pixel's distance from `frame`'s median colour (its background),
+    summed over RGB (0-255)."""
+    return np.abs(frame.astype(np.float32) - np.median(frame.reshape(-1, 3), axis=0)).sum(-1)
+
+
 def objects_of(frame: np.ndarray, threshold: float = FAR, least: int = LEAST) -> tuple[np.ndarray, int]:
     """The objects of `frame` [H, W, 3] uint8: 8-connected regions of pixels farther than
     `threshold` from the frame's median colour, of at least `least` pixels. Returns (labels
     [H, W] int, 0 = none, regions 1..n, n)."""
-    far = np.abs(frame.astype(np.float32) - np.median(frame.reshape(-1, 3), axis=0)).sum(-1) > threshold
-    labels, n = ndimage.label(far, structure=EIGHT)
+    labels, n = ndimage.label(backdrop_distance(frame) > threshold, structure=EIGHT)
     sizes = np.bincount(labels.ravel(), minlength=n + 1)
     keep = np.flatnonzero(sizes[1:] >= least) + 1
     relabel = np.zeros(n + 1, dtype=labels.dtype)
@@ -93,14 +98,18 @@ def largest_of(frame: np.ndarray, color: str) -> np.ndarray:
     return max((r for r in regions if color_word(frame[r]) == color), key=np.sum, default=np.zeros(labels.shape, bool))
 
 
-def others_of(frame: np.ndarray, color: str) -> np.ndarray:
+def others_of(frame: np.ndarray, color: str, besides: np.ndarray | None = None) -> np.ndarray:
     """[H, W] bool: the objects of `frame` (`objects_of`) of another colour than `color`, each
     told by its core (its tenth of pixels farthest from the frame's median colour), since
-    most pixels of a small object are its anti-aliased edge."""
+    most pixels of a small object are its anti-aliased edge; with `besides` [H, W] bool, only
+    those that do not touch it."""
     labels, n = objects_of(frame)
-    far = np.abs(frame.astype(np.float32) - np.median(frame.reshape(-1, 3), axis=0)).sum(-1)
-    cores = [(labels == k) & (far >= np.percentile(far[labels == k], 90)) for k in range(1, n + 1)]
-    return np.isin(labels, [k for k, core in enumerate(cores, 1) if color_word(frame[core]) != color])
+    far = backdrop_distance(frame)
+    regions = [labels == k for k in range(1, n + 1)]
+    return np.isin(labels, [
+        k for k, region in enumerate(regions, 1)
+        if color_word(frame[region & (far >= np.percentile(far[region], 90))]) != color and (besides is None or not (region & besides).any())
+    ])
 
 
 def painted_out(frame: np.ndarray, pixels: np.ndarray) -> np.ndarray:
@@ -167,8 +176,7 @@ class Hold:
         if self.vanishing is not None:  # of what the event draws, the vanishing object and what the film had stay
             had = rim(others_of(self.frame, self.vanishing))
             for t, frame in enumerate(event):
-                labels, n = ndimage.label(others_of(frame, self.vanishing), structure=EIGHT)
-                if (new := np.isin(labels, np.setdiff1d(np.arange(1, n + 1), labels[had]))).any():
+                if (new := others_of(frame, self.vanishing, besides=had)).any():
                     event[t] = painted_out(frame, rim(new))
         event[:, self.kept] = self.frame[self.kept]
         return event
@@ -251,8 +259,8 @@ def hold(sentence: str, cast: frozenset[str] | None, frame: np.ndarray) -> Hold 
         enters = ObjectSpec(meaning.color, meaning.shape, meaning.motion)
         frame = painted_out(frame, rim(faults) & ~rim(held))
     vanishing = meaning.color if isinstance(meaning, DisappearSentence) else None
-    new_backdrop, empty = isinstance(meaning, SceneChangeSentence), not cast  # on an empty stage a scene change shows its background alone
-    return Hold(frame, held, named, new_backdrop, enters, vanishing) if held.any() or enters or vanishing or (new_backdrop and empty) else None
+    new_backdrop = isinstance(meaning, SceneChangeSentence)  # on an empty stage (no cast) it shows its background alone
+    return Hold(frame, held, named, new_backdrop, enters, vanishing) if held.any() or enters or vanishing or (new_backdrop and not cast) else None
 
 
 def carry_objects(event: np.ndarray, frame: np.ndarray, held: np.ndarray) -> np.ndarray:
