@@ -42,6 +42,47 @@ SHAPES_WORLD = "shapes-world-v1"  # what `trained_on` says of a model trained on
 Callback = Callable[[int, int], None]
 
 
+DRAWS_ALONE = 2  # draws of an object alone (a newcomer, a second object) before a pipeline draws it another way (each costs a pass)
+
+
+@dataclass
+class Passes:
+    """A story's progress bar, counted in sampling steps over its passes (one pass draws one
+    event): `total` grows when an event takes more passes than the bar gave it."""
+
+    callback: Callback | None
+    per_pass: int
+    total: int
+    done: int = 0
+
+    def steps(self) -> Callback | None:
+        """The callback for the steps of the pass now drawn."""
+        done = self.done
+        return (lambda i, n: self.callback(done + i, self.total)) if self.callback else None
+
+    def passed(self) -> None:
+        self.done += self.per_pass
+        if self.callback:  # an infill of few tokens takes fewer steps than the bar gave it
+            self.callback(self.done, self.total)
+
+
+def draw_alone(draw: Callable[[Callback | None], np.ndarray], lay: Callable[[np.ndarray], np.ndarray | None], bar: Passes) -> np.ndarray | None:
+    """An object drawn alone (`draw(steps_callback)` -> frames [T, H, W, 3] uint8, one pass),
+    as a model draws one object best, up to DRAWS_ALONE times until `lay` lands it on the film
+    (frames -> the event, or None: kinema.data.continuity.lay_on); None if it never does. The
+    bar gave the first draw a pass; each further draw, and the pass that draws the event
+    another way after the last, adds one."""
+    for attempt in range(DRAWS_ALONE):
+        if attempt:
+            bar.total += bar.per_pass
+        frames = draw(bar.steps())
+        bar.passed()
+        if (event := lay(frames)) is not None:
+            return event
+    bar.total += bar.per_pass
+    return None
+
+
 def check_sentences(sentences: Sequence[str], max_sentences: int = MAX_STORY_SENTENCES) -> list[str]:
     """The sentences stripped, or one error that says what to fix: a TypeError for a str
     (not a list), a ValueError for no sentence, too many, or an empty one. Shared by every

@@ -9,7 +9,7 @@ import math
 import numpy as np
 from scipy import ndimage
 
-from kinema.data.continuity import carry_objects, hold, largest_of, lay_on, objects_of, story_casts
+from kinema.data.continuity import carry_objects, hold, keep_backdrop, keeps_backdrop, largest_of, lay_on, objects_of, story_casts
 from kinema.world.judge import color_pixels, judge
 from kinema.world.language import caption, parse
 from kinema.world.render import render_event
@@ -77,6 +77,24 @@ def test_objects_carried_onto_a_new_background_are_the_worlds_scene_change() -> 
     for drawn in (events[2], np.roll(events[2], 6, axis=2)):
         assert np.abs(held.apply(drawn).astype(int) - events[2]).max() <= 1
     assert np.abs(carry_objects(events[2], events[1][-1], held.held).astype(int) - events[2]).max() <= 1
+
+
+def test_an_event_drawn_on_another_background_is_lifted_onto_the_films() -> None:
+    """Only a scene change changes the background: an event a model drew on another one (the
+    world's own event, drawn in the desert where the film is in the forest) is lifted onto the
+    film's, giving the world's event to within a level. On a grainy background (a diffusion
+    model's leftover noise) each object is still found as itself, not the grain joined into
+    one region, and the background's median moves to the film's."""
+    story = ["a red circle moves up and a blue triangle stays still in the forest", "the red circle moves to the right"]
+    forest = list(render_story(story, seed=3))
+    desert = list(render_story([story[0].replace("forest", "desert"), story[1]], seed=3))
+    assert keeps_backdrop(story[1]) and not keeps_backdrop("the scene changes to the desert") and not keeps_backdrop(story[0])
+    assert np.abs(desert[1].astype(int) - forest[1]).max() > 100
+    assert np.abs(keep_backdrop(desert[1], forest[0][-1]).astype(int) - forest[1]).max() <= 1
+    grainy = np.clip(desert[1] + np.random.default_rng(0).normal(0, 8, desert[1].shape), 0, 255).astype(np.uint8)
+    assert objects_of(grainy[0])[1] == objects_of(desert[1][0])[1] == 2
+    lifted = keep_backdrop(grainy, forest[0][-1])
+    assert np.abs(np.median(lifted.reshape(16, -1, 3), axis=1) - np.median(forest[1].reshape(16, -1, 3), axis=1)).max() <= 1
 
 
 def test_an_appearing_object_drawn_alone_is_laid_on_the_film() -> None:

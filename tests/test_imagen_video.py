@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 import torch
 import typer
+from scipy import ndimage
 from typer.testing import CliRunner
 
 import kinema
+from kinema.data.continuity import hold, largest_of, rim
 from kinema.diffusion import GaussianDiffusion
 from kinema.models.imagen_video.data import STAGES, ImagenVideoData, stage_config
 from kinema.models.imagen_video.pipeline import ImagenVideoPipeline, ImagenVideoSampler
@@ -99,6 +101,58 @@ def test_story_continues_from_the_last_frame(folder: Path) -> None:
     assert film.frames.shape == (32, 64, 64, 3)
     alone = pipe.story(["the circle moves down"], seed=0, num_inference_steps=1).frames
     assert not np.array_equal(film.frames[16:], alone), "the second event sees the first's last frame"
+
+
+def test_two_objects_are_drawn_one_at_a_time(folder: Path) -> None:
+    """A caption naming two objects gets a pass of the cascade for its first object alone and
+    more for the second (drawn alone until it can be laid on, then the whole caption), which
+    the progress counts; `compose_objects=False` draws it in one pass, and a caption naming
+    one object is drawn exactly as before."""
+    pipe = ImagenVideoPipeline.from_pretrained(folder)
+
+    def draw(prompt: str, **kw) -> tuple[np.ndarray, tuple[int, int]]:
+        seen = []
+        video = pipe(prompt, seed=3, callback=lambda done, total: seen.append((done, total)), **kw)
+        return video.frames, seen[-1]
+
+    two = "a red circle moves up and a blue square stays still at night"
+    composed, (done, total) = draw(two)
+    plain, plain_progress = draw(two, compose_objects=False)
+    assert done == total and total in (12, 18, 24) and plain_progress == (6, 6)
+    assert not np.array_equal(composed, plain)
+    assert np.array_equal(draw(two)[0], composed), "seeded like any draw"
+    assert np.array_equal(draw(PROMPT)[0], draw(PROMPT, compose_objects=False)[0])
+
+
+def test_a_story_event_keeps_what_its_sentence_leaves() -> None:
+    """The shipped cascade keeps what a sentence leaves, as phenaki-shapes does
+    (kinema.data.continuity): "the blue circle moves up" leaves the red square's pixels as the
+    film's last frame has them in every frame (drawn without holding, they are redrawn); "the
+    scene changes to the desert" carries both objects onto the new background; "a yellow
+    triangle appears" lays one on, clear of them. The first event is drawn as ever."""
+    pipe = kinema.load_pipeline("imagen-video-shapes")
+    story = ["a red square stays still and a blue circle stays still on a black background", "the blue circle moves up", "the scene changes to the desert", "a yellow triangle appears"]
+    seen = []
+    held = list(pipe.events(story, seed=0, callback=lambda d, t: seen.append((d, t))))
+    plain = list(pipe.events(story, seed=0, hold_objects=False))
+    assert seen[-1][0] == seen[-1][1] and [d for d, _ in seen] == sorted(d for d, _ in seen), "the bar ends full, never going back"
+    assert np.array_equal(held[0], plain[0])
+    cast = frozenset({"red", "blue"})
+    moves = hold(story[1], cast, held[0][-1])
+    assert moves.named.any() and moves.held.sum() > 100
+    assert (held[1][:, moves.kept] == held[0][-1][moves.kept]).all()
+    assert not (plain[1][:, moves.kept] == plain[0][-1][moves.kept]).all()
+    backdrop = np.median(held[0][-1].reshape(-1, 3), axis=0)
+    assert all(np.abs(np.median(frame.reshape(-1, 3), axis=0) - backdrop).max() <= 2 for frame in held[1]), "the film's background"
+    scene = hold(story[2], cast, held[1][-1])
+    assert scene.new_backdrop and scene.held.sum() > moves.held.sum(), "both objects carried"
+    inside = ndimage.binary_erosion(scene.held, structure=np.ones((3, 3)))  # the objects less their edges
+    assert (held[2][:, inside] == held[1][-1][inside]).all()
+    enters = hold(story[3], cast, held[2][-1])
+    assert (held[3][:, enters.kept] == held[2][-1][enters.kept]).all()
+    for frame in held[3]:
+        triangle = largest_of(frame, "yellow")
+        assert triangle.sum() > 50 and not (rim(triangle) & enters.held).any()
 
 
 def test_eval_and_bench_hold_imagen_video_to_the_same_scoreboard(folder: Path) -> None:

@@ -36,6 +36,7 @@ from ..world.spec import BACKGROUNDS, COLORS, AppearSentence, DisappearSentence,
 
 EIGHT = np.ones((3, 3), dtype=bool)
 FAR = FOREGROUND_THRESHOLD * 127.5  # an object's pixel: this far (summed over RGB, 0-255) from its frame's median colour
+NOISE = 5  # an object's pixel is farther from the background than this many times the frame's grain
 LEAST = 12  # pixels: an object is at least this large (0.3 % of a 64x64 frame, the judge's least); a star is smaller
 
 
@@ -68,11 +69,19 @@ def backdrop_distance(frame: np.ndarray) -> np.ndarray:
     return np.abs(frame.astype(np.float32) - np.median(frame.reshape(-1, 3), axis=0)).sum(-1)
 
 
+def grain(frame: np.ndarray) -> float:
+    """How noisy `frame` [H, W, 3] uint8 is: the median distance of a pixel from the median of
+    its 3x3 neighbourhood, summed over RGB (0-1 for phenaki-shapes' frames, 16-25 for
+    imagen-video-shapes', whose backgrounds keep some of the diffusion's noise)."""
+    return float(np.median(np.abs(frame.astype(np.float32) - ndimage.median_filter(frame, size=(3, 3, 1))).sum(-1)))
+
+
 def objects_of(frame: np.ndarray, threshold: float = FAR, least: int = LEAST) -> tuple[np.ndarray, int]:
     """The objects of `frame` [H, W, 3] uint8: 8-connected regions of pixels farther than
-    `threshold` from the frame's median colour, of at least `least` pixels. Returns (labels
-    [H, W] int, 0 = none, regions 1..n, n)."""
-    labels, n = ndimage.label(backdrop_distance(frame) > threshold, structure=EIGHT)
+    `threshold` from the frame's median colour, and farther than NOISE times its `grain` (on a
+    noisy background the grain would join into one region), of at least `least` pixels.
+    Returns (labels [H, W] int, 0 = none, regions 1..n, n)."""
+    labels, n = ndimage.label(backdrop_distance(frame) > max(threshold, NOISE * grain(frame)), structure=EIGHT)
     sizes = np.bincount(labels.ravel(), minlength=n + 1)
     keep = np.flatnonzero(sizes[1:] >= least) + 1
     relabel = np.zeros(n + 1, dtype=labels.dtype)
@@ -263,25 +272,62 @@ def hold(sentence: str, cast: frozenset[str] | None, frame: np.ndarray) -> Hold 
     return Hold(frame, held, named, new_backdrop, enters, vanishing) if held.any() or enters or vanishing or (new_backdrop and not cast) else None
 
 
+def opacity(frame: np.ndarray, objects: np.ndarray, backdrop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """How much of each pixel of `frame` [H, W, 3] float32 is object rather than `backdrop` [3]
+    around `objects` [H, W] bool: (zone [H, W] bool, the objects with their rims; a [N] float32,
+    per pixel of the zone). A pixel of an edge is a mix, pixel = a·object + (1 - a)·backdrop,
+    each object's colour its median; a pixel inside it is all object (one darker than that
+    median is no edge)."""
+    labels, n = ndimage.label(objects, structure=EIGHT)
+    if not n:
+        return np.zeros(objects.shape, bool), np.zeros(0, np.float32)
+    colors = np.stack([np.median(frame[labels == k], axis=0) for k in range(1, n + 1)])
+    labels = ndimage.grey_dilation(labels, size=(3, 3))  # each object with its rim
+    zone = labels > 0
+    away = colors[labels[zone] - 1] - backdrop
+    a = np.clip(((frame[zone] - backdrop) * away).sum(-1) / np.maximum((away**2).sum(-1), 1e-6), 0, 1)
+    a[ndimage.binary_erosion(objects, structure=EIGHT)[zone]] = 1
+    return zone, a
+
+
 def carry_objects(event: np.ndarray, frame: np.ndarray, held: np.ndarray) -> np.ndarray:
     """The `held` objects [H, W] bool of the film's last `frame` [H, W, 3] carried onto `event`
     [T, H, W, 3] (uint8), an event drawn with a new background: the event's own objects
     (`objects_of`, with their rims) are painted over with its frame's median colour, and each
-    held object is lifted off the old background and laid on the new one. A pixel of its edge
-    is a mix of object and background, pixel = a·object + (1 - a)·old, so it becomes
-    pixel + (1 - a)·(new - old); a pixel inside it stays as it is."""
+    held object is lifted off the old background and laid on the new one: a pixel of its edge
+    (`opacity` a) becomes pixel + (1 - a)·(new - old)."""
     video, still = event.astype(np.float32), frame.astype(np.float32)
     backdrop = np.median(video.reshape(len(video), -1, 3), axis=1)  # [T, 3]
     old = np.median(still.reshape(-1, 3), axis=0)
     for t in range(len(video)):
         video[t][rim(objects_of(event[t])[0] > 0)] = backdrop[t]
-    labels, n = ndimage.label(held, structure=EIGHT)
-    if n:
-        colors = np.stack([np.median(still[labels == k], axis=0) for k in range(1, n + 1)])
-        labels = ndimage.grey_dilation(labels, size=(3, 3))  # each object with its rim
-        zone = labels > 0
-        away = colors[labels[zone] - 1] - old
-        a = np.clip(((still[zone] - old) * away).sum(-1) / np.maximum((away**2).sum(-1), 1e-6), 0, 1)
-        a[ndimage.binary_erosion(held, structure=EIGHT)[zone]] = 1  # inside, a pixel darker than the object's median is no edge
+    zone, a = opacity(still, held, old)
+    if zone.any():
         video[:, zone] = still[zone] + (1 - a)[:, None] * (backdrop[:, None] - old)
+    return np.clip(np.rint(video), 0, 255).astype(np.uint8)
+
+
+def keeps_backdrop(sentence: str) -> bool:
+    """Whether a story sentence leaves the film's background as it is: any the world reads but a
+    scene change (and a new scene, which names its own)."""
+    try:
+        return not isinstance(parse(sentence), (SceneChangeSentence, SceneSpec))
+    except ParseError:
+        return False
+
+
+def keep_backdrop(event: np.ndarray, frame: np.ndarray) -> np.ndarray:
+    """`event` [T, H, W, 3] uint8 on the background of the film's last `frame` [H, W, 3]: each
+    frame's objects (`objects_of`) lifted off the background the model drew onto the film's,
+    as `carry_objects` lifts held objects onto a new one (each pixel moved by (1 - a) times
+    the difference of the two backgrounds' median colours; a background's grain stays). A
+    model that sees the film only as a small copy of its last frame can drift to another
+    background, where in the Shapes world only a scene change changes it."""
+    video = event.astype(np.float32)
+    film = np.median(frame.reshape(-1, 3), axis=0).astype(np.float32)
+    for t, drawn in enumerate(np.median(video.reshape(len(video), -1, 3), axis=1)):
+        zone, a = opacity(video[t], objects_of(event[t])[0] > 0, drawn)
+        share = np.ones(zone.shape, np.float32)
+        share[zone] = 1 - a
+        video[t] += share[..., None] * (film - drawn)
     return np.clip(np.rint(video), 0, 255).astype(np.uint8)

@@ -9,7 +9,16 @@ guidance baked in; it is used unless the caller asks for other steps or for a gu
 and scored).
 
 Stories: each event's base stage is conditioned on the last frame made so far (downsampled
-to 32×32), so the film continues without a cut; only that one frame is carried.
+to 32×32), so the film continues without a cut; only that one frame is carried. As in
+phenaki-shapes, a story keeps what each sentence leaves (`hold_objects`,
+kinema.data.continuity): "the red circle moves up" is drawn from the film's last frame with
+its other objects painted out, and they are laid back as the film has them; "a yellow
+triangle appears" is drawn alone and laid on the film at a free place; after "the scene
+changes to the desert" the film's objects are carried onto the new background; and since the
+base sees the film only at 32×32 and drifts to another background, an event whose sentence
+keeps the background is lifted onto the film's (`keep_backdrop`). A caption naming two
+objects is drawn one object at a time (`compose_objects`): each object's clause alone, the
+second laid on the first, clear of it.
 
 Folder layout (diffusers style): model_index.json, base/, tsr/, ssr/, optional
 base_distilled/ (tsr_distilled/, ssr_distilled/), and scheduler/config.json.
@@ -18,7 +27,7 @@ base_distilled/ (tsr_distilled/, ssr_distilled/), and scheduler/config.json.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,13 +36,16 @@ import numpy as np
 import torch
 
 from ... import checkpoint as ckpt
+from ...data.continuity import hold, keep_backdrop, keeps_backdrop, lay_on, objects_of, story_casts
+from ...data.grounding import first_object_caption, second_object_caption
 from ...data.shapes import to_model_range, to_uint8_frames
 from ...diffusion import GaussianDiffusion, NoiseAugmentation, sample
 from ...diffusion.sampling import SCHEDULERS
 from ...nn.attention import trim_padding
 from ...nn.unet import VideoUNet
-from ...pipelines import Callback, ModelFolder, Pipeline, register_pipeline
+from ...pipelines import Callback, ModelFolder, Passes, Pipeline, draw_alone, register_pipeline
 from ...precision import default_device
+from ...world.language import parse
 from .data import STAGES, base_cond, downsample, ssr_cond, tsr_cond
 
 if TYPE_CHECKING:
@@ -54,6 +66,8 @@ class ImagenVideoSampler:
     aug_timestep: int = NoiseAugmentation.sample_timestep  # noise-conditioning augmentation level of tsr/ssr inputs at sampling
     thresholding: bool = True  # guided stages clip their predicted x0 to [-1, 1] (kinema.diffusion.sampling.make_scheduler)
     distilled_steps: dict[str, int] = field(default_factory=dict)  # stage -> steps its *_distilled model was distilled to
+    compose_objects: bool = True  # a caption naming two objects: each object drawn alone, the second laid on the first
+    hold_objects: bool = True  # a story event keeps what its sentence leaves as the film has it (kinema.data.continuity)
     schedule: str = GaussianDiffusion.schedule
     num_train_timesteps: int = GaussianDiffusion.num_train_timesteps
     prediction_type: str = GaussianDiffusion.prediction_type
@@ -137,6 +151,29 @@ class ImagenVideoPipeline(Pipeline):
         return {stage: self._plan(stage, num_inference_steps, guidance_scale)[2] for stage in STAGE_ORDER}
 
     # ---- the cascade, event after event
+    def _cascade(self, sentence: str, context: np.ndarray | None, draw: dict, steps: Callback | None) -> np.ndarray:
+        """One event's frames [T, H, W, 3] uint8 for `sentence`: base (8 frames at 32x32, from
+        the text and the film's last frame `context` [H, W, 3] uint8, if any), then temporal and
+        spatial super-resolution. `steps` hears each stage's steps, counted over the pass."""
+        per_stage, generator, augment = draw["per_stage"], draw["generator"], draw["augment"]
+        text = self.text_encoder.encode([sentence], device=self.device)
+
+        def progress(offset: int) -> Callback | None:
+            return None if steps is None else (lambda i, n: steps(offset + i, n))
+
+        # 1. base: 8 frames at 32x32, from text and the last frame so far
+        frame = None if context is None else to_model_range(context[None])[None].to(self.device)
+        has_context = torch.tensor([frame is not None], device=self.device)
+        cond = {"cond": base_cond(None if frame is None else downsample(frame), has_context)}
+        low_fps = self._run_stage("base", text, cond, generator, *draw["plan"], progress(0))
+        # 2. temporal super-resolution: 16 frames at 32x32
+        low, aug_t = augment(low_fps, augment.sample_timestep, generator)
+        low_res = self._run_stage("tsr", text, {"cond": tsr_cond(low), "aug_t": aug_t}, generator, *draw["plan"], progress(per_stage["base"]))
+        # 3. spatial super-resolution: 16 frames at 64x64
+        low, aug_t = augment(low_res, augment.sample_timestep, generator)
+        video = self._run_stage("ssr", text, {"cond": ssr_cond(low), "aug_t": aug_t}, generator, *draw["plan"], progress(per_stage["base"] + per_stage["tsr"]))
+        return to_uint8_frames(video[0])
+
     @torch.inference_mode()
     def events(
         self,
@@ -147,40 +184,58 @@ class ImagenVideoPipeline(Pipeline):
         num_inference_steps: int | None = None,
         guidance_scale: float | None = None,
         scheduler: str | None = None,
+        compose_objects: bool | None = None,
+        hold_objects: bool | None = None,
     ) -> Iterator[np.ndarray]:
         """`num_inference_steps` sets every stage's steps (default: the folder's, with distilled
         stages where present); `guidance_scale` the base's classifier-free guidance;
-        `scheduler` (ddpm | ddim | dpm++) overrides the folder's sampler for undistilled stages."""
+        `scheduler` (ddpm | ddim | dpm++) overrides the folder's sampler for undistilled stages;
+        `compose_objects` and `hold_objects` as in the sampler's settings."""
         if scheduler is not None and scheduler not in SCHEDULERS:
             raise ValueError(f"unknown scheduler {scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
-        steps = self.stage_steps(num_inference_steps, guidance_scale)
-        per_event = sum(steps.values())
-        total = per_event * len(sentences)
-        generator = torch.Generator(self.device).manual_seed(seed)
-        augment = NoiseAugmentation(self.diffusion, sample_timestep=self.sampler.aug_timestep)
-        context = None
+        s = self.sampler
+        per_stage = self.stage_steps(num_inference_steps, guidance_scale)
+        draw = dict(
+            per_stage=per_stage, plan=(num_inference_steps, guidance_scale, scheduler),
+            generator=torch.Generator(self.device).manual_seed(seed),
+            augment=NoiseAugmentation(self.diffusion, sample_timestep=s.aug_timestep),
+        )
+        compose = s.compose_objects if compose_objects is None else compose_objects
+        casts = story_casts(sentences) if (s.hold_objects if hold_objects is None else hold_objects) else [None] * len(sentences)
+        first_object = first_object_caption(sentences[0]) if compose and sentences else None
+        per_pass = sum(per_stage.values())
+        bar = Passes(callback, per_pass, per_pass * (len(sentences) + (first_object is not None)))
+        film = None  # the film's last frame
         for k, sentence in enumerate(sentences):
-            text = self.text_encoder.encode([sentence], device=self.device)
-            done = k * per_event
+            held = hold(sentence, casts[k], film) if k else None  # what the sentence leaves of the film
+            event = None
+            if k == 0 and first_object:  # two objects: each drawn alone, the second laid on the first
+                first = self._pass(first_object, None, draw, bar)
+                clear = np.stack([objects_of(frame)[0] > 0 for frame in first])
+                color = parse(sentence).objects[1].color
+                event = self._alone(second_object_caption(sentence), lambda drawn: lay_on(first, drawn, color, clear), draw, bar)
+            elif held is not None and held.enters is not None:  # "a yellow triangle appears", or a lost object moves
+                event = self._alone(held.entrance, held.enter, draw, bar)
+            if event is None:
+                # "the red circle moves up": from the red circle alone, the film's other objects laid back
+                context = film if held is None else held.alone() if held.named.any() else held.frame
+                event = self._pass(sentence, context, draw, bar)
+                if k and keeps_backdrop(sentence):  # the base sees the film at 32x32 and may drift to another background
+                    event = keep_backdrop(event, film)
+                event = event if held is None else held.apply(event)
+            yield event
+            film = event[-1]
 
-            def progress(stage_offset: int):
-                if callback is None:
-                    return None
-                return lambda i, n: callback(done + stage_offset + i, total)
+    def _pass(self, sentence: str, context: np.ndarray | None, draw: dict, bar: Passes) -> np.ndarray:
+        """One pass of the cascade, counted on the story's bar."""
+        frames = self._cascade(sentence, context, draw, bar.steps())
+        bar.passed()
+        return frames
 
-            # 1. base: 8 frames at 32x32, from text and the last frame so far
-            has_context = torch.tensor([context is not None], device=self.device)
-            ctx = downsample(context) if context is not None else None
-            low_fps = self._run_stage("base", text, {"cond": base_cond(ctx, has_context)}, generator, num_inference_steps, guidance_scale, scheduler, progress(0))
-            # 2. temporal super-resolution: 16 frames at 32x32
-            low, aug_t = augment(low_fps, augment.sample_timestep, generator)
-            low_res = self._run_stage("tsr", text, {"cond": tsr_cond(low), "aug_t": aug_t}, generator, num_inference_steps, guidance_scale, scheduler, progress(steps["base"]))
-            # 3. spatial super-resolution: 16 frames at 64x64
-            low, aug_t = augment(low_res, augment.sample_timestep, generator)
-            video = self._run_stage("ssr", text, {"cond": ssr_cond(low), "aug_t": aug_t}, generator, num_inference_steps, guidance_scale, scheduler, progress(steps["base"] + steps["tsr"]))
-            frames = to_uint8_frames(video[0])
-            yield frames
-            context = to_model_range(frames[-1:])[None].to(self.device)
+    def _alone(self, caption: str, lay: Callable[[np.ndarray], np.ndarray | None], draw: dict, bar: Passes) -> np.ndarray | None:
+        """An object drawn alone from `caption` with no context, laid on the film by `lay`
+        (`draw_alone`); None if it never lands."""
+        return draw_alone(lambda steps: self._cascade(caption, None, draw, steps), lay, bar)
 
     def training_examples(self):
         """One training step of each stage (base, tsr, ssr) on its training batch (8 clips)."""

@@ -51,7 +51,7 @@ from ...data.grounding import first_object_caption, infill_caption, second_objec
 from ...data.shapes import to_model_range, to_uint8_frames
 from ...nn.attention import trim_padding
 from ...nn.weighting import foreground_mask
-from ...pipelines import Callback, ModelFolder, Pipeline, register_pipeline
+from ...pipelines import Callback, ModelFolder, Passes, Pipeline, draw_alone, register_pipeline
 from ...precision import default_device
 from ...tokenizer.cvivit import CViViT
 from ...world.language import parse
@@ -60,9 +60,6 @@ from .maskgit import MaskGit
 
 if TYPE_CHECKING:
     from ...text import TextEncoder
-
-
-DRAWS_ALONE = 2  # draws of an object alone (a newcomer, a second object) before it is infilled around the rest instead (each costs a pass)
 
 
 @dataclass
@@ -94,27 +91,6 @@ def check_draw(*, temperature: float, top_k: int | None, choice_temperature: flo
         raise ValueError(f"refine_rounds must be at least 0, got {refine_rounds}")
     if not 0 <= refine_share <= 1:
         raise ValueError(f"refine_share must be between 0 and 1, got {refine_share}")
-
-
-@dataclass
-class Passes:
-    """A story's progress bar, counted in MaskGIT steps over its passes: `total` grows when
-    an event takes more passes than the bar gave it."""
-
-    callback: Callback | None
-    per_pass: int
-    total: int
-    done: int = 0
-
-    def steps(self) -> Callback | None:
-        """The callback for the steps of the pass now drawn."""
-        done = self.done
-        return (lambda i, n: self.callback(done + i, self.total)) if self.callback else None
-
-    def passed(self) -> None:
-        self.done += self.per_pass
-        if self.callback:  # an infill of few tokens takes fewer steps than the bar gave it
-            self.callback(self.done, self.total)
 
 
 @register_pipeline
@@ -230,19 +206,9 @@ class PhenakiPipeline(Pipeline):
         return to_uint8_frames(video[0])
 
     def _alone(self, caption: str, lay: Callable[[np.ndarray], np.ndarray | None], draw: dict, bar: Passes) -> np.ndarray | None:
-        """An object drawn alone, as the MaskGIT draws one object best, from `caption` with no
-        context, up to DRAWS_ALONE times until `lay` lands it on the film (frames [T, H, W, 3]
-        uint8 -> the event, or None); None if it never does. The bar gave the first draw a
-        pass; each further draw, and the infill after the last, adds one."""
-        for attempt in range(DRAWS_ALONE):
-            if attempt:
-                bar.total += bar.per_pass
-            codes = self._draw(caption, None, None, None, draw, bar.steps())
-            bar.passed()
-            if (frames := lay(to_uint8_frames(self._decode(codes)[0]))) is not None:
-                return frames
-        bar.total += bar.per_pass
-        return None
+        """An object drawn alone from `caption` with no context, laid on the film by `lay`
+        (`draw_alone`); None if it never lands."""
+        return draw_alone(lambda steps: to_uint8_frames(self._decode(self._draw(caption, None, None, None, draw, steps))[0]), lay, bar)
 
     def _encode(self, video: torch.Tensor) -> torch.Tensor:
         """[1, N] codes of `video` [1, 3, T, H, W]."""
