@@ -125,6 +125,21 @@ def test_every_scheduler_samples_the_right_shape_repeatably(name: str) -> None:
     assert torch.equal(a, run(0)) and not torch.equal(a, run(1))
 
 
+@pytest.mark.parametrize("name", ["ddim", "dpm++"])
+def test_known_values_are_held_through_sampling(name: str) -> None:
+    """A story event's first frame is known in advance (the film's last): held through
+    sampling by the replacement method it comes out exactly, and the frames after it, drawn
+    by a model that sees it at every step, differ from a draw without it."""
+    model = randomize(tiny_unet()).eval()
+    cond = {"text": torch.randn(1, 3, 8, generator=torch.Generator().manual_seed(0)), "text_mask": torch.ones(1, 3, dtype=torch.bool)}
+    first = torch.rand(1, 3, 1, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    where = torch.arange(2).reshape(1, 1, -1, 1, 1) == 0
+    run = lambda known: sample(model, (1, 3, 2, 16, 16), name, 4, 2.0, torch.Generator().manual_seed(0), cond=cond, known=known)  # noqa: E731
+    held, free = run((first, where)), run(None)
+    assert torch.equal(held[:, :, :1], first) and not torch.equal(free[:, :, :1], first)
+    assert not torch.equal(held[:, :, 1:], free[:, :, 1:])
+
+
 def test_ddim_never_thresholds() -> None:
     """DDIM re-noises with the unclipped ε, so clipping its x0 wrecks a guided sample: asked
     to threshold, DDIM samples as without, while DPM-Solver++ (which steps from x0) clips."""

@@ -126,8 +126,9 @@ def test_two_objects_are_drawn_one_at_a_time(folder: Path) -> None:
 
 def test_a_story_event_keeps_what_its_sentence_leaves() -> None:
     """The shipped cascade keeps what a sentence leaves, as phenaki-shapes does
-    (kinema.data.continuity): "the blue circle moves up" leaves the red square's pixels as the
-    film's last frame has them in every frame (drawn without holding, they are redrawn); "the
+    (kinema.data.continuity): "the blue circle moves up" starts the circle where the film left
+    it, on the film's background, and leaves the red square's pixels as the film's last frame
+    has them in every frame (drawn without holding, they are redrawn); "the
     scene changes to the desert" carries both objects onto the new background; "a yellow
     triangle appears" lays one on, clear of them. The first event is drawn as ever."""
     pipe = kinema.load_pipeline("imagen-video-shapes")
@@ -142,6 +143,8 @@ def test_a_story_event_keeps_what_its_sentence_leaves() -> None:
     assert moves.named.any() and moves.held.sum() > 100
     assert (held[1][:, moves.kept] == held[0][-1][moves.kept]).all()
     assert not (plain[1][:, moves.kept] == plain[0][-1][moves.kept]).all()
+    where = lambda frame: np.array(ndimage.center_of_mass(largest_of(frame, "blue")))  # noqa: E731
+    assert np.abs(where(held[1][0]) - where(held[0][-1])).max() < 2, "the circle starts where the film left it"
     backdrop = np.median(held[0][-1].reshape(-1, 3), axis=0)
     assert all(np.abs(np.median(frame.reshape(-1, 3), axis=0) - backdrop).max() <= 2 for frame in held[1]), "the film's background"
     scene = hold(story[2], cast, held[1][-1])

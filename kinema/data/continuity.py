@@ -32,7 +32,7 @@ from scipy import ndimage, signal
 from ..nn.weighting import FOREGROUND_THRESHOLD
 from ..world.language import ParseError, caption, parse
 from ..world.scene import GAP
-from ..world.spec import BACKGROUNDS, COLORS, AppearSentence, DisappearSentence, MoveSentence, ObjectSpec, SceneChangeSentence, SceneSpec
+from ..world.spec import BACKGROUNDS, COLORS, AppearSentence, CameraSentence, DisappearSentence, MoveSentence, ObjectSpec, SceneChangeSentence, SceneSpec
 
 EIGHT = np.ones((3, 3), dtype=bool)
 FAR = FOREGROUND_THRESHOLD * 127.5  # an object's pixel: this far (summed over RGB, 0-255) from its frame's median colour
@@ -312,6 +312,16 @@ def keeps_backdrop(sentence: str) -> bool:
     scene change (and a new scene, which names its own)."""
     try:
         return not isinstance(parse(sentence), (SceneChangeSentence, SceneSpec))
+    except ParseError:
+        return False
+
+
+def starts_as_film(sentence: str) -> bool:
+    """Whether a story sentence's event starts as the film's last frame: a motion, a
+    disappearance, a zoom (a scene change starts on its new background, and an appearing object
+    pops in at the event's start)."""
+    try:
+        return isinstance(parse(sentence), (MoveSentence, DisappearSentence, CameraSentence))
     except ParseError:
         return False
 

@@ -55,11 +55,16 @@ def sample(
     diffusion: GaussianDiffusion | None = None,
     thresholding: bool = False,
     device: torch.device | str = "cpu",
+    known: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Draw samples x0 of `shape` from `model_fn(z_t, t, **cond)` in `steps` scheduler steps.
 
     `guidance` > 1 applies classifier-free guidance (conditional and unconditional rows in
     one batch, see `classifier_free_guidance`). `callback(i, steps)` runs after step i.
+    `known` (x0, where), each broadcastable to `shape`: values of the sample known in advance
+    (a story event's first frame, the film's last), held through sampling by the replacement
+    method (Ho et al. 2022, Video Diffusion Models): after each step, `where` they are x0
+    noised to the next step's level, and x0 itself at the end.
     The noise comes from `generator`, so a seed gives the same samples every time."""
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
@@ -74,6 +79,12 @@ def sample(
         tb = torch.full((shape[0],), int(t), device=device, dtype=torch.long)
         out = classifier_free_guidance(model_fn, scheduler.scale_model_input(z, t), tb, cond, guidance).float()
         z = scheduler.step(out, t, z, generator=generator, return_dict=False)[0]  # DDIM: eta = 0, deterministic
+        if known is not None:
+            x0, where = known
+            if i + 1 < len(scheduler.timesteps):
+                t_next = torch.full((shape[0],), int(scheduler.timesteps[i + 1]), device=device, dtype=torch.long)
+                x0 = diffusion.q_sample(x0, t_next, torch.randn(shape, generator=generator, device=device))
+            z = torch.where(where, x0, z)
         if callback is not None:
             callback(i + 1, len(scheduler.timesteps))
     return z
