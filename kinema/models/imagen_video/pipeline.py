@@ -16,7 +16,9 @@ its other objects painted out, and they are laid back as the film has them; "a y
 triangle appears" is drawn alone and laid on the film at a free place; after "the scene
 changes to the desert" the film's objects are carried onto the new background; and since the
 base sees the film only at 32×32 and drifts to another background, an event whose sentence
-keeps the background is lifted onto the film's (`keep_backdrop`). A caption naming two
+keeps the background is lifted onto the film's (`keep_backdrop`), and one that continues
+the film (a motion, a disappearance, a zoom) has the base's first frame held to the film's
+last while it samples. A caption naming two
 objects is drawn one object at a time (`compose_objects`): each object's clause alone, the
 second laid on the first, clear of it.
 
