@@ -9,7 +9,7 @@ import math
 import numpy as np
 from scipy import ndimage
 
-from kinema.data.continuity import carry_objects, hold, keep_backdrop, keeps_backdrop, largest_of, lay_on, objects_of, story_casts
+from kinema.data.continuity import carry_objects, hold, keep_backdrop, largest_of, lay_on, leaves_backdrop, objects_of, story_casts
 from kinema.world.judge import color_pixels, judge
 from kinema.world.language import caption, parse
 from kinema.world.render import render_event
@@ -88,7 +88,7 @@ def test_an_event_drawn_on_another_background_is_lifted_onto_the_films() -> None
     story = ["a red circle moves up and a blue triangle stays still in the forest", "the red circle moves to the right"]
     forest = list(render_story(story, seed=3))
     desert = list(render_story([story[0].replace("forest", "desert"), story[1]], seed=3))
-    assert keeps_backdrop(story[1]) and not keeps_backdrop("the scene changes to the desert") and not keeps_backdrop(story[0])
+    assert leaves_backdrop(story[1]) and not leaves_backdrop("the scene changes to the desert") and not leaves_backdrop(story[0])
     assert np.abs(desert[1].astype(int) - forest[1]).max() > 100
     assert np.abs(keep_backdrop(desert[1], forest[0][-1]).astype(int) - forest[1]).max() <= 1
     grainy = np.clip(desert[1] + np.random.default_rng(0).normal(0, 8, desert[1].shape), 0, 255).astype(np.uint8)

@@ -307,7 +307,7 @@ def carry_objects(event: np.ndarray, frame: np.ndarray, held: np.ndarray) -> np.
     return np.clip(np.rint(video), 0, 255).astype(np.uint8)
 
 
-def keeps_backdrop(sentence: str) -> bool:
+def leaves_backdrop(sentence: str) -> bool:
     """Whether a story sentence leaves the film's background as it is: any the world reads but a
     scene change (and a new scene, which names its own)."""
     try:

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from ... import checkpoint as ckpt
-from ...data.continuity import hold, keep_backdrop, keeps_backdrop, lay_on, objects_of, starts_as_film, story_casts
+from ...data.continuity import hold, keep_backdrop, lay_on, leaves_backdrop, objects_of, starts_as_film, story_casts
 from ...data.grounding import first_object_caption, second_object_caption
 from ...data.shapes import to_model_range, to_uint8_frames
 from ...diffusion import GaussianDiffusion, NoiseAugmentation, sample
@@ -229,7 +229,7 @@ class ImagenVideoPipeline(Pipeline):
                 # "the red circle moves up": from the red circle alone, the film's other objects laid back
                 context = film if held is None else held.alone() if held.named.any() else held.frame
                 event = self._pass(sentence, context, draw, bar, from_context=k > 0 and starts_as_film(sentence))
-                if k and keeps_backdrop(sentence):  # the base sees the film at 32x32 and may drift to another background
+                if k and leaves_backdrop(sentence):  # the base sees the film at 32x32 and may drift to another background
                     event = keep_backdrop(event, film)
                 event = event if held is None else held.apply(event)
             yield event
