@@ -69,7 +69,7 @@ class ImagenVideoSampler:
     thresholding: bool = True  # guided stages clip their predicted x0 to [-1, 1] (kinema.diffusion.sampling.make_scheduler)
     distilled_steps: dict[str, int] = field(default_factory=dict)  # stage -> steps its *_distilled model was distilled to
     compose_objects: bool = True  # a caption naming two objects: each object drawn alone, the second laid on the first
-    hold_objects: bool = True  # a story event keeps what its sentence leaves as the film has it (kinema.data.continuity)
+    hold_objects: bool = True  # a story event keeps what its sentence leaves as the film has it: objects, background, first frame (kinema.data.continuity)
     schedule: str = GaussianDiffusion.schedule
     num_train_timesteps: int = GaussianDiffusion.num_train_timesteps
     prediction_type: str = GaussianDiffusion.prediction_type
@@ -199,7 +199,9 @@ class ImagenVideoPipeline(Pipeline):
         """`num_inference_steps` sets every stage's steps (default: the folder's, with distilled
         stages where present); `guidance_scale` the base's classifier-free guidance;
         `scheduler` (ddpm | ddim | dpm++) overrides the folder's sampler for undistilled stages;
-        `compose_objects` and `hold_objects` as in the sampler's settings."""
+        `compose_objects` and `hold_objects` as in the sampler's settings (without
+        `hold_objects`, a story event is drawn from the film's last frame alone, as before
+        session 35)."""
         if scheduler is not None and scheduler not in SCHEDULERS:
             raise ValueError(f"unknown scheduler {scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
         s = self.sampler
@@ -210,7 +212,8 @@ class ImagenVideoPipeline(Pipeline):
             augment=NoiseAugmentation(self.diffusion, sample_timestep=s.aug_timestep),
         )
         compose = s.compose_objects if compose_objects is None else compose_objects
-        casts = story_casts(sentences) if (s.hold_objects if hold_objects is None else hold_objects) else [None] * len(sentences)
+        keep = s.hold_objects if hold_objects is None else hold_objects  # what a sentence leaves: objects, background, first frame
+        casts = story_casts(sentences) if keep else [None] * len(sentences)
         first_object = first_object_caption(sentences[0]) if compose and sentences else None
         per_pass = sum(per_stage.values())
         bar = Passes(callback, per_pass, per_pass * (len(sentences) + (first_object is not None)))
@@ -228,8 +231,8 @@ class ImagenVideoPipeline(Pipeline):
             if event is None:
                 # "the red circle moves up": from the red circle alone, the film's other objects laid back
                 context = film if held is None else held.alone() if held.named.any() else held.frame
-                event = self._pass(sentence, context, draw, bar, from_context=k > 0 and starts_as_film(sentence))
-                if k and leaves_backdrop(sentence):  # the base sees the film at 32x32 and may drift to another background
+                event = self._pass(sentence, context, draw, bar, from_context=keep and k > 0 and starts_as_film(sentence))
+                if keep and k and leaves_backdrop(sentence):  # the base sees the film at 32x32 and may drift to another background
                     event = keep_backdrop(event, film)
                 event = event if held is None else held.apply(event)
             yield event
