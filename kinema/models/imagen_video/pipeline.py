@@ -200,8 +200,8 @@ class ImagenVideoPipeline(Pipeline):
         stages where present); `guidance_scale` the base's classifier-free guidance;
         `scheduler` (ddpm | ddim | dpm++) overrides the folder's sampler for undistilled stages;
         `compose_objects` and `hold_objects` as in the sampler's settings (without
-        `hold_objects`, a story event is drawn from the film's last frame alone, as before
-        session 35)."""
+        `hold_objects`, each story event is drawn from the film's last frame as the base
+        continues it, and nothing of the film is held)."""
         if scheduler is not None and scheduler not in SCHEDULERS:
             raise ValueError(f"unknown scheduler {scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
         s = self.sampler
