@@ -23,7 +23,7 @@ change shows its new background alone.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,12 +32,20 @@ from scipy import ndimage, signal
 from ..nn.weighting import FOREGROUND_THRESHOLD
 from ..world.language import ParseError, caption, parse
 from ..world.scene import GAP
-from ..world.spec import BACKGROUNDS, COLORS, AppearSentence, CameraSentence, DisappearSentence, MoveSentence, ObjectSpec, SceneChangeSentence, SceneSpec
+from ..world.spec import BACKGROUNDS, COLORS, AppearSentence, CameraSentence, DisappearSentence, MoveSentence, ObjectSpec, SceneChangeSentence, SceneSpec, Sentence
 
 EIGHT = np.ones((3, 3), dtype=bool)
 FAR = FOREGROUND_THRESHOLD * 127.5  # an object's pixel: this far (summed over RGB, 0-255) from its frame's median colour
 NOISE = 5  # an object's pixel is farther from the background than this many times the frame's grain
 LEAST = 12  # pixels: an object is at least this large (0.3 % of a 64x64 frame, the judge's least); a star is smaller
+
+
+def meaning_of(sentence: str) -> Sentence | None:
+    """What the world reads in `sentence`; None where it cannot read it."""
+    try:
+        return parse(sentence)
+    except ParseError:
+        return None
 
 
 def story_casts(sentences: Sequence[str]) -> list[frozenset[str] | None]:
@@ -48,10 +56,7 @@ def story_casts(sentences: Sequence[str]) -> list[frozenset[str] | None]:
     cast: frozenset[str] | None = None
     for k, sentence in enumerate(sentences):
         casts.append(cast)
-        try:
-            meaning = parse(sentence)
-        except ParseError:
-            meaning = None
+        meaning = meaning_of(sentence)
         if k == 0:
             cast = frozenset(o.color for o in meaning.objects) if isinstance(meaning, SceneSpec) else None
         elif meaning is None:
@@ -214,6 +219,15 @@ def lay_on(film: np.ndarray, drawn: np.ndarray, color: str, clear: np.ndarray, s
     return event
 
 
+def lay_second(sentence: str, first: np.ndarray) -> Callable[[np.ndarray], np.ndarray | None]:
+    """How a two-object scene's second object, drawn alone (`second_object_caption`), is laid
+    on `first` [T, H, W, 3] uint8, the clip of its first object drawn alone: `lay_on`, clear of
+    that object in every frame."""
+    clear = np.stack([objects_of(frame)[0] > 0 for frame in first])
+    color = parse(sentence).objects[1].color
+    return lambda drawn: lay_on(first, drawn, color, clear)
+
+
 def free_shift(objects: np.ndarray, clear: np.ndarray, gap: int) -> tuple[int, int] | None:
     """The least shift (dy, dx) of an object's path `objects` [T, H, W] bool that keeps it
     inside the frame and more than `gap` pixels from `clear` [T, H, W] bool in every frame;
@@ -244,10 +258,7 @@ def hold(sentence: str, cast: frozenset[str] | None, frame: np.ndarray) -> Hold 
     painted out with the background."""
     if cast is None:
         return None
-    try:
-        meaning = parse(sentence)
-    except ParseError:
-        return None
+    meaning = meaning_of(sentence)
     if not isinstance(meaning, (MoveSentence, DisappearSentence, AppearSentence, SceneChangeSentence)):
         return None
     appears = isinstance(meaning, AppearSentence)
@@ -310,20 +321,15 @@ def carry_objects(event: np.ndarray, frame: np.ndarray, held: np.ndarray) -> np.
 def leaves_backdrop(sentence: str) -> bool:
     """Whether a story sentence leaves the film's background as it is: any the world reads but a
     scene change (and a new scene, which names its own)."""
-    try:
-        return not isinstance(parse(sentence), (SceneChangeSentence, SceneSpec))
-    except ParseError:
-        return False
+    meaning = meaning_of(sentence)
+    return meaning is not None and not isinstance(meaning, (SceneChangeSentence, SceneSpec))
 
 
 def starts_as_film(sentence: str) -> bool:
     """Whether a story sentence's event starts as the film's last frame: a motion, a
     disappearance, a zoom (a scene change starts on its new background, and an appearing object
     pops in at the event's start)."""
-    try:
-        return isinstance(parse(sentence), (MoveSentence, DisappearSentence, CameraSentence))
-    except ParseError:
-        return False
+    return isinstance(meaning_of(sentence), (MoveSentence, DisappearSentence, CameraSentence))
 
 
 def keep_backdrop(event: np.ndarray, frame: np.ndarray) -> np.ndarray:

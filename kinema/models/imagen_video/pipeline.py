@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from ... import checkpoint as ckpt
-from ...data.continuity import hold, keep_backdrop, lay_on, leaves_backdrop, objects_of, starts_as_film, story_casts
+from ...data.continuity import hold, keep_backdrop, lay_second, leaves_backdrop, starts_as_film, story_casts
 from ...data.grounding import first_object_caption, second_object_caption
 from ...data.shapes import to_model_range, to_uint8_frames
 from ...diffusion import GaussianDiffusion, NoiseAugmentation, sample
@@ -47,7 +47,6 @@ from ...nn.attention import trim_padding
 from ...nn.unet import VideoUNet
 from ...pipelines import Callback, ModelFolder, Passes, Pipeline, draw_alone, register_pipeline
 from ...precision import default_device
-from ...world.language import parse
 from .data import STAGES, base_cond, downsample, ssr_cond, tsr_cond
 
 if TYPE_CHECKING:
@@ -223,9 +222,7 @@ class ImagenVideoPipeline(Pipeline):
             event = None
             if k == 0 and first_object:  # two objects: each drawn alone, the second laid on the first
                 first = self._pass(first_object, None, draw, bar)
-                clear = np.stack([objects_of(frame)[0] > 0 for frame in first])
-                color = parse(sentence).objects[1].color
-                event = self._alone(second_object_caption(sentence), lambda drawn: lay_on(first, drawn, color, clear), draw, bar)
+                event = self._alone(second_object_caption(sentence), lay_second(sentence, first), draw, bar)
             elif held is not None and held.enters is not None:  # "a yellow triangle appears", or a lost object moves
                 event = self._alone(held.entrance, held.enter, draw, bar)
             if event is None:

@@ -46,7 +46,7 @@ import numpy as np
 import torch
 
 from ... import checkpoint as ckpt
-from ...data.continuity import Hold, hold, lay_on, objects_of, rim, story_casts
+from ...data.continuity import Hold, hold, lay_second, rim, story_casts
 from ...data.grounding import first_object_caption, infill_caption, second_object_caption
 from ...data.shapes import to_model_range, to_uint8_frames
 from ...nn.attention import trim_padding
@@ -54,7 +54,6 @@ from ...nn.weighting import foreground_mask
 from ...pipelines import Callback, ModelFolder, Passes, Pipeline, draw_alone, register_pipeline
 from ...precision import default_device
 from ...tokenizer.cvivit import CViViT
-from ...world.language import parse
 from .data import token_cover
 from .maskgit import MaskGit
 
@@ -192,9 +191,7 @@ class PhenakiPipeline(Pipeline):
         video = self._decode(codes)
         bar.passed()
         first = to_uint8_frames(video[0])
-        clear = np.stack([objects_of(frame)[0] > 0 for frame in first])
-        color = parse(sentence).objects[1].color
-        frames = self._alone(second_object_caption(sentence), lambda drawn: lay_on(first, drawn, color, clear), draw, bar)
+        frames = self._alone(second_object_caption(sentence), lay_second(sentence, first), draw, bar)
         if frames is not None:
             return frames
         drawn = self._objects(video)
