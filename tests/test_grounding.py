@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from kinema.data.grounding import first_object_caption, infill_caption, object_words, second_object_caption, swapped_caption
+from kinema.data.grounding import OPPOSITE_MOTIONS, first_object_caption, infill_caption, object_words, reversed_motion_caption, second_object_caption, swapped_caption
 from kinema.models.phenaki.data import PhenakiData
 from kinema.models.phenaki.maskgit import BINDING_MARGIN, MaskGit, MaskGitConfig
 from kinema.nn.attention import Attention
@@ -111,6 +111,36 @@ def test_a_swapped_caption_binds_the_same_words_the_other_way() -> None:
     assert swapped_caption("an orange triangle shrinks and a purple triangle moves down over the ocean", "shape") is None, "the same shape: nothing to swap"
     assert swapped_caption("a red circle moves up at night", "shape") is None and swapped_caption("the scene changes to the desert", "motion") is None
     assert swapped_caption("a plaid circle moves up and a red square grows at night", "shape") is None, "a caption the world cannot read"
+
+
+def test_a_reversed_motion_caption_runs_each_one_way_motion_the_other_way() -> None:
+    """In the caption's own words (canonical or train paraphrase), every right/left, up/down,
+    grows/shrinks becomes its opposite and nothing else changes; other captions have none."""
+    from kinema.world.language import caption, paraphrase
+    from kinema.world.sample import random_event
+
+    rng = np.random.default_rng(11)
+    reversed_ = 0
+    for kind in ("one object", "two objects") * 40:
+        spec, _ = random_event(rng, kind)
+        for text in (caption(spec), paraphrase(spec, rng, split="train")):
+            motions = [o.motion for o in spec.objects]
+            negative = reversed_motion_caption(text)
+            if not any(m in OPPOSITE_MOTIONS for m in motions):
+                assert negative is None, text
+                continue
+            if negative is None:  # a phrase without a partner in the world's tables
+                continue
+            reversed_ += 1
+            meant = parse(negative)
+            assert [o.motion for o in meant.objects] == [OPPOSITE_MOTIONS.get(m, m) for m in motions], (text, negative)
+            assert [(o.color, o.shape, o.size) for o in meant.objects] == [(o.color, o.shape, o.size) for o in spec.objects]
+            assert meant.background == spec.background
+    assert reversed_ > 80
+    assert reversed_motion_caption("The blue square rises.") == "The blue square sinks."
+    assert reversed_motion_caption("a white circle shrinks and a red square bounces in the desert") == "a white circle grows and a red square bounces in the desert"
+    assert reversed_motion_caption("the red circle bounces") is None and reversed_motion_caption("the scene changes to the desert") is None
+    assert reversed_motion_caption("a plaid circle moves up") is None, "a caption the world cannot read"
 
 
 def test_training_data_gives_two_object_captions_a_swapped_negative() -> None:

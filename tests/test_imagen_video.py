@@ -17,7 +17,9 @@ from typer.testing import CliRunner
 
 import kinema
 from kinema.data.continuity import hold, largest_of, rim
+from kinema.data.grounding import reversed_motion_caption
 from kinema.diffusion import GaussianDiffusion
+from kinema.diffusion.gaussian import NEGATIVE_MARGIN
 from kinema.models.imagen_video.data import STAGES, ImagenVideoData, stage_config
 from kinema.models.imagen_video.pipeline import ImagenVideoPipeline, ImagenVideoSampler
 from kinema.models.imagen_video.train import imagen_video
@@ -198,13 +200,43 @@ def test_data_workers_leave_the_text_encoder_to_the_training_device() -> None:
     assert all(torch.equal(encoded.cond[k], whole.cond[k]) for k in whole.cond) and torch.equal(encoded.x0, whole.x0)
 
 
+def test_the_direction_hinge_is_the_margin_when_text_is_ignored_and_teaches_a_base_which_way_words_point() -> None:
+    """A caption and its reversal ("moves left" for "moves right") cost a model that reads
+    neither the same: the hinge is then exactly its margin. Trained on it (weighted up: a
+    tiny base from scratch reads little text), it denoises the clips better under their own
+    captions than under the reversals."""
+    d, encoder = GaussianDiffusion(), get_text_encoder()
+    assert ImagenVideoData("base", encoder, d, batch_size=2, seed=1).batch(0).negative is None, "off unless asked for"
+    data = ImagenVideoData("base", encoder, d, batch_size=16, seed=3, story_share=0.3, negatives=True)
+    examples = data.examples(0)
+    assert examples.negatives == [reversed_motion_caption(c) for c in examples.captions]
+    batch = data.encode_text(examples)
+    rows = batch.negative.rows
+    assert 0 < int(rows.sum()) < 16 and batch.negative.text.shape[0] == int(rows.sum())
+    torch.manual_seed(0)
+    model = VideoUNet(stage_config("base", "tiny"))
+    own = copy.copy(batch.negative)
+    own.text, own.text_mask, own.text_pooled = (batch.cond[k][rows] for k in ("text", "text_mask", "text_pooled"))
+    out = d.loss(model, batch.x0, batch.cond, negatives=own, negative_weight=1.0, generator=torch.Generator().manual_seed(0))
+    assert abs(float(out["negative_hinge"]) - NEGATIVE_MARGIN) < 1e-4, "its own caption again: no gap"
+    optim = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    hinges = []
+    for step in range(30):
+        out = d.loss(model, batch.x0, batch.cond, negatives=batch.negative, negative_weight=100.0, generator=torch.Generator().manual_seed(step))
+        optim.zero_grad()
+        out["loss"].backward()
+        optim.step()
+        hinges.append(float(out["negative_hinge"]))
+    assert np.mean(hinges[-5:]) < 0.5 * np.mean(hinges[:5]), hinges
+
+
 def test_train_command_trains_every_stage_distills_and_assembles(tmp_path: Path) -> None:
     app = typer.Typer()
     app.command()(imagen_video)
     runner = CliRunner()
     common = ["-o", str(tmp_path), "--max-steps", "1", "--batch-size", "1", "--preset", "tiny", "--warmup-steps", "1", "--no-progress"]
     for stage in ("base", "tsr", "ssr"):
-        weighting = ["--foreground-weight", "8", "--weight-predicted-foreground"] if stage == "ssr" else []
+        weighting = {"base": ["--direction-weight", "1"], "ssr": ["--foreground-weight", "8", "--weight-predicted-foreground"]}.get(stage, [])
         result = runner.invoke(app, ["--stage", stage, *common, *weighting])
         assert result.exit_code == 0, result.output
         assert (tmp_path / stage / "final" / "model_index.json").is_file()
@@ -220,6 +252,8 @@ def test_train_command_trains_every_stage_distills_and_assembles(tmp_path: Path)
     assert runner.invoke(app, ["--stage", "nonsense", *common]).exit_code != 0
     result = runner.invoke(app, ["--stage", "base", "--weight-predicted-foreground", *common])  # nothing to weight
     assert result.exit_code == 2 and "--foreground-weight" in result.output, result.output
+    result = runner.invoke(app, ["--stage", "tsr", "--direction-weight", "1", *common])  # tsr's motion is its input's
+    assert result.exit_code == 2 and "--stage base" in result.output, result.output
     # a stage goes on from a model folder (a run elsewhere), then resumes as it was built
     more = ["-o", str(tmp_path / "more"), *common[2:]]
     result = runner.invoke(app, ["--stage", "tsr", "--init-from", str(tmp_path / "pipeline"), *more, "--lr", "0"])

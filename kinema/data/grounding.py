@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import re
 
-from ..world.language import Entry, ParseError, parse, phrase_spans
+from ..world.language import MOTION_GERUNDS, MOTION_WORDS, Entry, ParseError, parse, phrase_spans
+from ..world.spec import MOTION_PHRASES
 
 OBJECT_WORDS = ("size", "color", "shape", "motion", "appear", "disappear")
 
@@ -132,3 +133,44 @@ def swapped_caption(caption: str, attribute: str) -> str | None:
         return None
     (a0, a1), (b0, b1) = sorted(spans[0] for spans in owned)
     return caption[:a0] + caption[b0:b1] + caption[a1:b0] + caption[a0:a1] + caption[b1:]
+
+
+# Motions that run one way in time, each with the motion that runs the other way.
+OPPOSITE_MOTIONS = {"right": "left", "left": "right", "up": "down", "down": "up", "grows": "shrinks", "shrinks": "grows"}
+
+
+def _opposite_phrases() -> dict[str, str]:
+    """Each canonical and train-split motion phrase (verb and gerund) -> the same phrase for
+    the opposite motion. The world's tables list opposites in step ("drifts right" and
+    "drifts left", "rises" and "sinks", "gets bigger" and "gets smaller"), so they pair by
+    position; a phrase with no partner ("swelling") is left out."""
+    pairs = {}
+    for motion, opposite in OPPOSITE_MOTIONS.items():
+        pairs[MOTION_PHRASES[motion]] = MOTION_PHRASES[opposite]
+        for table in (MOTION_WORDS, MOTION_GERUNDS):
+            pairs.update(zip(table[motion].train, table[opposite].train))
+    return pairs
+
+
+_OPPOSITE_PHRASES = _opposite_phrases()
+
+
+def reversed_motion_caption(caption: str) -> str | None:
+    """`caption` with every motion that runs one way in time reversed, in the caption's own
+    words: "a red ball drifts right at night" -> "a red ball drifts left at night", "the blue
+    square rises" -> "the blue square sinks", "gets bigger" -> "gets smaller". The hard
+    negative for a motion's direction, which a denoising loss alone need not teach: a clip
+    played backwards is as good a sample of the caption to a model that has not learned which
+    way its words point (`GaussianDiffusion.loss`'s `negatives`). None when the world cannot
+    read the caption, it names no such motion, or one of its phrases has no partner."""
+    try:
+        spans = [(a, b) for a, b, entry in phrase_spans(caption) if entry.category == "motion" and entry.value in OPPOSITE_MOTIONS]
+    except ParseError:
+        return None
+    reversed_ = caption
+    for a, b in reversed(spans):  # from the end, so earlier spans keep their places
+        opposite = _OPPOSITE_PHRASES.get(caption[a:b].lower())
+        if opposite is None:
+            return None
+        reversed_ = reversed_[:a] + opposite + reversed_[b:]
+    return reversed_ if spans else None

@@ -4,6 +4,7 @@ progressive distillation."""
 
 from .distill import distillation_loss, distillation_target, halving_schedule, make_student, one_step_error, step_grid
 from .gaussian import (
+    CaptionNegatives,
     DiffusionBatch,
     GaussianDiffusion,
     NoiseAugmentation,
@@ -16,6 +17,7 @@ from .sampling import SCHEDULERS, make_scheduler, sample
 
 __all__ = [
     "SCHEDULERS",
+    "CaptionNegatives",
     "DiffusionBatch",
     "GaussianDiffusion",
     "NoiseAugmentation",

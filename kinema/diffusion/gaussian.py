@@ -20,13 +20,16 @@ from typing import Any
 import torch
 
 from ..batch import Batch
-from ..nn.weighting import foreground_weights, weighted_mean
+from ..nn.weighting import foreground_weights, row_means, weighted_mean
 
 # 1024 rather than the usual 1000: every power-of-two step count (64, 32, …, 1) then strides
 # the timesteps exactly, so progressive distillation's halved grids are subsets of each
 # other and identical to diffusers' DDIM "trailing" timesteps.
 DEFAULT_TRAIN_TIMESTEPS = 1024
 PREDICTION_TYPES = ("v_prediction", "epsilon")
+# How much worse (as a log ratio of errors) a clip must be denoised under a hard-negative
+# caption than under its own before the hinge stops asking (`GaussianDiffusion.loss`).
+NEGATIVE_MARGIN = 0.1
 SCHEDULES = {"cosine": "squaredcos_cap_v2", "linear": "linear"}
 
 
@@ -60,6 +63,18 @@ class DiffusionBatch(Batch):
     x0: torch.Tensor
     cond: dict[str, Any] = field(default_factory=dict)
     captions: list[str] | None = None  # what cond's text will encode, until it is (on the training device)
+    negatives: list[str | None] | None = None  # a hard-negative caption per row (None: none), until encoded
+    negative: CaptionNegatives | None = None  # the negatives encoded (`GaussianDiffusion.loss`)
+
+
+@dataclass
+class CaptionNegatives(Batch):
+    """Hard-negative captions of some rows of a batch, encoded as the model reads text."""
+
+    rows: torch.Tensor  # [B] bool: the rows that have one
+    text: torch.Tensor  # [R, L, D] for those rows, in order
+    text_mask: torch.Tensor  # [R, L]
+    text_pooled: torch.Tensor  # [R, D]
 
 
 @dataclass
@@ -165,6 +180,8 @@ class GaussianDiffusion:
         foreground_weight: float = 0.0,
         weight_predicted_foreground: bool = False,
         generator: torch.Generator | None = None,
+        negatives: CaptionNegatives | None = None,
+        negative_weight: float = 0.0,
     ) -> dict[str, torch.Tensor]:
         """MSE between the network's output at a random (t, ε) and its target (v or ε).
         For v-prediction this weights x0-errors by 1 + SNR, which stays finite at t = 0 and
@@ -175,7 +192,16 @@ class GaussianDiffusion:
         `foreground_weight` > 0 weights the pixels where x0 is not backdrop that much more
         (kinema.nn.weighting): small objects otherwise hardly register in the mean. With
         `weight_predicted_foreground`, so are the pixels where the network's own x0 estimate
-        draws something, so that a false object costs as much as a missing one."""
+        draws something, so that a false object costs as much as a missing one.
+
+        With `negatives` and `negative_weight` > 0, each row that has a hard-negative caption
+        (and kept its text) adds `negative_weight` x max(0, NEGATIVE_MARGIN - gap), gap being
+        the log of its error under the negative over its error under its own caption, at the
+        same z_t. A denoising loss rewards the words that change most pixels; a clip played
+        backwards differs from the caption's only in the order of its frames, and a model
+        can reach a low loss without learning which way "right" points (imagen-video-shapes'
+        base: its card). The hinge asks for exactly that difference (NegCLIP's hard
+        negatives, Yuksekgonul et al. 2023, for a generator)."""
         cond = dict(cond or {})
         B = x0.shape[0]
         t = self.sample_timesteps(B, x0.device, generator)
@@ -184,11 +210,26 @@ class GaussianDiffusion:
             cond["text_drop"] = drop_mask(B, cond_drop_prob, x0.device, generator)
         z = self.q_sample(x0, t, noise)
         out = model(z, t, **cond)
-        error = (out.float() - self.target(x0, noise, t).float()) ** 2
+        target = self.target(x0, noise, t).float()
+        error = (out.float() - target) ** 2
         predicted = None
         if weight_predicted_foreground and foreground_weight:  # no graph: the weights are constants
             predicted = self.predict_x0_eps(z, out.detach(), t)[0].clamp(-1, 1)
-        return {"loss": weighted_mean(error, foreground_weights(x0, foreground_weight, predicted))}
+        weight = foreground_weights(x0, foreground_weight, predicted)
+        denoise = weighted_mean(error, weight)
+        if negatives is None or not negative_weight:
+            return {"loss": denoise}
+        # rows with a negative whose own text was kept; the negatives are stored for rows[negatives.rows]
+        kept = ~cond["text_drop"][negatives.rows] if "text_drop" in cond else torch.ones(int(negatives.rows.sum()), dtype=torch.bool, device=x0.device)
+        rows = negatives.rows.nonzero().squeeze(1)[kept]
+        if not len(rows):
+            return {"loss": denoise, "denoise": denoise.detach(), "negative_hinge": torch.zeros((), device=x0.device)}
+        sub = {k: v[rows] if torch.is_tensor(v) and v.ndim and v.shape[0] == B else v for k, v in cond.items() if k not in ("text", "text_mask", "text_pooled", "text_drop")}
+        out_neg = model(z[rows], t[rows], **sub, text=negatives.text[kept], text_mask=negatives.text_mask[kept], text_pooled=negatives.text_pooled[kept])
+        w = None if weight is None else weight[rows]
+        own, neg = row_means(error[rows], w), row_means((out_neg.float() - target[rows]) ** 2, w)
+        hinge = torch.relu(NEGATIVE_MARGIN - (neg.log() - own.log())).mean()
+        return {"loss": denoise + negative_weight * hinge, "denoise": denoise.detach(), "negative_hinge": hinge.detach()}
 
 
 # ---- classifier-free guidance (Ho & Salimans 2021)

@@ -55,3 +55,11 @@ def weighted_mean(error: torch.Tensor, weight: torch.Tensor | None) -> torch.Ten
         return error.mean()
     weight = weight.expand_as(error)
     return (error * weight).sum() / weight.sum()
+
+
+def row_means(error: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    """`weighted_mean` of each row (the first dimension) of `error` on its own: [B]."""
+    if weight is None:
+        return error.flatten(1).mean(1)
+    weight = weight.expand_as(error)
+    return (error * weight).flatten(1).sum(1) / weight.flatten(1).sum(1)

@@ -25,8 +25,9 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
+from ...data.grounding import reversed_motion_caption
 from ...data.shapes import captioned_example, to_model_range
-from ...diffusion import DiffusionBatch, GaussianDiffusion, NoiseAugmentation
+from ...diffusion import CaptionNegatives, DiffusionBatch, GaussianDiffusion, NoiseAugmentation
 from ...nn.attention import trim_padding
 from ...nn.unet import VideoUNetConfig
 
@@ -159,6 +160,7 @@ class ImagenVideoData:
     max_story: int = 6
     scene_mix: dict[str, float] | None = None  # weights of the single-scene kinds (kinema.data.shapes.parse_scene_mix)
     source: Any = None  # a real captioned-video dataset (kinema.data.load_dataset); None = the Shapes world
+    negatives: bool = False  # give each caption with a one-way motion its reversal (reversed_motion_caption; Shapes world only)
 
     def __post_init__(self):
         check_stage(self.stage)
@@ -184,7 +186,8 @@ class ImagenVideoData:
             context = to_model_range(np.stack([c if c is not None else e[-1:] for e, c, _ in examples]))
         generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
         x0, cond = stage_inputs(self.stage, events, context, has_context, self.augment, generator)
-        return DiffusionBatch(x0, cond, list(captions))
+        negatives = [reversed_motion_caption(c) for c in captions] if self.negatives else None
+        return DiffusionBatch(x0, cond, list(captions), negatives)
 
     @torch.no_grad()
     def encode_text(self, batch: DiffusionBatch) -> DiffusionBatch:
@@ -192,4 +195,9 @@ class ImagenVideoData:
         device = batch.x0.device
         text = self.text_encoder.to(device).encode(batch.captions, device=device)
         tokens, mask = trim_padding(text.tokens, text.mask)
-        return DiffusionBatch(batch.x0, {**batch.cond, "text": tokens, "text_mask": mask, "text_pooled": text.pooled})
+        negative = None
+        if batch.negatives is not None and any(n is not None for n in batch.negatives):
+            wrong = self.text_encoder.encode([n for n in batch.negatives if n is not None], device=device)
+            rows = torch.tensor([n is not None for n in batch.negatives], device=device)
+            negative = CaptionNegatives(rows, *trim_padding(wrong.tokens, wrong.mask), wrong.pooled)
+        return DiffusionBatch(batch.x0, {**batch.cond, "text": tokens, "text_mask": mask, "text_pooled": text.pooled}, negative=negative)

@@ -34,15 +34,17 @@ from .data import STAGES, ImagenVideoData, stage_config
 from .pipeline import STAGE_ORDER, ImagenVideoPipeline, ImagenVideoSampler
 
 
-def diffusion_loss(diffusion: GaussianDiffusion, cond_drop_prob: float, foreground_weight: float = 0.0, weight_predicted_foreground: bool = False):
+def diffusion_loss(diffusion: GaussianDiffusion, cond_drop_prob: float, foreground_weight: float = 0.0, weight_predicted_foreground: bool = False, direction_weight: float = 0.0):
     """The Trainer's loss_fn for one stage: v-prediction MSE, text dropped with a probability,
     objects weighted up by `foreground_weight` (and the objects the stage itself draws, with
-    `weight_predicted_foreground`)."""
+    `weight_predicted_foreground`), plus `direction_weight` x the hinge against captions with
+    their motion reversed where the batch has them (`GaussianDiffusion.loss`'s negatives)."""
 
     def loss_fn(model: VideoUNet, batch: DiffusionBatch) -> dict[str, torch.Tensor]:
         return diffusion.loss(
             model, batch.x0, batch.cond, cond_drop_prob=cond_drop_prob,
             foreground_weight=foreground_weight, weight_predicted_foreground=weight_predicted_foreground,
+            negatives=batch.negative, negative_weight=direction_weight,
         )
 
     return loss_fn
@@ -113,6 +115,7 @@ def imagen_video(
     foreground_weight: float = typer.Option(0.0, help="extra loss weight on pixels that are not backdrop (small objects; kinema.nn.weighting); distill: give the teacher's"),
     weight_predicted_foreground: bool = typer.Option(False, "--weight-predicted-foreground", help="weight up the objects the stage itself draws too (its x0 estimate's foreground), so a false object costs as much as a missing one"),
     story_share: float = typer.Option(0.3, help="share of examples that continue a story from the previous last frame"),
+    direction_weight: float = typer.Option(0.0, help="base: weight of a hinge that a clip be denoised better under its caption than under the caption with its motion reversed (right/left, up/down, grows/shrinks; Shapes world only)"),
     data: str = typer.Option("shapes", help="training data: 'shapes' (the Shapes world) or a folder of captioned videos"),
     init_from: Optional[Path] = typer.Option(None, help="start the stage from these weights (a model folder with the stage, or a training checkpoint; fresh optimizer and schedule), e.g. to go on where a run on another machine stopped"),
     teacher: Optional[Path] = typer.Option(None, help="distill: the teacher (inference folder or checkpoint); default OUTPUT/<distill-stage>/final"),
@@ -138,6 +141,8 @@ def imagen_video(
         raise typer.BadParameter(f"--stage must be base, tsr, ssr, distill or assemble, not {stage!r}")
     if weight_predicted_foreground and (stage not in STAGES or not foreground_weight):
         raise typer.BadParameter("--weight-predicted-foreground weights a stage's training loss: it needs --stage base, tsr or ssr and --foreground-weight above 0")
+    if direction_weight and (stage != "base" or not is_shapes(data)):
+        raise typer.BadParameter("--direction-weight trains the base on the Shapes world's captions (which words say a motion's direction): it needs --stage base and --data shapes")
     output = Path(output)
     if stage == "assemble":
         folder = assemble(output)
@@ -155,7 +160,7 @@ def imagen_video(
     if not is_shapes(data):
         source = load_dataset(data, batch_size=batch_size, seed=seed, rank=rank, world_size=world_size, size=64, frames=16)
     trained_on = data_label(data)
-    batches = ImagenVideoData(target, get_text_encoder(), diffusion, batch_size=batch_size, seed=seed, rank=rank, story_share=story_share, scene_mix=mix, source=source)
+    batches = ImagenVideoData(target, get_text_encoder(), diffusion, batch_size=batch_size, seed=seed, rank=rank, story_share=story_share, scene_mix=mix, source=source, negatives=direction_weight > 0)
     # on a GPU the captions are encoded there, on the batches the data workers render
     get_batch, prepare = (batches.examples, batches.encode_text) if default_device().type != "cpu" else (batches.batch, None)
 
@@ -178,7 +183,7 @@ def imagen_video(
             torch.manual_seed(seed)  # --seed fixes the initial weights too
             model = VideoUNet(stage_config(stage, preset, **config_overrides(config_json, VideoUNetConfig)))
         typer.echo(f"{stage}: {model.num_parameters() / 1e6:.2f} M parameters; {json.dumps(model.config.to_dict())}")
-        trainer = Trainer(model, train_config(output / stage), get_batch, diffusion_loss(diffusion, cond_drop, foreground_weight, weight_predicted_foreground), export_name=stage,
+        trainer = Trainer(model, train_config(output / stage), get_batch, diffusion_loss(diffusion, cond_drop, foreground_weight, weight_predicted_foreground, direction_weight), export_name=stage,
                           export_extra={"trained_on": trained_on, "stage": stage}, prepare=prepare)
         trainer.train(resume=resume)
     else:
