@@ -69,12 +69,13 @@ class DiffusionBatch(Batch):
 
 @dataclass
 class CaptionNegatives(Batch):
-    """Hard-negative captions of some rows of a batch, encoded as the model reads text."""
+    """Hard-negative captions of a batch's rows, encoded as the model reads text; a row
+    without one carries its own caption and is left out by `rows`."""
 
     rows: torch.Tensor  # [B] bool: the rows that have one
-    text: torch.Tensor  # [R, L, D] for those rows, in order
-    text_mask: torch.Tensor  # [R, L]
-    text_pooled: torch.Tensor  # [R, D]
+    text: torch.Tensor  # [B, L, D]
+    text_mask: torch.Tensor  # [B, L]
+    text_pooled: torch.Tensor  # [B, D]
 
 
 @dataclass
@@ -219,17 +220,18 @@ class GaussianDiffusion:
         denoise = weighted_mean(error, weight)
         if negatives is None or not negative_weight:
             return {"loss": denoise}
-        # rows with a negative whose own text was kept; the negatives are stored for rows[negatives.rows]
-        kept = ~cond["text_drop"][negatives.rows] if "text_drop" in cond else torch.ones(int(negatives.rows.sum()), dtype=torch.bool, device=x0.device)
-        rows = negatives.rows.nonzero().squeeze(1)[kept]
-        if not len(rows):
-            return {"loss": denoise, "denoise": denoise.detach(), "negative_hinge": torch.zeros((), device=x0.device)}
-        sub = {k: v[rows] if torch.is_tensor(v) and v.ndim and v.shape[0] == B else v for k, v in cond.items() if k not in ("text", "text_mask", "text_pooled", "text_drop")}
-        out_neg = model(z[rows], t[rows], **sub, text=negatives.text[kept], text_mask=negatives.text_mask[kept], text_pooled=negatives.text_pooled[kept])
-        w = None if weight is None else weight[rows]
-        own, neg = row_means(error[rows], w), row_means((out_neg.float() - target[rows]) ** 2, w)
-        hinge = torch.relu(NEGATIVE_MARGIN - (neg.log() - own.log())).mean()
-        return {"loss": denoise + negative_weight * hinge, "denoise": denoise.detach(), "negative_hinge": hinge.detach()}
+        # the same keys from every batch (DDP ranks log them together); NaN: nothing measured
+        out = {"loss": denoise, "denoise": denoise.detach(), "negative_hinge": torch.full((), float("nan"), device=x0.device)}
+        rows = negatives.rows & ~cond["text_drop"] if "text_drop" in cond else negatives.rows  # a dropped caption has nothing to contrast
+        if rows.any():
+            picked = {k: v[rows] if torch.is_tensor(v) and v.ndim and v.shape[0] == B else v for k, v in cond.items() if k != "text_drop"}
+            picked.update(text=negatives.text[rows], text_mask=negatives.text_mask[rows], text_pooled=negatives.text_pooled[rows])
+            wrong = model(z[rows], t[rows], **picked)
+            w = None if weight is None else weight[rows]
+            own, neg = row_means(error[rows], w), row_means((wrong.float() - target[rows]) ** 2, w)
+            hinge = torch.relu(NEGATIVE_MARGIN - (neg.log() - own.log())).mean()
+            out.update(loss=denoise + negative_weight * hinge, negative_hinge=hinge.detach())
+        return out
 
 
 # ---- classifier-free guidance (Ho & Salimans 2021)

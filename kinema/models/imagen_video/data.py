@@ -196,8 +196,8 @@ class ImagenVideoData:
         text = self.text_encoder.to(device).encode(batch.captions, device=device)
         tokens, mask = trim_padding(text.tokens, text.mask)
         negative = None
-        if batch.negatives is not None and any(n is not None for n in batch.negatives):
-            wrong = self.text_encoder.encode([n for n in batch.negatives if n is not None], device=device)
+        if batch.negatives is not None:  # a row without a negative carries its own caption (CaptionNegatives)
+            wrong = self.text_encoder.encode([n or c for n, c in zip(batch.negatives, batch.captions)], device=device)
             rows = torch.tensor([n is not None for n in batch.negatives], device=device)
             negative = CaptionNegatives(rows, *trim_padding(wrong.tokens, wrong.mask), wrong.pooled)
         return DiffusionBatch(batch.x0, {**batch.cond, "text": tokens, "text_mask": mask, "text_pooled": text.pooled}, negative=negative)
