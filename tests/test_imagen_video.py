@@ -235,14 +235,17 @@ def test_train_command_trains_every_stage_distills_and_assembles(tmp_path: Path)
     runner = CliRunner()
     common = ["-o", str(tmp_path), "--max-steps", "1", "--batch-size", "1", "--preset", "tiny", "--warmup-steps", "1", "--no-progress"]
     for stage in ("base", "tsr", "ssr"):
-        weighting = {"base": ["--direction-weight", "1"], "ssr": ["--foreground-weight", "8", "--weight-predicted-foreground"]}.get(stage, [])
+        weighting = {"base": ["--direction-weight", "1", "--held-out-batches", "1"], "ssr": ["--foreground-weight", "8", "--weight-predicted-foreground"]}.get(stage, [])
         result = runner.invoke(app, ["--stage", stage, *common, *weighting])
         assert result.exit_code == 0, result.output
         assert (tmp_path / stage / "final" / "model_index.json").is_file()
+    held_out = [json.loads(line) for line in (tmp_path / "base" / "metrics.jsonl").read_text().splitlines() if "held_out_loss" in line]
+    assert [r["step"] for r in held_out] == [1] and "held_out_denoise" in held_out[0], held_out  # the hinge too, where a held-out caption has a direction
     assert "model folder" in result.output
     for distill_stage in ("base", "tsr"):  # each at the guidance the cascade samples it at
-        result = runner.invoke(app, ["--stage", "distill", "--distill-stage", distill_stage, "--teacher-steps", "4", "--student-steps", "2", *common])
+        result = runner.invoke(app, ["--stage", "distill", "--distill-stage", distill_stage, "--teacher-steps", "4", "--student-steps", "2", *common, "--held-out-batches", "1"])
         assert result.exit_code == 0, result.output
+        assert "held_out_loss=" in result.output, "each round's student is scored against its teacher on the held-out batches"
     pipe = kinema.load_pipeline(tmp_path / "pipeline")
     assert pipe.sampler.distilled_steps == {"base": 2, "tsr": 2} and "base_distilled" in pipe.stages
     baked = {s: json.loads((tmp_path / f"{s}_distilled" / "final" / "model_index.json").read_text())["teacher_guidance"] for s in ("base", "tsr")}

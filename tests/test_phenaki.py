@@ -463,8 +463,12 @@ def test_train_command_on_real_footage(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "--init-from" in result.output.split("Error")[-1], result.output
     # --joint-head turns the digit heads into one softmax over the codes, and the folder keeps it
     joint = tmp_path / "joint"
-    result = CliRunner().invoke(app, [*again[:6], "-o", str(joint), *again[8:], "--joint-head"])
+    result = CliRunner().invoke(app, [*again[:6], "-o", str(joint), *again[8:], "--joint-head", "--held-out-batches", "1"])
     assert result.exit_code == 0, result.output
+    held_out = [json.loads(line) for line in (joint / "metrics.jsonl").read_text().splitlines() if "held_out_loss" in line]
+    assert [r["step"] for r in held_out] == [2] and "held_out_token_acc" in held_out[0], held_out
+    result = CliRunner().invoke(app, [*args, "--held-out-batches", "1"])  # footage has no held-out stream
+    assert result.exit_code == 2 and "Shapes world" in result.output, result.output
     assert json.loads((joint / "pipeline" / "transformer" / "config.json").read_text())["joint_head"] is True
     assert kinema.load_pipeline(joint / "pipeline")("a man talks in a car", num_inference_steps=1).frames.shape == (16, 64, 64, 3)
 

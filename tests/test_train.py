@@ -16,17 +16,18 @@ from kinema.data.shapes import ShapesVideoDataset
 from kinema.tokenizer import CViViT, CViViTConfig
 from kinema.train import TrainConfig, Trainer, list_checkpoints, load_checkpoint_model, lr_at
 from kinema.train.cli import tokenizer_loss, train_app
-from kinema.train.trainer import STATE_JSON, step_seed
+from kinema.train.trainer import HELD_OUT_RANK, STATE_JSON, step_seed
 
 
-def make_trainer(output, max_steps, save_every=0, lr=3e-3, seed=0, batch_size=2, init_seed=None, data_workers=0, max_minutes=None, grad_accum=1, log_every=5) -> Trainer:
+def make_trainer(output, max_steps, save_every=0, lr=3e-3, seed=0, batch_size=2, init_seed=None, data_workers=0, max_minutes=None, grad_accum=1, log_every=5,
+                 loss=tokenizer_loss, held_out=None, held_out_batches=0) -> Trainer:
     torch.manual_seed(seed if init_seed is None else init_seed)
     model = CViViT(CViViTConfig.preset("tiny"))
     data = ShapesVideoDataset(batch_size=batch_size, seed=seed)
     config = TrainConfig(output=str(output), max_steps=max_steps, lr=lr, warmup_steps=3, save_every=save_every,
                          ema_decay=0.9, seed=seed, progress=False, log_every=log_every, data_workers=data_workers,
-                         max_minutes=max_minutes, grad_accum=grad_accum)
-    return Trainer(model, config, data.batch, tokenizer_loss, export_name="tokenizer")
+                         max_minutes=max_minutes, grad_accum=grad_accum, held_out_batches=held_out_batches)
+    return Trainer(model, config, data.batch, loss, export_name="tokenizer", held_out=held_out)
 
 
 def test_shapes_batches_are_a_function_of_their_index():
@@ -64,6 +65,35 @@ def test_loss_falls(tmp_path):
     exported = load_component(tmp_path / "final", "tokenizer")
     for p, q in zip(exported.parameters(), trainer.ema.model.parameters()):
         torch.testing.assert_close(p, q, atol=0, rtol=0)
+
+
+def test_the_held_out_loss_is_the_emas_on_the_same_batches_and_draws_and_leaves_training_alone(tmp_path):
+    """--held-out-batches: at each checkpoint the EMA is scored on the same held-out batches
+    with the same random draws, so a rise means the model got worse, not unlucky; the run
+    trains exactly as without it."""
+    held = ShapesVideoDataset(batch_size=2, seed=0, rank=HELD_OUT_RANK)
+
+    def drawing_loss(model, batch):  # draws from the RNG, as the diffusion and MaskGIT losses do
+        return {**tokenizer_loss(model, batch), "draw": torch.rand(())}
+
+    plain = make_trainer(tmp_path / "a", max_steps=6, save_every=3, loss=drawing_loss)
+    plain.train()
+    scored = make_trainer(tmp_path / "b", max_steps=6, save_every=3, loss=drawing_loss, held_out=held.batch, held_out_batches=2)
+    scored.train()
+    for p, q in zip(plain.model.parameters(), scored.model.parameters()):
+        torch.testing.assert_close(p, q, atol=0, rtol=0)
+    records = [json.loads(line) for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    held_out = [r for r in records if "held_out_loss" in r]
+    assert [r["step"] for r in held_out] == [3, 6] and not any("held_out_loss" in r for r in (json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()))
+    with torch.no_grad(), scored._autocast():
+        by_hand = np.mean([float(tokenizer_loss(scored.ema.model, held.batch(i))["loss"]) for i in range(2)])
+    assert held_out[-1]["held_out_loss"] == pytest.approx(by_hand, abs=2e-6)
+    rng = torch.get_rng_state()
+    first, second = scored.held_out_loss(), scored.held_out_loss()
+    assert first == second and torch.equal(rng, torch.get_rng_state())
+    assert held_out[-1]["held_out_draw"] == pytest.approx(first["held_out_draw"], abs=1e-6)
+    with pytest.raises(ValueError, match="held_out"):
+        make_trainer(tmp_path / "c", max_steps=1, held_out_batches=1)
 
 
 def test_a_value_measured_in_some_micro_batches_is_logged_as_their_mean(tmp_path):

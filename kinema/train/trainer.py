@@ -75,6 +75,8 @@ from .prefetch import batch_stream
 STATE_JSON = "trainer_state.json"
 STEP_PREFIX = "step-"
 DAMAGED_PREFIX = "damaged-"
+HELD_OUT_RANK = 2**20  # the held-out data stream: batch i of rank r is drawn from [seed, r, i], and no run has this rank
+HELD_OUT_SEED = 2**31 - 1  # held-out batch i draws from seed HELD_OUT_SEED + i, far from any step's
 
 
 @dataclass
@@ -110,6 +112,9 @@ class TrainConfig:
     # a wall-clock budget for this invocation: stop, checkpoint and export final/ once it is
     # spent, as at max_steps. The schedule still ends at max_steps, so --resume continues it.
     max_minutes: float | None = None
+    # the EMA's loss on this many held-out batches (the Trainer's `held_out`), logged as
+    # held_out_<key> at each checkpoint; 0 = off
+    held_out_batches: int = 0
 
     def __post_init__(self):
         self.betas = tuple(self.betas)
@@ -121,6 +126,8 @@ class TrainConfig:
             raise ValueError(f"data_workers must be >= 0, got {self.data_workers}")
         if self.max_minutes is not None and self.max_minutes <= 0:
             raise ValueError(f"max_minutes must be > 0, got {self.max_minutes}")
+        if self.held_out_batches < 0:
+            raise ValueError(f"held_out_batches must be >= 0, got {self.held_out_batches}")
         if self.log_every < 1 or self.save_every < 0 or self.keep_checkpoints < 0:
             raise ValueError("log_every must be >= 1, save_every and keep_checkpoints >= 0")
 
@@ -310,7 +317,9 @@ class Trainer:
     `loss_fn` returns a dict of scalars; "loss" is optimised and every entry is logged.
     The model must be registered in `kinema.checkpoint` (its config is saved with it).
     `prepare`, if given, turns each batch into the model's input once it is on the training
-    device: work for the GPU that data workers should not do on their CPUs.
+    device: work for the GPU that data workers should not do on their CPUs. `held_out(i)`, if
+    given, is held-out batch i (a stream training never draws), scored at each checkpoint
+    (`held_out_loss`).
     """
 
     def __init__(
@@ -324,6 +333,7 @@ class Trainer:
         export_extra: dict[str, Any] | None = None,
         device: torch.device | str | None = None,
         prepare: Callable[[Any], Any] | None = None,
+        held_out: Callable[[int], Any] | None = None,
     ):
         self.config = config
         self.rank, self.world_size = distributed.init_distributed()
@@ -335,6 +345,9 @@ class Trainer:
         self.get_batch = get_batch
         self.prepare = prepare  # batch -> batch on the training device (e.g. a frozen tokenizer run on the GPU)
         self.loss_fn = loss_fn
+        if config.held_out_batches and held_out is None:
+            raise ValueError("held_out_batches needs the held-out batches (Trainer's held_out)")
+        self.held_out = held_out
         # what runs the loss: the loss itself in one process, the loss in DDP (or FSDP) under
         # torchrun (built before the EMA copy: every rank must copy rank 0's weights)
         self.fsdp = config.fsdp and self.world_size > 1
@@ -534,10 +547,7 @@ class Trainer:
                     with self._autocast():
                         out = self.loss_module(batch)
                     (out["loss"].float() / cfg.grad_accum).backward()
-                for k, v in out.items():  # a NaN value: nothing measured (kinema.train.distributed.means)
-                    v = float(v.detach())
-                    sums[k] = sums.get(k, 0.0) + (0.0 if math.isnan(v) else v)
-                    counts[k] = counts.get(k, 0) + (not math.isnan(v))
+                _accumulate(sums, counts, out)
             grad_norm = float(distributed.full_tensor(torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))))
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
@@ -567,6 +577,7 @@ class Trainer:
             if self.fsdp and cfg.save_every_minutes:
                 due = distributed.agree(bool(due), self.device)  # clocks differ; FSDP saves together
             if due and self.step < cfg.max_steps:
+                self._log_held_out(metrics_path)
                 self.save_checkpoint()
                 last_save_time = time.monotonic()
             if cfg.max_minutes and distributed.agree(time.monotonic() - started >= 60 * cfg.max_minutes, self.device):
@@ -577,12 +588,47 @@ class Trainer:
         if self.fsdp:
             final = distributed.agree(final, self.device)  # every rank gathers, rank 0 writes
         if final:
+            self._log_held_out(metrics_path)
             self.save_checkpoint()
         if self.fsdp:
             self._gather_ema()
         self.export()
         distributed.barrier()  # every rank returns once rank 0's checkpoint and export are on disk
         return logs
+
+    @torch.no_grad()
+    def held_out_loss(self) -> dict[str, float]:
+        """The EMA's loss on the same held-out batches with the same random draws (timesteps,
+        noise, masks, dropped captions) every time. The training loss is of fresh batches at
+        fresh draws, too noisy to show a model getting worse at what it drew well while a
+        fine-tune teaches it something else; this is comparable from checkpoint to checkpoint
+        and from run to run. Every rank computes it (under FSDP the EMA's forward is collective);
+        the RNGs are left as they were."""
+        sums: dict[str, float] = {}
+        counts: dict[str, int] = {}
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            for i in range(self.config.held_out_batches):
+                torch.manual_seed(HELD_OUT_SEED + i)
+                batch = self.held_out(i)
+                if hasattr(batch, "to"):
+                    batch = batch.to(self.device)
+                if self.prepare is not None:
+                    batch = self.prepare(batch)
+                with self._autocast():
+                    out = self.loss_fn(self.ema.model, batch)
+                _accumulate(sums, counts, out)
+        return {f"held_out_{k}": v for k, v in distributed.means(sums, counts).items()}
+
+    def _log_held_out(self, metrics_path: Path) -> None:
+        if not self.config.held_out_batches:
+            return
+        scores = self.held_out_loss()
+        if self.is_main:
+            record = {"step": self.step, **{k: round(v, 6) for k, v in scores.items() if not math.isnan(v)}}
+            with open(metrics_path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+            self._print(" ".join(f"{k}={v}" for k, v in record.items()))
 
     def _gather_ema(self) -> None:
         """Replace the sharded EMA with a plain, whole model on every rank (a collective), so
@@ -601,6 +647,15 @@ class Trainer:
         where = f" on {self.device}" + (f" ({distributed.backend()})" if self.world_size > 1 else "")
         self._print(f"global batch = {size} per rank x {self.world_size} ranks x {cfg.grad_accum} accumulation = {size * self.world_size * cfg.grad_accum}{where}"
                     + (f"; FSDP: parameters, gradients and optimizer state sharded over {self.world_size} ranks" if self.fsdp else ""))
+
+
+def _accumulate(sums: dict[str, float], counts: dict[str, int], out: dict[str, torch.Tensor]) -> None:
+    """Add one micro-batch's logged values; a NaN value is nothing measured
+    (kinema.train.distributed.means)."""
+    for k, v in out.items():
+        v = float(v.detach())
+        sums[k] = sums.get(k, 0.0) + (0.0 if math.isnan(v) else v)
+        counts[k] = counts.get(k, 0) + (not math.isnan(v))
 
 
 def _batch_size(batch: Any) -> int | None:

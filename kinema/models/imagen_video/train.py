@@ -11,6 +11,7 @@ different machines) with the one Trainer:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Optional
@@ -25,11 +26,11 @@ from ...nn.unet import VideoUNet, VideoUNetConfig
 from ...pipelines import SHAPES_WORLD
 from ...train.distributed import dist_info
 from ...train.options import (
-    DataWorkers, ExportDtype, Fsdp, GradAccum, Lr, MaxMinutes, Precision, Progress, SaveEvery, SaveEveryMinutes, SceneMix, Seed,
-    Threads, WarmupSteps, config_overrides, fresh_or_resumed, scene_mix_option,
+    DataWorkers, ExportDtype, Fsdp, GradAccum, HeldOutBatches, Lr, MaxMinutes, Precision, Progress, SaveEvery, SaveEveryMinutes,
+    SceneMix, Seed, Threads, WarmupSteps, config_overrides, fresh_or_resumed, held_out_option, scene_mix_option,
 )
 from ...precision import default_device
-from ...train.trainer import TrainConfig, Trainer, load_trained, resumed_model_config
+from ...train.trainer import HELD_OUT_RANK, TrainConfig, Trainer, load_trained, resumed_model_config
 from .data import STAGES, ImagenVideoData, stage_config
 from .pipeline import STAGE_ORDER, ImagenVideoPipeline, ImagenVideoSampler
 
@@ -131,6 +132,7 @@ def imagen_video(
     data_workers: DataWorkers = 0,
     max_minutes: MaxMinutes = None,
     scene_mix: SceneMix = None,
+    held_out_batches: HeldOutBatches = 0,
 ) -> None:
     """Train one stage of the Imagen Video cascade (base, tsr, ssr), distill one, or assemble them."""
     from ...text import get_text_encoder
@@ -151,6 +153,7 @@ def imagen_video(
         typer.echo(f"model folder: {folder}")
         return
     mix = scene_mix_option(scene_mix, data)
+    held_out_batches = held_out_option(held_out_batches, data)
     diffusion = ImagenVideoSampler().diffusion()
     rank, world_size = dist_info()
     target = distill_stage if stage == "distill" else stage
@@ -162,13 +165,16 @@ def imagen_video(
     trained_on = data_label(data)
     batches = ImagenVideoData(target, get_text_encoder(), diffusion, batch_size=batch_size, seed=seed, rank=rank, story_share=story_share, scene_mix=mix, source=source, negatives=direction_weight > 0)
     # on a GPU the captions are encoded there, on the batches the data workers render
-    get_batch, prepare = (batches.examples, batches.encode_text) if default_device().type != "cpu" else (batches.batch, None)
+    on_device = default_device().type != "cpu"
+    get_batch, prepare = (batches.examples, batches.encode_text) if on_device else (batches.batch, None)
+    held_out = dataclasses.replace(batches, rank=HELD_OUT_RANK)
+    held_out_batch = held_out.examples if on_device else held_out.batch
 
     def train_config(run: Path, **kw) -> TrainConfig:
         return TrainConfig(
             output=str(run), max_steps=max_steps, lr=lr, warmup_steps=warmup_steps, grad_accum=grad_accum, ema_decay=ema_decay,
             save_every=save_every, save_every_minutes=save_every_minutes, seed=seed, precision=precision, progress=progress,
-            export_dtype=export_dtype, fsdp=fsdp, data_workers=data_workers, max_minutes=max_minutes, **kw,
+            export_dtype=export_dtype, fsdp=fsdp, data_workers=data_workers, max_minutes=max_minutes, held_out_batches=held_out_batches, **kw,
         )
 
     if stage != "distill":
@@ -184,7 +190,7 @@ def imagen_video(
             model = VideoUNet(stage_config(stage, preset, **config_overrides(config_json, VideoUNetConfig)))
         typer.echo(f"{stage}: {model.num_parameters() / 1e6:.2f} M parameters; {json.dumps(model.config.to_dict())}")
         trainer = Trainer(model, train_config(output / stage), get_batch, diffusion_loss(diffusion, cond_drop, foreground_weight, weight_predicted_foreground, direction_weight), export_name=stage,
-                          export_extra={"trained_on": trained_on, "stage": stage}, prepare=prepare)
+                          export_extra={"trained_on": trained_on, "stage": stage}, prepare=prepare, held_out=held_out_batch)
         trainer.train(resume=resume)
     else:
         name = f"{target}_distilled"
@@ -210,7 +216,7 @@ def imagen_video(
             # the student always sees its text (guidance is baked in), so its null-text
             # embeddings get no gradient: DDP must be told, or its next step fails
             trainer = Trainer(student, train_config(run, find_unused_parameters=True), get_batch, loss, export_name=name,
-                              export_extra={"distilled_steps": steps, "teacher_guidance": guidance}, prepare=prepare)
+                              export_extra={"distilled_steps": steps, "teacher_guidance": guidance}, prepare=prepare, held_out=held_out_batch)
             trainer.train(resume=resume)
             teacher_model = trainer.ema.model.eval()
         if rank == 0:

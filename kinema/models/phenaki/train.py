@@ -3,6 +3,7 @@ a folder of captioned videos, `--data`)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Optional
@@ -16,11 +17,11 @@ from ...nn.attention import trim_padding
 from ...tokenizer.cvivit import CViViT
 from ...train.distributed import dist_info
 from ...train.options import (
-    DataWorkers, EmaDecay, Fsdp, GradAccum, Lr, MaxMinutes, MaxSteps, Precision, Progress, Resume, SaveEvery, SaveEveryMinutes,
-    SceneMix, Seed, Threads, WarmupSteps, fresh_or_resumed, scene_mix_option,
+    DataWorkers, EmaDecay, Fsdp, GradAccum, HeldOutBatches, Lr, MaxMinutes, MaxSteps, Precision, Progress, Resume, SaveEvery,
+    SaveEveryMinutes, SceneMix, Seed, Threads, WarmupSteps, fresh_or_resumed, held_out_option, scene_mix_option,
 )
 from ...precision import default_device
-from ...train.trainer import TrainConfig, Trainer, load_trained, resumed_model_config
+from ...train.trainer import HELD_OUT_RANK, TrainConfig, Trainer, load_trained, resumed_model_config
 from .data import PhenakiData, TokenBatch
 from .maskgit import MaskGit, MaskGitConfig
 from .pipeline import PhenakiPipeline, PhenakiSampler
@@ -125,11 +126,13 @@ def phenaki(
     data_workers: DataWorkers = 0,
     max_minutes: MaxMinutes = None,
     scene_mix: SceneMix = None,
+    held_out_batches: HeldOutBatches = 0,
 ) -> None:
     """Train Phenaki's MaskGIT (text + last frame → event tokens) on the Shapes world."""
     from ...text import get_text_encoder
 
     mix = scene_mix_option(scene_mix, data)  # before anything is written
+    held_out_batches = held_out_option(held_out_batches, data)
     if grow_depth and init_from is None:
         raise typer.BadParameter("--grow-depth adds blocks to a trained MaskGIT: give it --init-from (a fresh model takes --depth)")
     if grounding_weight and not is_shapes(data):
@@ -162,6 +165,7 @@ def phenaki(
     train_config = TrainConfig(
         output=str(output), max_steps=max_steps, lr=lr, warmup_steps=warmup_steps, grad_accum=grad_accum, ema_decay=ema_decay,
         save_every=save_every, save_every_minutes=save_every_minutes, seed=seed, precision=precision, progress=progress, fsdp=fsdp, data_workers=data_workers, max_minutes=max_minutes,
+        held_out_batches=held_out_batches,
     )
     params = sum(p.numel() for p in model.parameters())
     typer.echo(f"MaskGIT: {params / 1e6:.2f} M parameters, {model.config.event_tokens} tokens per event + {model.config.context_tokens} of context; {json.dumps(model.config.to_dict())}")
@@ -169,7 +173,9 @@ def phenaki(
     # on a GPU the frozen C-ViViT runs there, on batches of pixels the data workers render
     on_device = default_device().type != "cpu" and not reuse_batches
     get_batch, prepare = (batches.clips, batches.tokens) if on_device else (batches.batch, None)
-    trainer = Trainer(model, train_config, get_batch, maskgit_loss(foreground_weight, grounding_weight, binding_weight), export_name="transformer", export_extra={"trained_on": trained_on}, prepare=prepare)
+    held_out = dataclasses.replace(batches, rank=HELD_OUT_RANK)
+    trainer = Trainer(model, train_config, get_batch, maskgit_loss(foreground_weight, grounding_weight, binding_weight), export_name="transformer", export_extra={"trained_on": trained_on}, prepare=prepare,
+                      held_out=held_out.clips if on_device else held_out.batch)
     trainer.train(resume=resume)
     if trainer.is_main:
         folder = assemble(tok, trainer.ema.model, output / "pipeline", {"step": trainer.step, "elapsed_seconds": round(trainer.elapsed, 1), "trained_on": trained_on})
