@@ -25,7 +25,7 @@ Progress = Annotated[bool, typer.Option(help="progress bar")]
 Fsdp = Annotated[bool, typer.Option("--fsdp", help="under torchrun: shard parameters, gradients and optimizer state over the processes (PyTorch FSDP2) instead of copying them to each (DDP); for models too large for one device")]
 DataWorkers = Annotated[int, typer.Option(help="processes that make batches ahead of the step (for a GPU, which outruns one CPU core; 0 = made in the loop)")]
 MaxMinutes = Annotated[Optional[float], typer.Option(help="wall-clock budget of this run in minutes: then checkpoint and export final/ as at --max-steps (whose schedule --resume continues)")]
-HeldOutBatches = Annotated[int, typer.Option(help="Shapes world: at each checkpoint, score the EMA on this many held-out batches, the same examples with the same draws each time (logged as held_out_<term>; 0 = off): the training loss is too noisy to show a fine-tune losing what the model drew well")]
+HeldOutBatches = Annotated[int, typer.Option(min=0, help="Shapes world: at each checkpoint, score the EMA on this many held-out batches, the same examples with the same draws each time (logged as held_out_<term>; 0 = off): the training loss is too noisy to show a fine-tune losing what the model drew well")]
 SceneMix = Annotated[Optional[str], typer.Option(help="Shapes world: how often a single-scene example is of each kind, e.g. 'two objects=2' (the others weigh 1; default: all equally often)")]
 
 
@@ -92,8 +92,6 @@ def held_out_option(batches: int, data: str) -> int:
     """--held-out-batches, or a one-line usage error where there is no held-out stream."""
     from ..data import is_shapes
 
-    if batches < 0:
-        raise typer.BadParameter(f"--held-out-batches must be 0 or more, not {batches}")
     if batches and not is_shapes(data):
         raise typer.BadParameter("--held-out-batches draws its batches from the Shapes world; --data folders have no held-out stream")
     return batches

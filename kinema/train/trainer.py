@@ -535,10 +535,7 @@ class Trainer:
             for micro in range(cfg.grad_accum):
                 batch = next(stream)  # micro-batch self.data_position
                 self.data_position += 1
-                if hasattr(batch, "to"):
-                    batch = batch.to(self.device)
-                if self.prepare is not None:
-                    batch = self.prepare(batch)
+                batch = self._on_device(batch)
                 if not announced:
                     self._announce_batch(batch)
                     announced = True
@@ -567,11 +564,8 @@ class Trainer:
             if self.is_main and (self.step % cfg.log_every == 0 or self.step == cfg.max_steps):
                 rate = window_steps / max(1e-9, time.monotonic() - window_start)
                 window_start, window_steps = time.monotonic(), 0
-                record = {"step": self.step, "steps_per_s": round(rate, 3), "threads": torch.get_num_threads(), "elapsed_s": round(self.elapsed, 1), **{k: round(v, 6) for k, v in logs.items() if not math.isnan(v)}}  # NaN: nothing measured
-                with open(metrics_path, "a") as f:
-                    f.write(json.dumps(record) + "\n")
-                if not sys.stderr.isatty() or not cfg.progress:
-                    self._print(" ".join(f"{k}={v}" for k, v in record.items()))
+                self._log_record(metrics_path, {"steps_per_s": round(rate, 3), "threads": torch.get_num_threads(), "elapsed_s": round(self.elapsed, 1)}, logs,
+                                 echo=not sys.stderr.isatty() or not cfg.progress)
             due = cfg.save_every and self.step % cfg.save_every == 0
             due = due or (cfg.save_every_minutes and time.monotonic() - last_save_time >= 60 * cfg.save_every_minutes)
             if self.fsdp and cfg.save_every_minutes:
@@ -610,11 +604,7 @@ class Trainer:
         with torch.random.fork_rng(devices=devices):
             for i in range(self.config.held_out_batches):
                 torch.manual_seed(HELD_OUT_SEED + i)
-                batch = self.held_out(i)
-                if hasattr(batch, "to"):
-                    batch = batch.to(self.device)
-                if self.prepare is not None:
-                    batch = self.prepare(batch)
+                batch = self._on_device(self.held_out(i))
                 with self._autocast():
                     out = self.loss_fn(self.ema.model, batch)
                 _accumulate(sums, counts, out)
@@ -625,10 +615,22 @@ class Trainer:
             return
         scores = self.held_out_loss()
         if self.is_main:
-            record = {"step": self.step, **{k: round(v, 6) for k, v in scores.items() if not math.isnan(v)}}
-            with open(metrics_path, "a") as f:
-                f.write(json.dumps(record) + "\n")
+            self._log_record(metrics_path, {}, scores)
+
+    def _log_record(self, metrics_path: Path, fields: dict[str, Any], values: dict[str, float], echo: bool = True) -> None:
+        """Append one line of metrics.jsonl at this step (a NaN value: nothing measured, left
+        out) and, with `echo`, print it."""
+        record = {"step": self.step, **fields, **{k: round(v, 6) for k, v in values.items() if not math.isnan(v)}}
+        with open(metrics_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if echo:
             self._print(" ".join(f"{k}={v}" for k, v in record.items()))
+
+    def _on_device(self, batch: Any) -> Any:
+        """`batch` on the training device, made into the model's input (`prepare`)."""
+        if hasattr(batch, "to"):
+            batch = batch.to(self.device)
+        return self.prepare(batch) if self.prepare is not None else batch
 
     def _gather_ema(self) -> None:
         """Replace the sharded EMA with a plain, whole model on every rank (a collective), so
