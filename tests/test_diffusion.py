@@ -300,3 +300,27 @@ def test_inflated_image_unet_makes_each_frame_as_the_image_model_did() -> None:
         assert torch.allclose(video(clip[:, :, :1], t, **text), image(clip[:, :, :1], t, **text), atol=1e-4)
     with pytest.raises(ValueError, match="not an image version"):
         tiny_unet(channels=8).load_image_weights(image.state_dict())
+
+
+def test_the_likeliest_sample_is_the_one_the_model_denoises_best() -> None:
+    """A model that has seen only one clip denoises that clip perfectly and any other clip
+    worse: among K samples it keeps that clip, whatever its place, with one row of
+    conditioning spread over the K."""
+    from kinema.diffusion.rerank import denoising_error, likeliest
+
+    d = GaussianDiffusion()
+    clip = torch.rand(1, 3, 2, 4, 4) * 2 - 1
+    seen = []
+
+    def knows_one_clip(z, t, cond):  # the v that explains z_t by `clip`
+        seen.append(cond.shape[0])
+        alpha, sigma = d.alpha_sigma(t, z)
+        return alpha * (z - alpha * clip) / sigma - sigma * clip
+
+    others = torch.rand(3, 3, 2, 4, 4) * 2 - 1
+    for place in range(4):
+        samples = torch.cat([others[:place], clip, others[place:]])
+        error = denoising_error(knows_one_clip, d, samples, {"cond": torch.zeros(4, 1)}, torch.Generator().manual_seed(place))
+        assert int(error.argmin()) == place and error[place] < 1e-6 < float(error.max())
+        assert torch.equal(likeliest(knows_one_clip, d, samples, {"cond": torch.zeros(1, 1)}, torch.Generator().manual_seed(0)), clip)
+    assert set(seen) == {4}

@@ -7,14 +7,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from kinema.data.grounding import OPPOSITE_MOTIONS, first_object_caption, infill_caption, object_words, reversed_motion_caption, second_object_caption, swapped_caption
+from kinema.data.grounding import OPPOSITE_MOTIONS, WRONG_WAYS, first_object_caption, infill_caption, object_words, reversed_motion_caption, second_object_caption, swapped_caption, wrong_way_caption
 from kinema.models.phenaki.data import PhenakiData
 from kinema.models.phenaki.maskgit import BINDING_MARGIN, MaskGit, MaskGitConfig
 from kinema.nn.attention import Attention
 from kinema.nn.grounding import grounding_loss
 from kinema.text import get_text_encoder
 from kinema.tokenizer.cvivit import CViViT, CViViTConfig
-from kinema.world.language import parse, phrase_spans
+from kinema.world.language import MOTION_WORDS, parse, phrase_spans
 
 
 def words_of(caption: str) -> dict[str, list[str]]:
@@ -141,6 +141,39 @@ def test_a_reversed_motion_caption_runs_each_one_way_motion_the_other_way() -> N
     assert reversed_motion_caption("a white circle shrinks and a red square bounces in the desert") == "a white circle grows and a red square bounces in the desert"
     assert reversed_motion_caption("the red circle bounces") is None and reversed_motion_caption("the scene changes to the desert") is None
     assert reversed_motion_caption("a plaid circle moves up") is None, "a caption the world cannot read"
+
+
+def test_a_wrong_way_caption_sends_each_one_way_motion_back_or_across_its_axis() -> None:
+    """Each right/left/up/down becomes one of the other three and grows/shrinks its opposite,
+    worded as plainly as the caption was (canonical for canonical); nothing else changes, and
+    across many draws every wrong way turns up."""
+    from kinema.world.language import caption, paraphrase
+    from kinema.world.sample import random_event
+
+    rng, draws = np.random.default_rng(12), np.random.default_rng(0)
+    seen, sent = set(), 0
+    for kind in ("one object", "two objects") * 40:
+        spec, _ = random_event(rng, kind)
+        for text in (caption(spec), paraphrase(spec, rng, split="train")):
+            motions = [o.motion for o in spec.objects]
+            negative = wrong_way_caption(text, draws)
+            if not any(m in WRONG_WAYS for m in motions):
+                assert negative is None, text
+                continue
+            assert negative is not None, text
+            sent += 1
+            meant = parse(negative)
+            for o, m in zip(meant.objects, motions):
+                assert o.motion in WRONG_WAYS[m] if m in WRONG_WAYS else o.motion == m, (text, negative)
+                seen.add((m, o.motion))
+            assert [(o.color, o.shape, o.size) for o in meant.objects] == [(o.color, o.shape, o.size) for o in spec.objects]
+            assert meant.background == spec.background
+    assert sent > 80
+    assert seen >= {(m, w) for m, ways in WRONG_WAYS.items() for w in ways}, "every wrong way, across the axis too"
+    assert wrong_way_caption("a red circle moves to the right", draws) in {"a red circle moves to the left", "a red circle moves up", "a red circle moves down"}
+    assert wrong_way_caption("the red circle bounces", draws) is None and wrong_way_caption("a plaid circle moves up", draws) is None
+    held_out = f"a red circle {MOTION_WORDS['right'].heldout[0]}"  # the negative would teach a held-out phrase
+    assert parse(held_out).motion == "right" and wrong_way_caption(held_out, draws) is None
 
 
 def test_training_data_gives_two_object_captions_a_swapped_negative() -> None:

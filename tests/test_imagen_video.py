@@ -4,6 +4,7 @@ and distillation, the model folder, the cascade's sampling, stories."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -59,6 +60,22 @@ def test_generate_is_seeded_and_shaped(folder: Path) -> None:
     assert progress[-1] == (6, 6), "distilled base (2 steps) + tsr (2) + ssr (2)"
     assert np.array_equal(a.frames, pipe(PROMPT, seed=3).frames)
     assert not np.array_equal(a.frames, pipe(PROMPT, seed=4).frames)
+
+
+def test_candidates_keep_the_likeliest_of_several_base_samples(folder: Path, tmp_path: Path) -> None:
+    """`candidates` draws that many base samples and keeps one: seeded like any clip, the
+    same clip as without it when it is 1, and a folder's own number travels with it."""
+    pipe = ImagenVideoPipeline.from_pretrained(folder)
+    one = pipe(PROMPT, seed=3).frames
+    assert np.array_equal(one, pipe(PROMPT, seed=3, candidates=1).frames)
+    four = pipe(PROMPT, seed=3, candidates=4).frames
+    assert four.shape == one.shape and np.array_equal(four, pipe(PROMPT, seed=3, candidates=4).frames)
+    assert not np.array_equal(four, one)
+    with pytest.raises(ValueError, match="candidates"):
+        pipe(PROMPT, candidates=0)
+    pipe.sampler.candidates = 4
+    again = ImagenVideoPipeline.from_pretrained(pipe.save_pretrained(tmp_path / "k4"))
+    assert again.sampler.candidates == 4 and np.array_equal(again(PROMPT, seed=3).frames, four)
 
 
 def test_steps_and_guidance_are_honoured(folder: Path) -> None:
@@ -207,9 +224,12 @@ def test_the_direction_hinge_is_the_margin_when_text_is_ignored_and_teaches_a_ba
     captions than under the reversals."""
     d, encoder = GaussianDiffusion(), get_text_encoder()
     assert ImagenVideoData("base", encoder, d, batch_size=2, seed=1).batch(0).negative is None, "off unless asked for"
-    data = ImagenVideoData("base", encoder, d, batch_size=16, seed=3, story_share=0.3, negatives=True)
+    data = ImagenVideoData("base", encoder, d, batch_size=16, seed=3, story_share=0.3, negatives="reversed")
     examples = data.examples(0)
     assert examples.negatives == [reversed_motion_caption(c) for c in examples.captions]
+    wrong_way = dataclasses.replace(data, negatives="wrong-way").examples(0)
+    assert wrong_way.captions == examples.captions and wrong_way.negatives == dataclasses.replace(data, negatives="wrong-way").examples(0).negatives, "seeded"
+    assert all(w is not None for w, r in zip(wrong_way.negatives, examples.negatives) if r is not None)
     batch = data.encode_text(examples)
     rows = batch.negative.rows
     assert 0 < int(rows.sum()) < 16 and batch.negative.text.shape[0] == 16
@@ -235,7 +255,7 @@ def test_train_command_trains_every_stage_distills_and_assembles(tmp_path: Path)
     runner = CliRunner()
     common = ["-o", str(tmp_path), "--max-steps", "1", "--batch-size", "1", "--preset", "tiny", "--warmup-steps", "1", "--no-progress"]
     for stage in ("base", "tsr", "ssr"):
-        weighting = {"base": ["--direction-weight", "1", "--held-out-batches", "1"], "ssr": ["--foreground-weight", "8", "--weight-predicted-foreground"]}.get(stage, [])
+        weighting = {"base": ["--direction-weight", "1", "--direction-negatives", "wrong-way", "--held-out-batches", "1"], "ssr": ["--foreground-weight", "8", "--weight-predicted-foreground"]}.get(stage, [])
         result = runner.invoke(app, ["--stage", stage, *common, *weighting])
         assert result.exit_code == 0, result.output
         assert (tmp_path / stage / "final" / "model_index.json").is_file()
@@ -256,6 +276,8 @@ def test_train_command_trains_every_stage_distills_and_assembles(tmp_path: Path)
     assert result.exit_code == 2 and "--foreground-weight" in result.output, result.output
     result = runner.invoke(app, ["--stage", "tsr", "--direction-weight", "1", *common])  # tsr's motion is its input's
     assert result.exit_code == 2 and "--stage base" in result.output, result.output
+    result = runner.invoke(app, ["--stage", "base", "--direction-weight", "1", "--direction-negatives", "sideways", *common])
+    assert result.exit_code == 2 and "reversed, wrong-way" in result.output, result.output
     # a stage goes on from a model folder (a run elsewhere), then resumes as it was built
     more = ["-o", str(tmp_path / "more"), *common[2:]]
     result = runner.invoke(app, ["--stage", "tsr", "--init-from", str(tmp_path / "pipeline"), *more, "--lr", "0"])

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
+
 from ..world.language import MOTION_GERUNDS, MOTION_WORDS, Entry, ParseError, parse, phrase_spans
 from ..world.spec import MOTION_PHRASES
 
@@ -174,3 +176,40 @@ def reversed_motion_caption(caption: str) -> str | None:
             return None
         reversed_ = reversed_[:a] + opposite + reversed_[b:]
     return reversed_ if spans else None
+
+
+# For each one-way motion, the one-way motions a clip of it rules out: its reverse, and for a
+# move the two across its axis. Reversal alone is not enough: once a base has learned it, most
+# of its wrong moves go across the axis (the imagen-video-shapes card, "Which way").
+WRONG_WAYS = {
+    "right": ("left", "up", "down"),
+    "left": ("right", "up", "down"),
+    "up": ("down", "left", "right"),
+    "down": ("up", "left", "right"),
+    "grows": ("shrinks",),
+    "shrinks": ("grows",),
+}
+
+
+def wrong_way_caption(caption: str, rng: np.random.Generator) -> str | None:
+    """`caption` with every motion that runs one way sent another way that `rng` draws from
+    `WRONG_WAYS` ("a red ball drifts right" -> "a red ball floats up", "... drifts left" or
+    "... falls"): the hard negative for a motion's direction along *and* across its axis
+    (`GaussianDiffusion.loss`'s `negatives`). The new phrase sits where the old one does in
+    the world's tables (the canonical phrase for the canonical one), so a negative is worded
+    as plainly or as freely as the captions it is set against.
+    None when the world cannot read the caption, it names no such motion, or one of its
+    phrases is not a train phrase (a held-out paraphrase stays unseen)."""
+    try:
+        spans = [(a, b, entry.value) for a, b, entry in phrase_spans(caption) if entry.category == "motion" and entry.value in WRONG_WAYS]
+    except ParseError:
+        return None
+    wrong = caption
+    for a, b, motion in reversed(spans):  # from the end, so earlier spans keep their places
+        phrase = caption[a:b].lower()
+        table = next((t for t in (MOTION_WORDS, MOTION_GERUNDS) if phrase in t[motion].train), None)
+        if table is None:
+            return None
+        phrases, others = table[motion].train, table[WRONG_WAYS[motion][rng.integers(len(WRONG_WAYS[motion]))]].train
+        wrong = wrong[:a] + others[phrases.index(phrase) % len(others)] + wrong[b:]
+    return wrong if spans else None

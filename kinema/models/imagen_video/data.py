@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from ...data.grounding import reversed_motion_caption
+from ...data.grounding import reversed_motion_caption, wrong_way_caption
 from ...data.shapes import captioned_example, to_model_range
 from ...diffusion import CaptionNegatives, DiffusionBatch, GaussianDiffusion, NoiseAugmentation
 from ...nn.attention import trim_padding
@@ -62,6 +62,13 @@ PRESETS: dict[str, dict[str, dict]] = {
         stage: dict(channels=16, channel_mults=(1, 1, 2), attention_resolutions=(8,), heads=2, dim_head=8, ff_mult=1.0, **extra)
         for stage, extra in (("base", {}), ("tsr", {}), ("ssr", {"patch_size": 2}))
     },
+}
+
+# Hard negatives for a motion's direction (`kinema train imagen-video --direction-negatives`):
+# caption, the batch's rng -> the caption sent another way, or None.
+DIRECTION_NEGATIVES = {
+    "reversed": lambda caption, rng: reversed_motion_caption(caption),
+    "wrong-way": wrong_way_caption,
 }
 
 
@@ -160,7 +167,7 @@ class ImagenVideoData:
     max_story: int = 6
     scene_mix: dict[str, float] | None = None  # weights of the single-scene kinds (kinema.data.shapes.parse_scene_mix)
     source: Any = None  # a real captioned-video dataset (kinema.data.load_dataset); None = the Shapes world
-    negatives: bool = False  # give each caption with a one-way motion its reversal (reversed_motion_caption; Shapes world only)
+    negatives: str | None = None  # a DIRECTION_NEGATIVES key: give each caption with a one-way motion that hard negative (Shapes world only)
 
     def __post_init__(self):
         check_stage(self.stage)
@@ -186,7 +193,7 @@ class ImagenVideoData:
             context = to_model_range(np.stack([c if c is not None else e[-1:] for e, c, _ in examples]))
         generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
         x0, cond = stage_inputs(self.stage, events, context, has_context, self.augment, generator)
-        negatives = [reversed_motion_caption(c) for c in captions] if self.negatives else None
+        negatives = [DIRECTION_NEGATIVES[self.negatives](c, rng) for c in captions] if self.negatives else None
         return DiffusionBatch(x0, cond, list(captions), negatives)
 
     @torch.no_grad()

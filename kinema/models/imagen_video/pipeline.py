@@ -42,6 +42,7 @@ from ...data.continuity import hold, keep_backdrop, lay_second, leaves_backdrop,
 from ...data.grounding import first_object_caption, second_object_caption
 from ...data.shapes import to_model_range, to_uint8_frames
 from ...diffusion import GaussianDiffusion, NoiseAugmentation, sample
+from ...diffusion.rerank import likeliest
 from ...diffusion.sampling import SCHEDULERS
 from ...nn.attention import trim_padding
 from ...nn.unet import VideoUNet
@@ -69,6 +70,7 @@ class ImagenVideoSampler:
     distilled_steps: dict[str, int] = field(default_factory=dict)  # stage -> steps its *_distilled model was distilled to
     compose_objects: bool = True  # a caption naming two objects: each object drawn alone, the second laid on the first
     hold_objects: bool = True  # a story event keeps what its sentence leaves as the film has it: objects, background, first frame (kinema.data.continuity)
+    candidates: int = 1  # base samples drawn per pass; the one the (teacher) base denoises best under the caption is kept (kinema.diffusion.rerank)
     schedule: str = GaussianDiffusion.schedule
     num_train_timesteps: int = GaussianDiffusion.num_train_timesteps
     prediction_type: str = GaussianDiffusion.prediction_type
@@ -136,17 +138,21 @@ class ImagenVideoPipeline(Pipeline):
         steps = s.steps[stage] if steps is None else steps
         return self.stages[stage], scheduler or s.scheduler, steps, s.guidance(stage) if guidance is None else guidance
 
-    def _run_stage(self, stage, text, cond: dict, generator, steps, guidance, scheduler, callback, known=None) -> torch.Tensor:
+    def _run_stage(self, stage, text, cond: dict, generator, steps, guidance, scheduler, callback, known=None, candidates: int = 1) -> torch.Tensor:
+        """One stage's sample [1, 3, T, H, W]; with `candidates` > 1, the likeliest of that many
+        under the stage's undistilled model (`kinema.diffusion.rerank.likeliest`)."""
         model, scheduler, steps, guidance = self._plan(stage, steps, guidance, scheduler)
         spec = STAGES[stage]
-        shape = (1, 3, spec.frames, spec.size, spec.size)
+        shape = (candidates, 3, spec.frames, spec.size, spec.size)
         tokens, mask = trim_padding(text.tokens, text.mask)
         cond = {**cond, "text": tokens, "text_mask": mask, "text_pooled": text.pooled}
+        rows = {k: v.expand(candidates, *v.shape[1:]) for k, v in cond.items()}
         with self._autocast():
-            return sample(
-                model, shape, scheduler, steps, guidance, generator, callback, cond=cond, diffusion=self.diffusion,
+            samples = sample(
+                model, shape, scheduler, steps, guidance, generator, callback, cond=rows, diffusion=self.diffusion,
                 thresholding=self.sampler.thresholding and guidance > 1, device=self.device, known=known,
             ).clamp(-1, 1)
+            return samples if candidates == 1 else likeliest(self.stages[stage], self.diffusion, samples, cond, generator)
 
     def stage_steps(self, num_inference_steps: int | None = None, guidance_scale: float | None = None) -> dict[str, int]:
         return {stage: self._plan(stage, num_inference_steps, guidance_scale)[2] for stage in STAGE_ORDER}
@@ -173,7 +179,7 @@ class ImagenVideoPipeline(Pipeline):
         cond = {"cond": base_cond(small, has_context)}
         first = torch.arange(STAGES["base"].frames, device=self.device).reshape(1, 1, -1, 1, 1) == 0
         known = (small, first) if from_context and small is not None else None
-        low_fps = self._run_stage("base", text, cond, generator, *draw["plan"], progress(0), known)
+        low_fps = self._run_stage("base", text, cond, generator, *draw["plan"], progress(0), known, draw["candidates"])
         # 2. temporal super-resolution: 16 frames at 32x32
         low, aug_t = augment(low_fps, augment.sample_timestep, generator)
         low_res = self._run_stage("tsr", text, {"cond": tsr_cond(low), "aug_t": aug_t}, generator, *draw["plan"], progress(per_stage["base"]))
@@ -194,21 +200,25 @@ class ImagenVideoPipeline(Pipeline):
         scheduler: str | None = None,
         compose_objects: bool | None = None,
         hold_objects: bool | None = None,
+        candidates: int | None = None,
     ) -> Iterator[np.ndarray]:
         """`num_inference_steps` sets every stage's steps (default: the folder's, with distilled
         stages where present); `guidance_scale` the base's classifier-free guidance;
         `scheduler` (ddpm | ddim | dpm++) overrides the folder's sampler for undistilled stages;
-        `compose_objects` and `hold_objects` as in the sampler's settings (without
+        `compose_objects`, `hold_objects` and `candidates` as in the sampler's settings (without
         `hold_objects`, each story event is drawn from the film's last frame as the base
         continues it, and nothing of the film is held)."""
         if scheduler is not None and scheduler not in SCHEDULERS:
             raise ValueError(f"unknown scheduler {scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
         s = self.sampler
+        candidates = s.candidates if candidates is None else candidates
+        if candidates < 1:
+            raise ValueError(f"candidates must be at least 1, got {candidates}")
         per_stage = self.stage_steps(num_inference_steps, guidance_scale)
         draw = dict(
             per_stage=per_stage, plan=(num_inference_steps, guidance_scale, scheduler),
             generator=torch.Generator(self.device).manual_seed(seed),
-            augment=NoiseAugmentation(self.diffusion, sample_timestep=s.aug_timestep),
+            augment=NoiseAugmentation(self.diffusion, sample_timestep=s.aug_timestep), candidates=candidates,
         )
         compose = s.compose_objects if compose_objects is None else compose_objects
         keep = s.hold_objects if hold_objects is None else hold_objects  # what a sentence leaves: objects, background, first frame

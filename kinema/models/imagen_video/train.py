@@ -31,7 +31,7 @@ from ...train.options import (
 )
 from ...precision import default_device
 from ...train.trainer import HELD_OUT_RANK, TrainConfig, Trainer, load_trained, resumed_model_config
-from .data import STAGES, ImagenVideoData, stage_config
+from .data import DIRECTION_NEGATIVES, STAGES, ImagenVideoData, stage_config
 from .pipeline import STAGE_ORDER, ImagenVideoPipeline, ImagenVideoSampler
 
 
@@ -116,7 +116,8 @@ def imagen_video(
     foreground_weight: float = typer.Option(0.0, help="extra loss weight on pixels that are not backdrop (small objects; kinema.nn.weighting); distill: give the teacher's"),
     weight_predicted_foreground: bool = typer.Option(False, "--weight-predicted-foreground", help="weight up the objects the stage itself draws too (its x0 estimate's foreground), so a false object costs as much as a missing one"),
     story_share: float = typer.Option(0.3, help="share of examples that continue a story from the previous last frame"),
-    direction_weight: float = typer.Option(0.0, help="base: weight of a hinge that a clip be denoised better under its caption than under the caption with its motion reversed (right/left, up/down, grows/shrinks; Shapes world only)"),
+    direction_weight: float = typer.Option(0.0, help="base: weight of a hinge that a clip be denoised better under its caption than under the caption with its motion sent another way (--direction-negatives; Shapes world only)"),
+    direction_negatives: str = typer.Option("reversed", help="with --direction-weight: 'reversed' (right/left, up/down, grows/shrinks) or 'wrong-way' (the reverse or, for a move, either way across its axis, drawn at random)"),
     data: str = typer.Option("shapes", help="training data: 'shapes' (the Shapes world) or a folder of captioned videos"),
     init_from: Optional[Path] = typer.Option(None, help="start the stage from these weights (a model folder with the stage, or a training checkpoint; fresh optimizer and schedule), e.g. to go on where a run on another machine stopped"),
     teacher: Optional[Path] = typer.Option(None, help="distill: the teacher (inference folder or checkpoint); default OUTPUT/<distill-stage>/final"),
@@ -145,6 +146,8 @@ def imagen_video(
         raise typer.BadParameter("--weight-predicted-foreground weights a stage's training loss: it needs --stage base, tsr or ssr and --foreground-weight above 0")
     if direction_weight and (stage != "base" or not is_shapes(data)):
         raise typer.BadParameter("--direction-weight trains the base on the Shapes world's captions (which words say a motion's direction): it needs --stage base and --data shapes")
+    if direction_negatives not in DIRECTION_NEGATIVES:
+        raise typer.BadParameter(f"--direction-negatives must be one of {', '.join(DIRECTION_NEGATIVES)}, not {direction_negatives!r}")
     output = Path(output)
     if stage == "assemble":
         folder = assemble(output)
@@ -163,7 +166,7 @@ def imagen_video(
     if not is_shapes(data):
         source = load_dataset(data, batch_size=batch_size, seed=seed, rank=rank, world_size=world_size, size=64, frames=16)
     trained_on = data_label(data)
-    batches = ImagenVideoData(target, get_text_encoder(), diffusion, batch_size=batch_size, seed=seed, rank=rank, story_share=story_share, scene_mix=mix, source=source, negatives=direction_weight > 0)
+    batches = ImagenVideoData(target, get_text_encoder(), diffusion, batch_size=batch_size, seed=seed, rank=rank, story_share=story_share, scene_mix=mix, source=source, negatives=direction_negatives if direction_weight > 0 else None)
     # on a GPU the captions are encoded there, on the batches the data workers render
     on_device = default_device().type != "cpu"
     get_batch, prepare = (batches.examples, batches.encode_text) if on_device else (batches.batch, None)
