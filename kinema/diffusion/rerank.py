@@ -52,13 +52,7 @@ def denoising_error(
     return error / (len(timesteps) * draws)
 
 
-def likeliest(
-    model: Callable[..., torch.Tensor],
-    diffusion: GaussianDiffusion,
-    samples: torch.Tensor,
-    cond: dict[str, Any],
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
+def likeliest(model: Callable[..., torch.Tensor], diffusion: GaussianDiffusion, samples: torch.Tensor, cond: dict[str, Any], generator: torch.Generator | None = None) -> torch.Tensor:
     """The one of `samples` [K, ...] that `model` denoises best under `cond` (rows of 1 or K),
     kept as a batch of one."""
     K = samples.shape[0]
