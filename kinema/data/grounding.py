@@ -13,6 +13,7 @@ lexicon says what each word means (here), and its palette which pixels each obje
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import numpy as np
 
@@ -157,6 +158,23 @@ def _opposite_phrases() -> dict[str, str]:
 _OPPOSITE_PHRASES = _opposite_phrases()
 
 
+def _resay_motions(caption: str, resay: Callable[[str, str], str | None]) -> str | None:
+    """`caption` with the phrase of every motion that runs one way (a key of
+    `OPPOSITE_MOTIONS`) replaced by `resay(phrase, motion)`, the phrase in lower case. None
+    when the world cannot read the caption, it names no such motion, or `resay` gives None."""
+    try:
+        spans = [(a, b, entry.value) for a, b, entry in phrase_spans(caption) if entry.category == "motion" and entry.value in OPPOSITE_MOTIONS]
+    except ParseError:
+        return None
+    said = caption
+    for a, b, motion in reversed(spans):  # from the end, so earlier spans keep their places
+        phrase = resay(caption[a:b].lower(), motion)
+        if phrase is None:
+            return None
+        said = said[:a] + phrase + said[b:]
+    return said if spans else None
+
+
 def reversed_motion_caption(caption: str) -> str | None:
     """`caption` with every motion that runs one way in time reversed, in the caption's own
     words: "a red ball drifts right at night" -> "a red ball drifts left at night", "the blue
@@ -165,17 +183,7 @@ def reversed_motion_caption(caption: str) -> str | None:
     played backwards is as good a sample of the caption to a model that has not learned which
     way its words point (`GaussianDiffusion.loss`'s `negatives`). None when the world cannot
     read the caption, it names no such motion, or one of its phrases has no partner."""
-    try:
-        spans = [(a, b) for a, b, entry in phrase_spans(caption) if entry.category == "motion" and entry.value in OPPOSITE_MOTIONS]
-    except ParseError:
-        return None
-    reversed_ = caption
-    for a, b in reversed(spans):  # from the end, so earlier spans keep their places
-        opposite = _OPPOSITE_PHRASES.get(caption[a:b].lower())
-        if opposite is None:
-            return None
-        reversed_ = reversed_[:a] + opposite + reversed_[b:]
-    return reversed_ if spans else None
+    return _resay_motions(caption, lambda phrase, motion: _OPPOSITE_PHRASES.get(phrase))
 
 
 # For each one-way motion, the one-way motions a clip of it rules out: its reverse, and for a
@@ -200,16 +208,12 @@ def wrong_way_caption(caption: str, rng: np.random.Generator) -> str | None:
     as plainly or as freely as the captions it is set against.
     None when the world cannot read the caption, it names no such motion, or one of its
     phrases is not a train phrase (a held-out paraphrase stays unseen)."""
-    try:
-        spans = [(a, b, entry.value) for a, b, entry in phrase_spans(caption) if entry.category == "motion" and entry.value in WRONG_WAYS]
-    except ParseError:
-        return None
-    wrong = caption
-    for a, b, motion in reversed(spans):  # from the end, so earlier spans keep their places
-        phrase = caption[a:b].lower()
+
+    def elsewhere(phrase: str, motion: str) -> str | None:
         table = next((t for t in (MOTION_WORDS, MOTION_GERUNDS) if phrase in t[motion].train), None)
         if table is None:
             return None
         phrases, others = table[motion].train, table[WRONG_WAYS[motion][rng.integers(len(WRONG_WAYS[motion]))]].train
-        wrong = wrong[:a] + others[phrases.index(phrase) % len(others)] + wrong[b:]
-    return wrong if spans else None
+        return others[phrases.index(phrase) % len(others)]
+
+    return _resay_motions(caption, elsewhere)
