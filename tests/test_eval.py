@@ -20,7 +20,7 @@ from kinema.eval.cli import eval_command
 from kinema.eval.fvd import CLASSIFIER_DIR
 from kinema.pipelines import Pipeline
 from kinema.world import Reason, parse, plan_story, render_event
-from kinema.world.judge import JUDGE_VERSION
+from kinema.world.judge import JUDGE_VERSION, judge, second_copy_frames
 from kinema.world.spec import BACKGROUNDS, MoveSentence, SceneSpec
 
 torch.set_num_threads(1)
@@ -102,6 +102,23 @@ def test_the_world_scores_100_percent_in_every_category(world_report) -> None:
     assert world_report.categories["story events"].total == 6 and world_report.categories["story boundaries"].total == 4
     assert world_report.passed
     assert all(c.flicker is None or c.flicker < 1.0 for c in world_report.categories.values())
+    assert all(c.second_copies == 0 for c in world_report.categories.values()), "the world draws each object once"
+
+
+def test_an_object_drawn_twice_passes_the_judge_and_the_eval_counts_it() -> None:
+    """WORLD.md's judge reads each colour's largest blob (its world never holds two objects of
+    one colour), so a second, smaller copy of the named object passes; `second_copy_frames`,
+    which the eval reports beside the verdict ("2nd copy"), sees it in every frame."""
+    text = "a large red square stays still on a black background"
+    (event,) = plan_story([parse(text)], seed=0)
+    clip = render_event(event)
+    ys, xs = np.nonzero(np.abs(clip[0].astype(int) - clip[0, 0, 0]).sum(-1) > 60)
+    corner = max([(2, 2), (2, 56), (56, 2), (56, 56)], key=lambda c: (c[0] - ys.mean()) ** 2 + (c[1] - xs.mean()) ** 2)
+    twice = clip.copy()
+    twice[:, corner[0] : corner[0] + 6, corner[1] : corner[1] + 6] = clip[0, ys[len(ys) // 2], xs[len(xs) // 2]]
+    assert judge(clip, text).passed and judge(twice, text).passed
+    assert second_copy_frames(clip, ["red"]) == 0 and second_copy_frames(twice, ["red"]) == len(clip)
+    assert second_copy_frames(twice, ["blue"]) == 0
 
 
 def test_wilson_interval() -> None:

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from ..world import Reason, caption, judge, paraphrase, random_event, random_story
-from ..world.judge import JUDGE_VERSION
+from ..world.judge import JUDGE_VERSION, second_copy_frames
 from ..world.spec import COLORS, SHAPES, Sentence
 
 SINGLE_CATEGORIES = ("one object", "two objects", "camera", "held-out paraphrases")
@@ -50,6 +50,7 @@ _CATEGORY_ID = {name: i for i, name in enumerate((*SINGLE_CATEGORIES, "stories")
 
 Z95 = 1.959963984540054  # two-sided 95 % normal quantile
 TOP_FAILURES = 3
+COPY_FRAMES = 4  # a quarter of an event: a named colour seen twice that often is an object drawn twice
 
 # Progress hook: (events done, events in all).
 Progress = Callable[[int, int], None]
@@ -157,6 +158,7 @@ class PromptResult:
     event_reasons: list[list[dict[str, str]]] = field(default_factory=list)
     boundary_reasons: list[list[dict[str, str]]] = field(default_factory=list)
     flicker: float | None = None
+    second_copy: bool = False  # single clips: a named colour shows a second blob in >= COPY_FRAMES frames (not judged)
     seconds: float = 0.0  # generation time
     strips: list[str] = field(default_factory=list)
 
@@ -168,6 +170,7 @@ class CategoryScore:
     total: int
     failures: list[tuple[str, int]]  # most common failure patterns, with counts
     flicker: float | None  # mean over the category's clips (None: no background read)
+    second_copies: int = 0  # passed clips that show a named object twice (`second_copy_frames`)
 
     @property
     def rate(self) -> float | None:
@@ -184,6 +187,7 @@ class CategoryScore:
             "rate": self.rate,
             "ci95": list(self.ci95),
             "flicker": self.flicker,
+            "passed_with_second_copy": self.second_copies,
             "failures": [{"pattern": p, "count": c} for p, c in self.failures],
         }
 
@@ -246,6 +250,7 @@ class Report:
         table.add_column("95 % CI", justify="right")
         table.add_column("passed", justify="right")
         table.add_column("flicker", justify="right")
+        table.add_column("2nd copy", justify="right")
         table.add_column("most common failures")
         for c in self.categories.values():
             if not c.total:
@@ -258,6 +263,7 @@ class Report:
                 f"{100 * lo:.1f}–{100 * hi:.1f} %",
                 f"{c.passed}/{c.total}",
                 "—" if c.flicker is None else f"{c.flicker:.2f}",
+                str(c.second_copies) if c.name in SINGLE_CATEGORIES else "—",
                 "; ".join(f"{p} ×{n}" for p, n in c.failures) or "—",
             )
         return table
@@ -276,6 +282,7 @@ class Report:
             lines.append(f"held-out paraphrases: {a}/{n} pass with a word the text encoder misreads (see --lexicon), {b}/{m} without")
         t = self.timings
         lines.append("flicker: mean |Δ| (0-255) between consecutive frames over pixels that are background in both")
+        lines.append(f"2nd copy: passed clips in which a named colour also shows a second blob in {COPY_FRAMES}+ frames (the judge reads each colour's largest)")
         lines.append(
             f"time {t['total_s']:.1f} s: generate {t['generate_s']:.1f} s, judge {t['judge_s']:.1f} s"
             + (f", FVD-shapes {t['fvd_s']:.1f} s" if "fvd_s" in t else "")
@@ -302,7 +309,8 @@ def aggregate(results: Sequence[PromptResult]) -> dict[str, CategoryScore]:
     for name in SINGLE_CATEGORIES:
         rs = [r for r in results if r.category == name]
         patterns = Counter(x["pattern"] for r in rs for x in r.reasons)
-        out[name] = CategoryScore(name, sum(r.passed for r in rs), len(rs), _top(patterns), _mean([r.flicker for r in rs]))
+        copies = sum(r.passed and r.second_copy for r in rs)
+        out[name] = CategoryScore(name, sum(r.passed for r in rs), len(rs), _top(patterns), _mean([r.flicker for r in rs]), copies)
     stories = [r for r in results if r.category == "stories"]
     flick = _mean([r.flicker for r in stories])
     event_patterns = Counter(x["pattern"] for r in stories for ev in r.event_reasons for x in ev)
@@ -431,8 +439,11 @@ def evaluate(
                 result.boundaries = [b.passed for b in verdict.boundaries]
                 result.event_reasons = [_reasons(e.reasons) for e in verdict.events]
                 result.boundary_reasons = [_reasons(b.reasons) for b in verdict.boundaries]
-            elif fvd and frames.shape[0] == per_event:
-                generated.append(frames)
+            else:
+                colors = [o.color for m in prompt.meanings for o in getattr(m, "objects", ())]
+                result.second_copy = second_copy_frames(frames, colors) >= COPY_FRAMES
+                if fvd and frames.shape[0] == per_event:
+                    generated.append(frames)
             if strip_folder is not None and not result.passed and strips_written[prompt.category] < strip_limit:
                 strips_written[prompt.category] += 1
                 result.strips = _write_strips(frames, prompt, result, strip_folder, pipe.fps, per_event)

@@ -190,6 +190,22 @@ def read_frame(labels: np.ndarray) -> FrameReading:
     return FrameReading(background, objects)
 
 
+def second_copy_frames(frames: np.ndarray, colors: Sequence[str]) -> int:
+    """Frames in which one of `colors` shows a second blob of at least MIN_AREA beside its
+    largest. Not part of the verdict: WORLD.md's judge reads each colour's largest blob (its
+    world never holds two objects of one colour), so an object drawn twice can pass; the
+    eval counts it beside the verdict."""
+    index = [_PALETTE_NAMES.index(c) for c in colors]
+    seen = 0
+    for labels in classify(frames):
+        for k in index:
+            components, _ = ndimage.label(labels == k, structure=_EIGHT_CONNECTED)
+            if (np.bincount(components.ravel())[1:] >= MIN_AREA * labels.size).sum() >= 2:
+                seen += 1
+                break
+    return seen
+
+
 def read_clip(frames: np.ndarray) -> list[FrameReading]:
     return [read_frame(labels) for labels in classify(frames)]
 
