@@ -440,8 +440,8 @@ def evaluate(
                 result.event_reasons = [_reasons(e.reasons) for e in verdict.events]
                 result.boundary_reasons = [_reasons(b.reasons) for b in verdict.boundaries]
             else:
-                colors = [o.color for m in prompt.meanings for o in getattr(m, "objects", ())]
-                result.second_copy = second_copy_frames(frames, colors) >= COPY_FRAMES
+                (scene,) = prompt.meanings  # a single clip means one scene
+                result.second_copy = second_copy_frames(frames, [o.color for o in scene.objects]) >= COPY_FRAMES
                 if fvd and frames.shape[0] == per_event:
                     generated.append(frames)
             if strip_folder is not None and not result.passed and strips_written[prompt.category] < strip_limit:
