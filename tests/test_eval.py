@@ -291,10 +291,12 @@ def test_a_card_leaves_out_a_category_the_eval_skipped() -> None:
     from kinema.eval.card import eval_section
     from kinema.eval.scoreboard import CategoryScore
 
-    judged = CategoryScore("one object", 3, 4, [("shape: square reads as a circle", 1)], 0.1)
+    judged = CategoryScore("one object", 3, 4, [("shape: square reads as a circle", 1)], 0.1, second_copies=2)
+    story = CategoryScore("story boundaries", 5, 5, [], None)
     skipped = CategoryScore("story events", 0, 0, [], None)
-    lines = eval_section({"categories": {c.name: c.to_dict() for c in (judged, skipped)}})
-    assert any(line.startswith("| one object | 75.0 % |") for line in lines)
+    lines = eval_section({"categories": {c.name: c.to_dict() for c in (judged, story, skipped)}})
+    assert any(line.startswith("| one object | 75.0 % | 30.1–95.4 % | 3/4 | 2 |") for line in lines), "with its passes that draw an object twice"
+    assert any(line.startswith("| story boundaries | 100.0 % |") and "| 5/5 | — |" in line for line in lines), "not counted in stories"
     assert not any("story events" in line for line in lines)
 
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..fsutil import atomic_path
+from .scoreboard import SINGLE_CATEGORIES
 
 
 def _size_mb(folder: Path) -> float:
@@ -88,13 +89,14 @@ def runs_section(runs: Sequence[tuple[str, Path]], earlier_rows: Sequence[str] =
 
 
 def eval_section(report: dict) -> list[str]:
-    lines = ["## Judge scores (`kinema eval`)", "", "| category | pass | 95 % CI | passed | most common failures |", "|---|---|---|---|---|"]
+    lines = ["## Judge scores (`kinema eval`)", "", "| category | pass | 95 % CI | passed | 2nd copy | most common failures |", "|---|---|---|---|---|---|"]
     for name, c in report["categories"].items():
         if not c["total"]:  # a category the eval was told to skip (--stories 0)
             continue
         lo, hi = c["ci95"]
         failures = "; ".join(f"{f['pattern']} ({f['count']})" for f in c.get("failures", [])[:3]) or "—"
-        lines.append(f"| {name} | {100 * c['rate']:.1f} % | {100 * lo:.1f}–{100 * hi:.1f} % | {c['passed']}/{c['total']} | {failures} |")
+        copies = c.get("passed_with_second_copy") if name in SINGLE_CATEGORIES else None  # older reports: not counted
+        lines.append(f"| {name} | {100 * c['rate']:.1f} % | {100 * lo:.1f}–{100 * hi:.1f} % | {c['passed']}/{c['total']} | {'—' if copies is None else copies} | {failures} |")
     fvd = report.get("fvd_shapes")
     if fvd:
         lines += ["", f"FVD-shapes {fvd['value']:.1f} (real vs real: {fvd['floor']:.1f}); kinema's own Shapes-world classifier, not comparable to published FVD."]
