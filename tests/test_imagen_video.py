@@ -21,11 +21,13 @@ from kinema.data.continuity import hold, largest_of, rim
 from kinema.data.grounding import reversed_motion_caption
 from kinema.diffusion import CaptionNegatives, GaussianDiffusion
 from kinema.diffusion.gaussian import NEGATIVE_MARGIN
+from kinema.eval.scoreboard import derive_seed
 from kinema.models.imagen_video.data import STAGES, ImagenVideoData, stage_config
 from kinema.models.imagen_video.pipeline import ImagenVideoPipeline, ImagenVideoSampler
 from kinema.models.imagen_video.train import imagen_video
 from kinema.nn.unet import VideoUNet
 from kinema.text import get_text_encoder
+from kinema.world.judge import second_copy_frames
 
 PROMPT = "a red circle moves up at night"
 
@@ -175,6 +177,19 @@ def test_a_story_event_keeps_what_its_sentence_leaves() -> None:
     for frame in held[3]:
         triangle = largest_of(frame, "yellow")
         assert triangle.sum() > 50 and not (rim(triangle) & enters.held).any()
+
+
+def test_the_shipped_cascade_draws_a_named_object_once() -> None:
+    """The shipped base draws "a small orange circle moves to the right over the ocean" (eval
+    seed 0's first one-object prompt) as two orange circles; with `one_copy` (the default)
+    the second is painted out in the base's clip (kinema.data.copies) and the cascade shows
+    one in every frame."""
+    pipe = kinema.load_pipeline("imagen-video-shapes")
+    text, seed = "a small orange circle moves to the right over the ocean", derive_seed(0, "one object", 0)
+    twice = pipe(text, seed=seed, one_copy=False).frames
+    once = pipe(text, seed=seed).frames
+    assert second_copy_frames(twice, ["orange"]) == len(twice)
+    assert second_copy_frames(once, ["orange"]) == 0 and all(largest_of(frame, "orange").any() for frame in once)
 
 
 def test_eval_and_bench_hold_imagen_video_to_the_same_scoreboard(folder: Path) -> None:

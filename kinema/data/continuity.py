@@ -104,6 +104,14 @@ def color_word(pixels: np.ndarray) -> str:
     return nearest(np.median(pixels.astype(np.float32), axis=0), COLORS)
 
 
+def core_color(frame: np.ndarray, region: np.ndarray, far: np.ndarray | None = None) -> str:
+    """The colour word of the object at `region` [H, W] bool of `frame`, told by its core: its
+    tenth of pixels farthest from the frame's median colour (`far`, `backdrop_distance`),
+    since most pixels of a small object are its anti-aliased edge."""
+    far = backdrop_distance(frame) if far is None else far
+    return color_word(frame[region & (far >= np.percentile(far[region], 90))])
+
+
 def largest_of(frame: np.ndarray, color: str) -> np.ndarray:
     """[H, W] bool: the largest object of `frame` (`objects_of`) whose colour word is
     `color`, none if there is no such object."""
@@ -114,16 +122,11 @@ def largest_of(frame: np.ndarray, color: str) -> np.ndarray:
 
 def others_of(frame: np.ndarray, color: str, besides: np.ndarray | None = None) -> np.ndarray:
     """[H, W] bool: the objects of `frame` (`objects_of`) of another colour than `color`, each
-    told by its core (its tenth of pixels farthest from the frame's median colour), since
-    most pixels of a small object are its anti-aliased edge; with `besides` [H, W] bool, only
-    those that do not touch it."""
+    told by its core (`core_color`); with `besides` [H, W] bool, only those that do not touch it."""
     labels, n = objects_of(frame)
     far = backdrop_distance(frame)
     regions = [labels == k for k in range(1, n + 1)]
-    return np.isin(labels, [
-        k for k, region in enumerate(regions, 1)
-        if color_word(frame[region & (far >= np.percentile(far[region], 90))]) != color and (besides is None or not (region & besides).any())
-    ])
+    return np.isin(labels, [k for k, region in enumerate(regions, 1) if core_color(frame, region, far) != color and (besides is None or not (region & besides).any())])
 
 
 def painted_out(frame: np.ndarray, pixels: np.ndarray) -> np.ndarray:

@@ -20,7 +20,9 @@ keeps the background is lifted onto the film's (`keep_backdrop`), and one that c
 the film (a motion, a disappearance, a zoom) has the base's first frame held to the film's
 last while it samples. A caption naming two
 objects is drawn one object at a time (`compose_objects`): each object's clause alone, the
-second laid on the first, clear of it.
+second laid on the first, clear of it. And since the base draws a named object twice in
+most of its samples, each object a sentence names is kept once in the base's clip, its
+other copies painted out before tsr and ssr draw from it (`one_copy`, kinema.data.copies).
 
 Folder layout (diffusers style): model_index.json, base/, tsr/, ssr/, optional
 base_distilled/ (tsr_distilled/, ssr_distilled/), and scheduler/config.json.
@@ -39,6 +41,7 @@ import torch
 
 from ... import checkpoint as ckpt
 from ...data.continuity import hold, keep_backdrop, lay_second, leaves_backdrop, starts_as_film, story_casts
+from ...data.copies import drawn_once, named_colors
 from ...data.grounding import first_object_caption, second_object_caption
 from ...data.shapes import to_model_range, to_uint8_frames
 from ...diffusion import GaussianDiffusion, NoiseAugmentation, sample
@@ -70,6 +73,7 @@ class ImagenVideoSampler:
     distilled_steps: dict[str, int] = field(default_factory=dict)  # stage -> steps its *_distilled model was distilled to
     compose_objects: bool = True  # a caption naming two objects: each object drawn alone, the second laid on the first
     hold_objects: bool = True  # a story event keeps what its sentence leaves as the film has it: objects, background, first frame (kinema.data.continuity)
+    one_copy: bool = True  # each object a caption names is kept once in the base's clip, its other copies painted out (kinema.data.copies)
     candidates: int = 1  # base samples drawn per pass; the one the (teacher) base denoises best under the caption is kept (kinema.diffusion.rerank)
     schedule: str = GaussianDiffusion.schedule
     num_train_timesteps: int = GaussianDiffusion.num_train_timesteps
@@ -180,6 +184,8 @@ class ImagenVideoPipeline(Pipeline):
         first = torch.arange(STAGES["base"].frames, device=self.device).reshape(1, 1, -1, 1, 1) == 0
         known = (small, first) if from_context and small is not None else None
         low_fps = self._run_stage("base", text, cond, generator, *draw["plan"], progress(0), known, draw["candidates"])
+        if draw["one_copy"] and (colors := named_colors(sentence)):
+            low_fps = to_model_range(drawn_once(to_uint8_frames(low_fps[0]), colors))[None].to(self.device)
         # 2. temporal super-resolution: 16 frames at 32x32
         low, aug_t = augment(low_fps, augment.sample_timestep, generator)
         low_res = self._run_stage("tsr", text, {"cond": tsr_cond(low), "aug_t": aug_t}, generator, *draw["plan"], progress(per_stage["base"]))
@@ -201,11 +207,12 @@ class ImagenVideoPipeline(Pipeline):
         compose_objects: bool | None = None,
         hold_objects: bool | None = None,
         candidates: int | None = None,
+        one_copy: bool | None = None,
     ) -> Iterator[np.ndarray]:
         """`num_inference_steps` sets every stage's steps (default: the folder's, with distilled
         stages where present); `guidance_scale` the base's classifier-free guidance;
         `scheduler` (ddpm | ddim | dpm++) overrides the folder's sampler for undistilled stages;
-        `compose_objects`, `hold_objects` and `candidates` as in the sampler's settings (without
+        `compose_objects`, `hold_objects`, `candidates` and `one_copy` as in the sampler's settings (without
         `hold_objects`, each story event is drawn from the film's last frame as the base
         continues it, and nothing of the film is held)."""
         if scheduler is not None and scheduler not in SCHEDULERS:
@@ -219,6 +226,7 @@ class ImagenVideoPipeline(Pipeline):
             per_stage=per_stage, plan=(num_inference_steps, guidance_scale, scheduler),
             generator=torch.Generator(self.device).manual_seed(seed),
             augment=NoiseAugmentation(self.diffusion, sample_timestep=s.aug_timestep), candidates=candidates,
+            one_copy=s.one_copy if one_copy is None else one_copy,
         )
         compose = s.compose_objects if compose_objects is None else compose_objects
         keep = s.hold_objects if hold_objects is None else hold_objects  # what a sentence leaves: objects, background, first frame
