@@ -32,15 +32,15 @@ GAP_FRAMES = 2  # ... and that was last seen at most this many frames before (a 
 
 @dataclass
 class Track:
-    """One copy's blobs, frame by frame: {frame index: [H, W] bool}."""
+    """One copy's blobs, frame by frame ({frame index: [H, W] bool}), and where it was last seen."""
 
     blobs: dict[int, np.ndarray] = field(default_factory=dict)
+    seen: int = -1  # the last frame it shows in
+    centre: np.ndarray = field(default_factory=lambda: np.zeros(2))  # its centre there (y, x)
 
-    @property
-    def last(self) -> tuple[int, np.ndarray]:
-        t = max(self.blobs)
-        ys, xs = np.nonzero(self.blobs[t])
-        return t, np.array([ys.mean(), xs.mean()])
+    def add(self, t: int, blob: np.ndarray, centre: np.ndarray) -> Track:
+        self.blobs[t], self.seen, self.centre = blob, t, centre
+        return self
 
     @property
     def pixels(self) -> int:
@@ -63,15 +63,15 @@ def tracks_of(frames: np.ndarray, color: str, least: int) -> list[Track]:
     for t, frame in enumerate(frames):
         blobs = blobs_of(frame, color, least)
         centres = [np.array(np.nonzero(b)).mean(1) for b in blobs]
-        open_ = [k for k, tr in enumerate(tracks) if t - tr.last[0] <= GAP_FRAMES]
-        pairs = sorted((float(np.linalg.norm(c - tracks[k].last[1])), i, k) for i, c in enumerate(centres) for k in open_)
+        open_ = [k for k, tr in enumerate(tracks) if t - tr.seen <= GAP_FRAMES]
+        pairs = sorted((float(np.linalg.norm(c - tracks[k].centre)), i, k) for i, c in enumerate(centres) for k in open_)
         placed, taken = set(), set()
         for d, i, k in pairs:
             if d < reach and i not in placed and k not in taken:
-                tracks[k].blobs[t] = blobs[i]
+                tracks[k].add(t, blobs[i], centres[i])
                 placed.add(i)
                 taken.add(k)
-        tracks += [Track({t: b}) for i, b in enumerate(blobs) if i not in placed]
+        tracks += [Track().add(t, blobs[i], centres[i]) for i in range(len(blobs)) if i not in placed]
     return tracks
 
 
