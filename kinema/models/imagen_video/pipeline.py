@@ -185,7 +185,10 @@ class ImagenVideoPipeline(Pipeline):
         known = (small, first) if from_context and small is not None else None
         low_fps = self._run_stage("base", text, cond, generator, *draw["plan"], progress(0), known, draw["candidates"])
         if draw["one_copy"] and (colors := named_colors(sentence)):
-            low_fps = to_model_range(drawn_once(to_uint8_frames(low_fps[0]), colors))[None].to(self.device)
+            frames = to_uint8_frames(low_fps[0])
+            once = drawn_once(frames, colors)
+            if not np.array_equal(once, frames):  # else tsr draws from the base's own clip, not its 8-bit copy
+                low_fps = to_model_range(once)[None].to(self.device)
         # 2. temporal super-resolution: 16 frames at 32x32
         low, aug_t = augment(low_fps, augment.sample_timestep, generator)
         low_res = self._run_stage("tsr", text, {"cond": tsr_cond(low), "aug_t": aug_t}, generator, *draw["plan"], progress(per_stage["base"]))
