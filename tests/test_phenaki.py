@@ -19,6 +19,7 @@ from kinema.cli import app
 from kinema.data.continuity import hold, largest_of, rim
 from kinema.data.grounding import first_object_caption
 from kinema.data.shapes import to_model_range
+from kinema.eval.scoreboard import derive_seed
 from kinema.io import read_video
 from kinema.models.phenaki.data import PhenakiData
 from kinema.models.phenaki.maskgit import MaskGit, MaskGitConfig, cosine_mask_ratio
@@ -27,6 +28,7 @@ from kinema.nn.weighting import foreground_mask
 from kinema.text import get_text_encoder
 from kinema.tokenizer.cvivit import CViViT, CViViTConfig
 from kinema.train.trainer import TrainConfig, Trainer
+from kinema.world.judge import judge
 from kinema.world.scene import GAP
 
 
@@ -304,6 +306,18 @@ def test_a_story_event_keeps_what_its_sentence_leaves() -> None:
     for frame in held[3]:
         triangle = largest_of(frame, "yellow")
         assert triangle.sum() > 50 and not (rim(triangle) & enters.held).any()
+
+
+def test_a_story_leaves_room_for_its_next_sentence() -> None:
+    """Eval seed 0's eleventh story opens with a white triangle that the shipped model draws
+    moving down at the frame's right edge, where "the white triangle moves to the right" cannot
+    be done (the model takes it out of the frame, or moves it another way); with `leave_room` (the default) the first event is moved where that move
+    fits (kinema.data.room), and both events obey."""
+    pipe = kinema.load_pipeline("phenaki-shapes")
+    story, seed = ["a medium white triangle moves down over the ocean", "the white triangle moves to the right"], derive_seed(0, "stories", 10)
+    stuck = judge(pipe.story(story, seed=seed, leave_room=False).frames, story)
+    assert [e.passed for e in stuck.events] == [True, False]
+    assert judge(pipe.story(story, seed=seed).frames, story).passed
 
 
 @pytest.mark.parametrize("field, value", [("choice_temperature", 0.0), ("refine_rounds", 1)])

@@ -150,20 +150,23 @@ def random_story(rng: np.random.Generator, length: int, check_legible: bool = Tr
     return sentences, events
 
 
-def plan_story(sentences: Sequence[Sentence], seed: int = 0, retries: int = 40, budget: int = 20000) -> list[Event]:
+def plan_story(
+    sentences: Sequence[Sentence], seed: int = 0, retries: int = 40, budget: int = 20000, start: State | None = None, check_legible: bool = True
+) -> list[Event]:
     """Act out given sentences as events, choosing where new objects go so that every
     later sentence fits too (a zoom needs room, a move needs a free path).
 
     Only the first scene and each "appears" place something at random. The search is
     depth first: a placement is drawn again (up to `retries` times) when some later
-    sentence cannot be acted out from it, within `budget` placements in all."""
+    sentence cannot be acted out from it, within `budget` placements in all. With a
+    `start` state the sentences continue a story from it, so none of them sets a scene."""
     if not sentences:
         raise InfeasibleError("the story is empty")
     for i, sentence in enumerate(sentences):
-        if (i == 0) != isinstance(sentence, SceneSpec):
+        if (i == 0 and start is None) != isinstance(sentence, SceneSpec):
             raise InfeasibleError(
                 "a story must start with a sentence that sets the scene, e.g. 'a red circle moves up at night'"
-                if i == 0
+                if i == 0 and start is None
                 else f"sentence {i + 1} sets a whole new scene; later sentences change one thing"
             )
     rng = np.random.default_rng(seed)
@@ -184,11 +187,11 @@ def plan_story(sentences: Sequence[Sentence], seed: int = 0, retries: int = 40, 
             except InfeasibleError:
                 continue
             rest = search(k + 1, event.end())
-            if rest is not None and legible(event):  # rendered only on a path that works
+            if rest is not None and (not check_legible or legible(event)):  # rendered only on a path that works
                 return [event, *rest]
         return None
 
-    events = search(0, None)
+    events = search(0, start)
     if events is None:
         raise InfeasibleError("the world found no way to act out this story (too many objects, zooms or moves for the frame)")
     return events

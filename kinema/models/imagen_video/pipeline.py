@@ -23,6 +23,8 @@ objects is drawn one object at a time (`compose_objects`): each object's clause 
 second laid on the first, clear of it. And since the base draws a named object twice in
 most of its samples, each object a sentence names is kept once in the base's clip, its
 other copies painted out before tsr and ssr draw from it (`one_copy`, kinema.data.copies).
+What a story's first scene or a newcomer placed is moved where the world can act out the
+next sentences from (`leave_room`, kinema.data.room).
 
 Folder layout (diffusers style): model_index.json, base/, tsr/, ssr/, optional
 base_distilled/ (tsr_distilled/, ssr_distilled/), and scheduler/config.json.
@@ -43,6 +45,7 @@ from ... import checkpoint as ckpt
 from ...data.continuity import hold, keep_backdrop, lay_second, leaves_backdrop, starts_as_film, story_casts
 from ...data.copies import drawn_once, named_colors
 from ...data.grounding import first_object_caption, second_object_caption
+from ...data.room import room_for
 from ...data.shapes import to_model_range, to_uint8_frames
 from ...diffusion import GaussianDiffusion, NoiseAugmentation, sample
 from ...diffusion.rerank import likeliest
@@ -74,6 +77,7 @@ class ImagenVideoSampler:
     compose_objects: bool = True  # a caption naming two objects: each object drawn alone, the second laid on the first
     hold_objects: bool = True  # a story event keeps what its sentence leaves as the film has it: objects, background, first frame (kinema.data.continuity)
     one_copy: bool = True  # each object a caption names is kept once in the base's clip, its other copies painted out (kinema.data.copies)
+    leave_room: bool = True  # a story's first scene or newcomer is moved where the next sentences can be acted out from it (kinema.data.room)
     candidates: int = 1  # base samples drawn per pass; the one the (teacher) base denoises best under the caption is kept (kinema.diffusion.rerank)
     schedule: str = GaussianDiffusion.schedule
     num_train_timesteps: int = GaussianDiffusion.num_train_timesteps
@@ -211,11 +215,12 @@ class ImagenVideoPipeline(Pipeline):
         hold_objects: bool | None = None,
         candidates: int | None = None,
         one_copy: bool | None = None,
+        leave_room: bool | None = None,
     ) -> Iterator[np.ndarray]:
         """`num_inference_steps` sets every stage's steps (default: the folder's, with distilled
         stages where present); `guidance_scale` the base's classifier-free guidance;
         `scheduler` (ddpm | ddim | dpm++) overrides the folder's sampler for undistilled stages;
-        `compose_objects`, `hold_objects`, `candidates` and `one_copy` as in the sampler's settings (without
+        `compose_objects`, `hold_objects`, `candidates`, `one_copy` and `leave_room` as in the sampler's settings (without
         `hold_objects`, each story event is drawn from the film's last frame as the base
         continues it, and nothing of the film is held)."""
         if scheduler is not None and scheduler not in SCHEDULERS:
@@ -234,17 +239,19 @@ class ImagenVideoPipeline(Pipeline):
         compose = s.compose_objects if compose_objects is None else compose_objects
         keep = s.hold_objects if hold_objects is None else hold_objects  # what a sentence leaves: objects, background, first frame
         casts = story_casts(sentences) if keep else [None] * len(sentences)
+        room = s.leave_room if leave_room is None else leave_room
         first_object = first_object_caption(sentences[0]) if compose and sentences else None
         per_pass = sum(per_stage.values())
         bar = Passes(callback, per_pass, per_pass * (len(sentences) + (first_object is not None)))
         film = None  # the film's last frame
         for k, sentence in enumerate(sentences):
             held = hold(sentence, casts[k], film) if k else None  # what the sentence leaves of the film
+            enters = held.enters if held is not None else None
             event = None
             if k == 0 and first_object:  # two objects: each drawn alone, the second laid on the first
                 first = self._pass(first_object, None, draw, bar)
                 event = self._alone(second_object_caption(sentence), lay_second(sentence, first), draw, bar)
-            elif held is not None and held.enters is not None:  # "a yellow triangle appears", or a lost object moves
+            elif enters is not None:  # "a yellow triangle appears", or a lost object moves
                 event = self._alone(held.entrance, held.enter, draw, bar)
             if event is None:
                 # "the red circle moves up": from the red circle alone, the film's other objects laid back
@@ -253,6 +260,8 @@ class ImagenVideoPipeline(Pipeline):
                 if keep and k and leaves_backdrop(sentence):  # the base sees the film at 32x32 and may drift to another background
                     event = keep_backdrop(event, film)
                 event = event if held is None else held.apply(event)
+            if room and (k == 0 or enters is not None):  # the model placed something: room for what comes next
+                event = room_for(event, sentences, k, None if k == 0 else [enters.color])
             yield event
             film = event[-1]
 

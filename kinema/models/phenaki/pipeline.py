@@ -31,7 +31,9 @@ wanders), and laid on the film at the nearest free place, as is an object a sent
 that the film has lost (drawn with its motion, the film's faults painted out); after "the
 scene changes to the desert" the film's objects are lifted off the old background onto the
 new one the MaskGIT drew. A square the MaskGIT would redraw a little rounder each event
-stays as it was drawn.
+stays as it was drawn. What a first scene or a newcomer placed is moved where the world can
+act out the next sentences from (`leave_room`, kinema.data.room): an object drawn at the
+edge is not sent out of the frame by the next sentence.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ import torch
 from ... import checkpoint as ckpt
 from ...data.continuity import Hold, hold, lay_second, rim, story_casts
 from ...data.grounding import first_object_caption, infill_caption, second_object_caption
+from ...data.room import room_for
 from ...data.shapes import to_model_range, to_uint8_frames
 from ...nn.attention import trim_padding
 from ...nn.weighting import foreground_mask
@@ -75,6 +78,7 @@ class PhenakiSampler:
     refine_steps: int = 4
     compose_objects: bool = True  # a caption naming two objects: each object drawn alone, the second laid on the first
     hold_objects: bool = True  # a story event keeps what its sentence leaves as the film has it (kinema.data.continuity)
+    leave_room: bool = True  # a story's first scene or newcomer is moved where the next sentences can be acted out from it (kinema.data.room)
 
 
 def check_draw(*, temperature: float, top_k: int | None, choice_temperature: float | None, refine_rounds: int, refine_share: float) -> None:
@@ -136,6 +140,7 @@ class PhenakiPipeline(Pipeline):
         refine_rounds: int | None = None,
         compose_objects: bool | None = None,
         hold_objects: bool | None = None,
+        leave_room: bool | None = None,
     ) -> Iterator[np.ndarray]:
         s = self.sampler
         steps = s.num_inference_steps if num_inference_steps is None else num_inference_steps
@@ -146,6 +151,7 @@ class PhenakiPipeline(Pipeline):
         choice_temperature = s.choice_temperature if choice_temperature is None else choice_temperature
         compose = s.compose_objects if compose_objects is None else compose_objects
         casts = story_casts(sentences) if (s.hold_objects if hold_objects is None else hold_objects) else [None] * len(sentences)
+        room = s.leave_room if leave_room is None else leave_room
         check_draw(temperature=temperature, top_k=top_k, choice_temperature=choice_temperature, refine_rounds=rounds, refine_share=s.refine_share)
         generator = torch.Generator(self.device).manual_seed(seed)
         draw = dict(
@@ -159,11 +165,14 @@ class PhenakiPipeline(Pipeline):
         bar = Passes(callback, per_event, per_event * (len(sentences) + (first_object is not None)))
         for k, sentence in enumerate(sentences):
             held = hold(sentence, casts[k], frames[-1]) if k else None  # what the sentence leaves of the film
+            enters = held.enters if held is not None else None
             if k == 0 and first_object:
                 frames = self._compose(sentence, first_object, draw, bar)
             else:  # "a yellow triangle appears", or an object the film lost moves: drawn alone and laid on the film, if it lands
-                entered = self._alone(held.entrance, held.enter, draw, bar) if held is not None and held.enters is not None else None
+                entered = self._alone(held.entrance, held.enter, draw, bar) if enters is not None else None
                 frames = entered if entered is not None else self._event(sentence, held, context, draw, bar)
+            if room and (k == 0 or enters is not None):  # the model placed something: room for what comes next
+                frames = room_for(frames, sentences, k, None if k == 0 else [enters.color])
             yield frames
             if k + 1 < len(sentences):  # the next event starts from the codes of this one's last frame, as drawn
                 context = self._encode_frame(frames[-1])
