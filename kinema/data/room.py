@@ -7,9 +7,10 @@ cannot then "move to the right" and leaves the frame, and the film has lost it f
 Drawing such an event again seldom helps (a caption's objects land in much the same place
 draw after draw), so the event's placed objects are moved instead, as a newcomer is laid on
 the film clear of its objects (`continuity.lay_on`): the film's state is read off the
-event's last frame (each object's place and size, as the judge reads them), and the placed
-objects' whole paths are shifted by the least shift from which the world can act out the
-next HORIZON sentences. A shift changes no motion, shape or size.
+event's last frame (each object's bounding box, the shape the story gave it, the camera's
+zoom), and the placed objects' whole paths are shifted by the least shifts (each of two
+objects its own) that keep them inside the frame and clear of the rest and from which the
+world can act out the next HORIZON sentences. A shift changes no motion, shape or size.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from .continuity import EIGHT, largest_of, meaning_of, objects_of, painted_out
 HORIZON = 5  # sentences ahead that a placement must leave room for (the film drifts from any plan beyond)
 STEP = 2  # pixels between the shifts tried for one object ...
 PAIR_STEP = 4  # ... and for each of two
-MAX_TRIES = 1500  # moves tried at most, least first (one object: out to about 0.6 of the frame at 64x64)
+MAX_TRIES = 1500  # moves tried at most, least first (at 64x64, one object out to about 2/3 of the frame, two to about 3/8)
 PLAN_BUDGET = 200  # placements the world tries per move when a newcomer ahead needs a place
 HALO = 2  # pixels round an object moved with it and painted out where it was: its soft edge, as a model draws it
 
@@ -98,12 +99,12 @@ def moves(objects: int, height: int, width: int) -> list[tuple[tuple[int, int], 
 
 def room_for(event: np.ndarray, sentences: Sequence[str], k: int, placed: Iterable[str] | None = None) -> np.ndarray:
     """`event` [T, H, W, 3] uint8, the film's event for sentence `k` of `sentences`, with the
-    objects it placed (colours `placed`; None: those its sentence names, a first scene's) moved along their
-    whole paths by the least shifts (`moves`) that keep them inside the frame, the world's gap
-    from each other and from the film's other objects in every frame, and from which the
-    world can act out the next HORIZON sentences (`acts_out`), their old places painted with
-    the background. Unchanged when they already can, when no move helps, or
-    when there is nothing to ask: no sentence ahead, or one the world cannot read."""
+    objects it placed (colours `placed`; None: those its sentence names, a first scene's)
+    moved along their whole paths by the least shifts (`moves`) that keep them inside the
+    frame, the world's gap from each other and from the film's other objects in every frame,
+    and from which the world can act out the next HORIZON sentences (`acts_out`), their old
+    places painted with the background. Unchanged when they already can, when no move helps,
+    or when there is nothing to ask: no sentence ahead, or one the world cannot read."""
     told = [meaning_of(s) for s in sentences[: k + 1]]
     ahead = []
     for sentence in sentences[k + 1 : k + 1 + HORIZON]:
