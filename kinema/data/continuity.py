@@ -213,13 +213,20 @@ def lay_on(film: np.ndarray, drawn: np.ndarray, color: str, clear: np.ndarray, s
     shift = free_shift(objects, clear, math.ceil(GAP * film.shape[1]))
     if shift is None:
         return None
-    event, (dy, dx) = film.copy(), shift
+    event = film.copy()
     for t, o in enumerate(objects):
-        ys, xs = np.nonzero(rim(o))
-        inside = (ys + dy >= 0) & (ys + dy < o.shape[0]) & (xs + dx >= 0) & (xs + dx < o.shape[1])
-        ys, xs = ys[inside], xs[inside]
-        event[t, ys + dy, xs + dx] = drawn[t, ys, xs]
+        lay_shifted(event[t], drawn[t], rim(o), shift)
     return event
+
+
+def lay_shifted(frame: np.ndarray, source: np.ndarray, pixels: np.ndarray, shift: tuple[int, int]) -> None:
+    """Copy `pixels` [H, W] bool of `source` [H, W, 3] onto `frame` (in place), `shift` (dy, dx)
+    pixels away; what would land outside the frame is dropped."""
+    dy, dx = shift
+    ys, xs = np.nonzero(pixels)
+    inside = (ys + dy >= 0) & (ys + dy < pixels.shape[0]) & (xs + dx >= 0) & (xs + dx < pixels.shape[1])
+    ys, xs = ys[inside], xs[inside]
+    frame[ys + dy, xs + dx] = source[ys, xs]
 
 
 def lay_second(sentence: str, first: np.ndarray) -> Callable[[np.ndarray], np.ndarray | None]:

@@ -26,7 +26,7 @@ from ..world.judge import classify, read_frame, shape_of
 from ..world.sample import plan_story
 from ..world.scene import GAP, MARGIN, Event, InfeasibleError, State, Thing
 from ..world.spec import ZOOM, AppearSentence, CameraSentence, SceneSpec, Sentence
-from .continuity import EIGHT, largest_of, meaning_of, objects_of, painted_out
+from .continuity import EIGHT, largest_of, lay_shifted, meaning_of, objects_of, painted_out
 
 HORIZON = 5  # sentences ahead that a placement must leave room for (the film drifts from any plan beyond)
 STEP = 2  # pixels between the shifts tried for one object ...
@@ -125,7 +125,7 @@ def room_for(event: np.ndarray, sentences: Sequence[str], k: int, placed: Iterab
     halos = [ndimage.binary_dilation(p, structure=EIGHT[None], iterations=HALO) for p in paths.values()]
     stays = np.stack([objects_of(frame)[0] > 0 for frame in event]) & ~np.any(halos, axis=0)  # the film's objects that stay
     near_stays = _grown(stays, gap)
-    near_first = _grown(halos[0], gap)
+    near_first = _grown(halos[0], gap) if len(halos) == 2 else None  # for two objects that move apart
     boxes = [(ys.min(), ys.max(), xs.min(), xs.max()) for ys, xs in (np.nonzero(p.any(0)) for p in paths.values())]
     for move in moves(len(paths), height, width):
         if any(y0 + dy < 0 or y1 + dy >= height or x0 + dx < 0 or x1 + dx >= width for (y0, y1, x0, x1), (dy, dx) in zip(boxes, move)):
@@ -158,8 +158,6 @@ def _shifted(event: np.ndarray, halos: list[np.ndarray], move: Sequence[tuple[in
     for t, frame in enumerate(event):
         objects = [h[t] for h in halos]
         out[t] = painted_out(frame, np.any(objects, axis=0))
-        for o, (dy, dx) in zip(objects, move):
-            ys, xs = np.nonzero(o)
-            inside = (ys + dy >= 0) & (ys + dy < o.shape[0]) & (xs + dx >= 0) & (xs + dx < o.shape[1])  # a halo past the edge
-            out[t, ys[inside] + dy, xs[inside] + dx] = frame[ys[inside], xs[inside]]
+        for o, shift in zip(objects, move):
+            lay_shifted(out[t], frame, o, shift)  # a halo past the edge is dropped
     return out

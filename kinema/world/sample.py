@@ -163,10 +163,11 @@ def plan_story(
     if not sentences:
         raise InfeasibleError("the story is empty")
     for i, sentence in enumerate(sentences):
-        if (i == 0 and start is None) != isinstance(sentence, SceneSpec):
+        opens = i == 0 and start is None  # the sentence that sets the scene
+        if opens != isinstance(sentence, SceneSpec):
             raise InfeasibleError(
                 "a story must start with a sentence that sets the scene, e.g. 'a red circle moves up at night'"
-                if i == 0 and start is None
+                if opens
                 else f"sentence {i + 1} sets a whole new scene; later sentences change one thing"
             )
     rng = np.random.default_rng(seed)
