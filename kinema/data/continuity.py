@@ -13,6 +13,9 @@ the sentences) tells its objects from a fault of the film (an object no sentence
 which is not held. An object that appears "pops in at a free place and stays still": a
 model draws it alone, as it draws one object best, and `Hold.enter` lays it on the film
 (`lay_on`, which also lays a scene's second object, drawn alone, on the first's clip).
+An object a sentence moves, bounces or keeps still changes its place, not its shape: for a
+model that rounds a square a little as it redraws it (`hold(..., rigid=True)`), the film's
+own pixels of it follow the path the model draws (`move_rigidly`).
 An object that disappears "shrinks to nothing": as it shrinks, a model draws its last
 pixels a little off its colour (a cyan circle's end read as blue), so in that event nothing
 but the vanishing object is the model's to draw (`Hold.vanishing`): any other object it
@@ -37,6 +40,7 @@ from ..world.spec import BACKGROUNDS, COLORS, AppearSentence, CameraSentence, Di
 EIGHT = np.ones((3, 3), dtype=bool)
 FAR = FOREGROUND_THRESHOLD * 127.5  # an object's pixel: this far (summed over RGB, 0-255) from its frame's median colour
 NOISE = 5  # an object's pixel is farther from the background than this many times the frame's grain
+RIGID = ("right", "left", "up", "down", "bounces", "still")  # the motions that move an object without changing its shape or size
 LEAST = 12  # pixels: an object is at least this large (0.3 % of a 64x64 frame, the judge's least); a star is smaller
 
 
@@ -149,7 +153,9 @@ class Hold:
     without their rims); `new_backdrop` when the sentence changes the background; `enters`,
     the object an "appears" sentence brings, or one a motion sentence moves that the film has
     lost; `vanishing`, the colour of the object a "disappears" sentence shrinks away, the
-    only one the event may draw."""
+    only one the event may draw; `rigid`, the colour of the named object when its motion
+    changes where it is and not its shape or size (`RIGID`), so that the film's own pixels
+    of it follow the path the event draws (`move_rigidly`)."""
 
     frame: np.ndarray
     held: np.ndarray
@@ -157,6 +163,7 @@ class Hold:
     new_backdrop: bool = False
     enters: ObjectSpec | None = None
     vanishing: str | None = None
+    rigid: str | None = None
 
     @property
     def entrance(self) -> str:
@@ -189,7 +196,7 @@ class Hold:
         """The event [T, H, W, 3] uint8 a model drew, with what the sentence leaves laid over it."""
         if self.new_backdrop:
             return carry_objects(event, self.frame, self.held)
-        event = event.copy()
+        event = move_rigidly(event, self.frame, self.named, self.rigid) if self.rigid is not None else event.copy()
         if self.vanishing is not None:  # of what the event draws, the vanishing object and what the film had stay
             had = rim(others_of(self.frame, self.vanishing))
             for t, frame in enumerate(event):
@@ -217,6 +224,73 @@ def lay_on(film: np.ndarray, drawn: np.ndarray, color: str, clear: np.ndarray, s
     for t, o in enumerate(objects):
         lay_shifted(event[t], drawn[t], rim(o), shift)
     return event
+
+
+def move_rigidly(event: np.ndarray, frame: np.ndarray, named: np.ndarray, color: str) -> np.ndarray:
+    """A copy of `event` [T, H, W, 3] uint8 in which the object of `color` is the film's own
+    (`named` [H, W] bool of its last `frame`, rim and all) laid along the path the event draws
+    for it: each frame's drawn object (`largest_of`) painted out and the film's laid at its
+    centre. A move, a bounce or staying still changes where an object is, not what it is, and a
+    model that redraws it every frame rounds a square's corners a little more each event; so
+    the model says where, the film says what. A frame that lost the object takes the centre
+    between its neighbours' (a straight path); an event that never shows it stays as drawn."""
+    drawn = [largest_of(f, color) for f in event]
+    seen = [t for t, d in enumerate(drawn) if d.any()]
+    if not seen:
+        return event.copy()
+    centres = np.array([ndimage.center_of_mass(drawn[t]) for t in seen])
+    path = np.stack([np.interp(np.arange(len(event)), seen, centres[:, axis]) for axis in (0, 1)], axis=1)
+    home, pixels = np.array(ndimage.center_of_mass(named)), rim(named)
+    moved = np.stack([painted_out(f, rim(d)) for f, d in zip(event, drawn)])
+    for t, centre in enumerate(path):
+        lay_shifted(moved[t], frame, pixels, tuple(int(v) for v in np.rint(centre - home)))
+    return moved
+
+
+def steadied(frames: np.ndarray, sentence: str) -> np.ndarray:
+    """`frames` [T, H, W, 3] uint8, a clip drawn from `sentence` (a scene the world reads, not a
+    zoom; else returned as is), with each object whose motion keeps its shape and size
+    (`RIGID`) one steady drawing of it along the path drawn (`steady_shape`, `move_rigidly`). A
+    model draws such an object once a frame, each a little off (a square's corner rounded in
+    one frame, sharp in the next), and a story carries whichever it drew last."""
+    meaning = meaning_of(sentence)
+    if not isinstance(meaning, SceneSpec) or meaning.camera:
+        return frames
+    for obj in meaning.objects:
+        if obj.motion in RIGID and (shape := steady_shape(frames, obj.color)) is not None:
+            frames = move_rigidly(frames, *shape, obj.color)
+    return frames
+
+
+def steady_shape(frames: np.ndarray, color: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """The object of `color` as `frames` [T, H, W, 3] uint8 draw it, steadied: each frame's
+    drawing (`largest_of`) moved onto the first one's centre, the pixels most of them cover,
+    and per pixel the median of their colours (its rim too). Returns (a frame [H, W, 3] with
+    that drawing at the first centre, its pixels [H, W] bool), None if no frame shows it."""
+    drawn = [(f, o) for f in frames if (o := largest_of(f, color)).any()]
+    if not drawn:
+        return None
+    centres = [np.array(ndimage.center_of_mass(o)) for _, o in drawn]
+    aligned, covered = [], []
+    for (f, o), centre in zip(drawn, centres):
+        dy, dx = (int(v) for v in np.rint(centres[0] - centre))
+        aligned.append(shifted(f.astype(np.float32), dy, dx, np.nan))
+        covered.append(shifted(o, dy, dx, False))
+    pixels = np.sum(covered, axis=0) * 2 > len(drawn)
+    if not pixels.any():
+        return None
+    frame = frames[0].copy()
+    around = rim(pixels)
+    frame[around] = np.rint(np.nanmedian(np.stack(aligned)[:, around], axis=0)).astype(np.uint8)
+    return frame, pixels
+
+
+def shifted(image: np.ndarray, dy: int, dx: int, fill) -> np.ndarray:
+    """`image` [H, W, ...] moved (dy, dx) pixels, what it leaves filled with `fill`."""
+    out = np.full_like(image, fill)
+    h, w = image.shape[:2]
+    out[max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = image[max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)]
+    return out
 
 
 def lay_shifted(frame: np.ndarray, source: np.ndarray, pixels: np.ndarray, shift: tuple[int, int]) -> None:
@@ -254,14 +328,15 @@ def free_shift(objects: np.ndarray, clear: np.ndarray, gap: int) -> tuple[int, i
     return int(dy.flat[best]), int(dx.flat[best])
 
 
-def hold(sentence: str, cast: frozenset[str] | None, frame: np.ndarray) -> Hold | None:
+def hold(sentence: str, cast: frozenset[str] | None, frame: np.ndarray, rigid: bool = False) -> Hold | None:
     """What `sentence` leaves of the film whose last frame is `frame` and whose objects have
     the colours `cast` (`story_casts`): each object of the frame (`objects_of`) is told by its
     colour (`color_word`) as the one the sentence names, one it holds, or a fault outside the
     cast. None when nothing is held: a zoom (it moves everything), a first scene, a sentence
     the world cannot read, an unknown cast, or a frame with no object of the cast, unless the
     sentence brings one (an object appearing on an empty stage is laid on it all the same),
-    makes one disappear, or changes the scene of a film with no objects left (the new
+    makes one disappear, moves the film's only object without changing its shape or size, with
+    `rigid` (the film's own object is carried, `Hold.rigid`), or changes the scene of a film with no objects left (the new
     background alone, whatever the model draws on it).
     A motion sentence whose object the film has lost (drawn over, or drawn into another
     colour in an earlier event) brings it back as it moves, on the frame with its faults
@@ -289,8 +364,9 @@ def hold(sentence: str, cast: frozenset[str] | None, frame: np.ndarray) -> Hold 
         enters = ObjectSpec(meaning.color, meaning.shape, meaning.motion)
         frame = painted_out(frame, rim(faults) & ~rim(held))
     vanishing = meaning.color if isinstance(meaning, DisappearSentence) else None
+    carried = meaning.color if rigid and isinstance(meaning, MoveSentence) and meaning.motion in RIGID and named.any() else None
     new_backdrop = isinstance(meaning, SceneChangeSentence)  # on an empty stage (no cast) it shows its background alone
-    return Hold(frame, held, named, new_backdrop, enters, vanishing) if held.any() or enters or vanishing or (new_backdrop and not cast) else None
+    return Hold(frame, held, named, new_backdrop, enters, vanishing, carried) if held.any() or enters or vanishing or carried or (new_backdrop and not cast) else None
 
 
 def opacity(frame: np.ndarray, objects: np.ndarray, backdrop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

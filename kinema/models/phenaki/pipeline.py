@@ -31,7 +31,8 @@ wanders), and laid on the film at the nearest free place, as is an object a sent
 that the film has lost (drawn with its motion, the film's faults painted out); after "the
 scene changes to the desert" the film's objects are lifted off the old background onto the
 new one the MaskGIT drew. A square the MaskGIT would redraw a little rounder each event
-stays as it was drawn. What a first scene or a newcomer placed is moved where the world can
+stays as it was drawn, and one a sentence moves is the film's own square laid along the
+path the MaskGIT draws for it. What a first scene or a newcomer placed is moved where the world can
 act out the next sentences from (`leave_room`, kinema.data.room): an object drawn at the
 edge is not sent out of the frame by the next sentence.
 """
@@ -48,7 +49,7 @@ import numpy as np
 import torch
 
 from ... import checkpoint as ckpt
-from ...data.continuity import Hold, hold, lay_second, rim, story_casts
+from ...data.continuity import Hold, hold, lay_second, rim, steadied, story_casts
 from ...data.grounding import first_object_caption, infill_caption, second_object_caption
 from ...data.room import room_for
 from ...data.shapes import to_model_range, to_uint8_frames
@@ -79,6 +80,7 @@ class PhenakiSampler:
     compose_objects: bool = True  # a caption naming two objects: each object drawn alone, the second laid on the first
     hold_objects: bool = True  # a story event keeps what its sentence leaves as the film has it (kinema.data.continuity)
     leave_room: bool = True  # a story's first scene or newcomer is moved where the next sentences can be acted out from it (kinema.data.room)
+    rigid_objects: bool = True  # an object that moves, bounces or stays still keeps one shape: its drawings' median, in a story the film's (kinema.data.continuity)
 
 
 def check_draw(*, temperature: float, top_k: int | None, choice_temperature: float | None, refine_rounds: int, refine_share: float) -> None:
@@ -141,6 +143,7 @@ class PhenakiPipeline(Pipeline):
         compose_objects: bool | None = None,
         hold_objects: bool | None = None,
         leave_room: bool | None = None,
+        rigid_objects: bool | None = None,
     ) -> Iterator[np.ndarray]:
         s = self.sampler
         steps = s.num_inference_steps if num_inference_steps is None else num_inference_steps
@@ -152,6 +155,7 @@ class PhenakiPipeline(Pipeline):
         compose = s.compose_objects if compose_objects is None else compose_objects
         casts = story_casts(sentences) if (s.hold_objects if hold_objects is None else hold_objects) else [None] * len(sentences)
         room = s.leave_room if leave_room is None else leave_room
+        rigid = s.rigid_objects if rigid_objects is None else rigid_objects
         check_draw(temperature=temperature, top_k=top_k, choice_temperature=choice_temperature, refine_rounds=rounds, refine_share=s.refine_share)
         generator = torch.Generator(self.device).manual_seed(seed)
         draw = dict(
@@ -164,13 +168,15 @@ class PhenakiPipeline(Pipeline):
         first_object = first_object_caption(sentences[0]) if compose and sentences else None
         bar = Passes(callback, per_event, per_event * (len(sentences) + (first_object is not None)))
         for k, sentence in enumerate(sentences):
-            held = hold(sentence, casts[k], frames[-1]) if k else None  # what the sentence leaves of the film
+            held = hold(sentence, casts[k], frames[-1], rigid) if k else None  # what the sentence leaves of the film
             enters = held.enters if held is not None else None
             if k == 0 and first_object:
-                frames = self._compose(sentence, first_object, draw, bar)
+                frames = self._compose(sentence, first_object, draw, bar, rigid)
             else:  # "a yellow triangle appears", or an object the film lost moves: drawn alone and laid on the film, if it lands
-                entered = self._alone(held.entrance, held.enter, draw, bar) if enters is not None else None
+                entered = self._alone(held.entrance, held.enter, draw, bar, rigid) if enters is not None else None
                 frames = entered if entered is not None else self._event(sentence, held, context, draw, bar)
+                if k == 0 and rigid:
+                    frames = steadied(frames, sentence)
             if room and (k == 0 or enters is not None):  # the model placed something: room for what comes next
                 frames = room_for(frames, sentences, k, None if k == 0 else [enters.color])
             yield frames
@@ -191,16 +197,18 @@ class PhenakiPipeline(Pipeline):
         frames = to_uint8_frames(self._decode(codes)[0])
         return frames if held is None else held.apply(frames)
 
-    def _compose(self, sentence: str, first_object: str, draw: dict, bar: Passes) -> np.ndarray:
+    def _compose(self, sentence: str, first_object: str, draw: dict, bar: Passes, rigid: bool) -> np.ndarray:
         """A caption that names two objects, one object at a time: the first object's clause
         drawn alone, then the second's alone and laid on it, moved clear of the first
         (`lay_on`), or, if it never lands, the rest infilled around the first object's tokens
-        with its pixels as drawn alone pasted back."""
+        with its pixels as drawn alone pasted back. With `rigid`, each object drawn alone is
+        one steady drawing of it along its path (`steadied`)."""
         codes = self._draw(first_object, None, None, None, draw, bar.steps())
         video = self._decode(codes)
         bar.passed()
         first = to_uint8_frames(video[0])
-        frames = self._alone(second_object_caption(sentence), lay_second(sentence, first), draw, bar)
+        first = steadied(first, first_object) if rigid else first
+        frames = self._alone(second_object_caption(sentence), lay_second(sentence, first), draw, bar, rigid)
         if frames is not None:
             return frames
         drawn = self._objects(video)
@@ -211,10 +219,15 @@ class PhenakiPipeline(Pipeline):
         bar.passed()
         return to_uint8_frames(video[0])
 
-    def _alone(self, caption: str, lay: Callable[[np.ndarray], np.ndarray | None], draw: dict, bar: Passes) -> np.ndarray | None:
-        """An object drawn alone from `caption` with no context, laid on the film by `lay`
-        (`draw_alone`); None if it never lands."""
-        return draw_alone(lambda steps: to_uint8_frames(self._decode(self._draw(caption, None, None, None, draw, steps))[0]), lay, bar)
+    def _alone(self, caption: str, lay: Callable[[np.ndarray], np.ndarray | None], draw: dict, bar: Passes, rigid: bool) -> np.ndarray | None:
+        """An object drawn alone from `caption` with no context (one steady drawing of it along
+        its path, with `rigid`), laid on the film by `lay` (`draw_alone`); None if it never lands."""
+
+        def drawn(steps) -> np.ndarray:
+            frames = to_uint8_frames(self._decode(self._draw(caption, None, None, None, draw, steps))[0])
+            return steadied(frames, caption) if rigid else frames
+
+        return draw_alone(drawn, lay, bar)
 
     def _encode(self, video: torch.Tensor) -> torch.Tensor:
         """[1, N] codes of `video` [1, 3, T, H, W]."""
