@@ -335,9 +335,9 @@ def hold(sentence: str, cast: frozenset[str] | None, frame: np.ndarray, rigid: b
     cast. None when nothing is held: a zoom (it moves everything), a first scene, a sentence
     the world cannot read, an unknown cast, or a frame with no object of the cast, unless the
     sentence brings one (an object appearing on an empty stage is laid on it all the same),
-    makes one disappear, moves the film's only object without changing its shape or size, with
-    `rigid` (the film's own object is carried, `Hold.rigid`), or changes the scene of a film with no objects left (the new
-    background alone, whatever the model draws on it).
+    makes one disappear, moves the film's only object without changing its shape or size (with
+    `rigid`: the film's own object is carried, `Hold.rigid`), or changes the scene of a film
+    with no objects left (the new background alone, whatever the model draws on it).
     A motion sentence whose object the film has lost (drawn over, or drawn into another
     colour in an earlier event) brings it back as it moves, on the frame with its faults
     painted out with the background."""

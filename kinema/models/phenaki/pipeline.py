@@ -31,10 +31,13 @@ wanders), and laid on the film at the nearest free place, as is an object a sent
 that the film has lost (drawn with its motion, the film's faults painted out); after "the
 scene changes to the desert" the film's objects are lifted off the old background onto the
 new one the MaskGIT drew. A square the MaskGIT would redraw a little rounder each event
-stays as it was drawn, and one a sentence moves is the film's own square laid along the
-path the MaskGIT draws for it. What a first scene or a newcomer placed is moved where the world can
-act out the next sentences from (`leave_room`, kinema.data.room): an object drawn at the
-edge is not sent out of the frame by the next sentence.
+stays as it was drawn. An object that moves, bounces or stays still keeps one shape
+(`rigid_objects`): drawn from text, it is one steady drawing of it (the median of the
+MaskGIT's drawings, `steadied`) laid along the path drawn, and a sentence that moves it
+moves the film's own object along the path the MaskGIT draws for it. What a first scene or
+a newcomer placed is moved where the world can act out the next sentences from
+(`leave_room`, kinema.data.room): an object drawn at the edge is not sent out of the frame
+by the next sentence.
 """
 
 from __future__ import annotations
