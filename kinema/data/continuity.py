@@ -196,7 +196,7 @@ class Hold:
         """The event [T, H, W, 3] uint8 a model drew, with what the sentence leaves laid over it."""
         if self.new_backdrop:
             return carry_objects(event, self.frame, self.held)
-        event = move_rigidly(event, self.frame, self.named, self.rigid) if self.rigid is not None else event.copy()
+        event = move_rigidly(event, self.frame, self.named, [largest_of(f, self.rigid) for f in event]) if self.rigid is not None else event.copy()
         if self.vanishing is not None:  # of what the event draws, the vanishing object and what the film had stay
             had = rim(others_of(self.frame, self.vanishing))
             for t, frame in enumerate(event):
@@ -226,15 +226,14 @@ def lay_on(film: np.ndarray, drawn: np.ndarray, color: str, clear: np.ndarray, s
     return event
 
 
-def move_rigidly(event: np.ndarray, frame: np.ndarray, named: np.ndarray, color: str) -> np.ndarray:
-    """A copy of `event` [T, H, W, 3] uint8 in which the object of `color` is the film's own
-    (`named` [H, W] bool of its last `frame`, rim and all) laid along the path the event draws
-    for it: each frame's drawn object (`largest_of`) painted out and the film's laid at its
-    centre. A move, a bounce or staying still changes where an object is, not what it is, and a
+def move_rigidly(event: np.ndarray, frame: np.ndarray, named: np.ndarray, drawn: Sequence[np.ndarray]) -> np.ndarray:
+    """A copy of `event` [T, H, W, 3] uint8 in which an object is the film's own (`named`
+    [H, W] bool of its last `frame`, rim and all) laid along the path the event draws for it:
+    each frame's drawing of it (`drawn`, [H, W] bool a frame: `largest_of` its colour) painted
+    out and the film's laid at its centre. A move, a bounce or staying still changes where an object is, not what it is, and a
     model that redraws it every frame rounds a square's corners a little more each event; so
     the model says where, the film says what. A frame that lost the object takes the centre
     between its neighbours' (a straight path); an event that never shows it stays as drawn."""
-    drawn = [largest_of(f, color) for f in event]
     seen = [t for t, d in enumerate(drawn) if d.any()]
     if not seen:
         return event.copy()
@@ -257,40 +256,34 @@ def steadied(frames: np.ndarray, sentence: str) -> np.ndarray:
     if not isinstance(meaning, SceneSpec) or meaning.camera:
         return frames
     for obj in meaning.objects:
-        if obj.motion in RIGID and (shape := steady_shape(frames, obj.color)) is not None:
-            frames = move_rigidly(frames, *shape, obj.color)
+        if obj.motion in RIGID:
+            drawn = [largest_of(f, obj.color) for f in frames]
+            if (shape := steady_shape(frames, drawn)) is not None:
+                frames = move_rigidly(frames, *shape, drawn)
     return frames
 
 
-def steady_shape(frames: np.ndarray, color: str) -> tuple[np.ndarray, np.ndarray] | None:
-    """The object of `color` as `frames` [T, H, W, 3] uint8 draw it, steadied: each frame's
-    drawing (`largest_of`) moved onto the first one's centre, the pixels most of them cover,
-    and per pixel the median of their colours (its rim too). Returns (a frame [H, W, 3] with
-    that drawing at the first centre, its pixels [H, W] bool), None if no frame shows it."""
-    drawn = [(f, o) for f in frames if (o := largest_of(f, color)).any()]
-    if not drawn:
+def steady_shape(frames: np.ndarray, drawn: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray] | None:
+    """An object as `frames` [T, H, W, 3] uint8 draw it (`drawn`, [H, W] bool a frame),
+    steadied: each frame's drawing moved onto the first one's centre, the pixels most of them
+    cover, and per pixel the median of their colours (its rim too). Returns (a frame [H, W, 3]
+    with that drawing at the first centre, its pixels [H, W] bool), None if no frame shows it."""
+    seen = [(f, o) for f, o in zip(frames, drawn) if o.any()]
+    if not seen:
         return None
-    centres = [np.array(ndimage.center_of_mass(o)) for _, o in drawn]
+    centres = [np.array(ndimage.center_of_mass(o)) for _, o in seen]
     aligned, covered = [], []
-    for (f, o), centre in zip(drawn, centres):
+    for (f, o), centre in zip(seen, centres):
         dy, dx = (int(v) for v in np.rint(centres[0] - centre))
-        aligned.append(shifted(f.astype(np.float32), dy, dx, np.nan))
-        covered.append(shifted(o, dy, dx, False))
-    pixels = np.sum(covered, axis=0) * 2 > len(drawn)
+        aligned.append(ndimage.shift(f.astype(np.float32), (dy, dx, 0), order=0, cval=np.nan))
+        covered.append(ndimage.shift(o, (dy, dx), order=0, cval=False))
+    pixels = np.sum(covered, axis=0) * 2 > len(seen)
     if not pixels.any():
         return None
     frame = frames[0].copy()
     around = rim(pixels)
     frame[around] = np.rint(np.nanmedian(np.stack(aligned)[:, around], axis=0)).astype(np.uint8)
     return frame, pixels
-
-
-def shifted(image: np.ndarray, dy: int, dx: int, fill) -> np.ndarray:
-    """`image` [H, W, ...] moved (dy, dx) pixels, what it leaves filled with `fill`."""
-    out = np.full_like(image, fill)
-    h, w = image.shape[:2]
-    out[max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = image[max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)]
-    return out
 
 
 def lay_shifted(frame: np.ndarray, source: np.ndarray, pixels: np.ndarray, shift: tuple[int, int]) -> None:
