@@ -332,7 +332,12 @@ def test_a_storys_square_keeps_one_shape() -> None:
     assert [e.passed for e in judge(drawn.frames, story).events] == [True, False]
     steady = pipe.story(story, seed=seed)
     assert judge(steady.frames, story).passed
-    assert len({largest_of(frame, "white").sum() for frame in steady.frames[:16]}) == 1, "one drawing of the square in every frame"
+    first = steady.frames[0]
+    ys, xs = np.nonzero(largest_of(first, "white"))
+    for frame in steady.frames[1:16]:  # one drawing of the square in every frame, moved (a faint trace of the model's own may lie beside it)
+        here = np.nonzero(largest_of(frame, "white"))
+        dy, dx = here[0].min() - ys.min(), here[1].min() - xs.min()
+        assert (frame[ys + dy, xs + dx] == first[ys, xs]).all()
 
 
 @pytest.mark.parametrize("field, value", [("choice_temperature", 0.0), ("refine_rounds", 1)])
