@@ -9,7 +9,7 @@ import math
 import numpy as np
 from scipy import ndimage
 
-from kinema.data.continuity import steadied, carry_objects, hold, keep_backdrop, largest_of, lay_on, leaves_backdrop, objects_of, story_casts
+from kinema.data.continuity import carry_objects, hold, keep_backdrop, largest_of, lay_on, leaves_backdrop, objects_of, shape_caption, steadied, story_casts
 from kinema.world.judge import color_pixels, judge
 from kinema.world.language import caption, parse
 from kinema.world.render import render_event
@@ -111,6 +111,52 @@ def test_an_object_drawn_from_text_keeps_one_shape_along_its_path() -> None:
         assert largest_of(frame, "red").sum() == 100 and (frame[20:30, 10 + t : 20 + t] == (220, 50, 50)).all(), t
     for sentence in ("a red square grows in the desert", "the camera zooms in on a red square in the desert", "a plaid thing happens"):
         assert (steadied(clip, sentence) == clip).all(), sentence
+
+
+def test_an_object_that_stays_still_is_its_steady_drawing_laid_still() -> None:
+    """A still square is drawn from "moves to the left" (`shape_caption`), each frame's drawing
+    with another corner rounded off: steadied for "stays still", every frame shows the whole
+    square at the middle of the drawn path, and nothing of the drawings is left; a zoom, a
+    held-out "holds still" and a moving object are drawn from their own words."""
+    clip = np.zeros((16, 64, 64, 3), np.uint8)
+    for t in range(16):
+        clip[t, 20:30, 40 - 2 * t : 50 - 2 * t] = (220, 50, 50)
+        y, x = (20, 29)[t % 2], (40 - 2 * t, 49 - 2 * t)[t // 2 % 2]
+        clip[t, y, x] = clip[t, y + (1 if y == 20 else -1), x] = clip[t, y, x + (1 if x == 40 - 2 * t else -1)] = 0
+    still = "a red square stays still in the desert"
+    assert shape_caption(still) == "a red square moves to the left in the desert"
+    steady = steadied(clip, still)
+    for frame in steady:
+        red = largest_of(frame, "red")
+        assert red.sum() == 100 and red[20:30, 25:35].all(), "the whole square, at the middle of the path"
+        assert (frame[~red] == 0).all(), "nothing of the drawings is left"
+    for sentence in ("the camera zooms in on a red square that stays still in the desert", "a red square holds still in the desert", "a red square moves up in the desert"):
+        assert shape_caption(sentence) == sentence
+
+
+def test_a_zoom_scales_the_films_own_frame_as_the_model_zooms() -> None:
+    """"The camera zooms out" after a square and a triangle: the model zooms out, but draws the
+    shrinking triangle as a disc. Carried (rigid), each frame is the film's last frame scaled
+    as the model's objects shrink: the triangle stays a triangle and the square a square, both
+    shrink as the world's zoom does and the event passes; not carried, nothing is held."""
+    story = ["a red square stays still and a yellow triangle moves up on a gray background", "the camera zooms out"]
+    world = np.concatenate(list(render_story(story, seed=3)))
+    film, drawn = world[15], world[16:32].copy()
+    ys, xs = np.mgrid[:64, :64]
+    for frame in drawn:  # the triangle drawn as a disc of its area, where it is
+        yellow = largest_of(frame, "yellow")
+        cy, cx = ndimage.center_of_mass(yellow)
+        frame[yellow] = (100, 100, 100)
+        frame[(ys - cy) ** 2 + (xs - cx) ** 2 <= yellow.sum() / math.pi] = (240, 220, 50)
+    assert not judge(np.concatenate([world[:16], drawn]), story).events[1].passed
+    held = hold(story[1], frozenset({"red", "yellow"}), film, rigid=True)
+    assert held.zoom and hold(story[1], frozenset({"red", "yellow"}), film) is None
+    zoomed = held.apply(drawn)
+    assert (zoomed[0] == film).all(), "the event starts as the film left it"
+    assert judge(np.concatenate([world[:16], zoomed]), story).passed
+    for color in ("red", "yellow"):
+        sizes = [largest_of(frame, color).sum() for frame in zoomed]
+        assert sizes[-1] < sizes[0] / 1.25**2, color
 
 
 def test_objects_carried_onto_a_new_background_are_the_worlds_scene_change() -> None:

@@ -7,14 +7,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from kinema.data.grounding import OPPOSITE_MOTIONS, WRONG_WAYS, first_object_caption, infill_caption, object_words, reversed_motion_caption, second_object_caption, swapped_caption, wrong_way_caption
+from kinema.data.grounding import OPPOSITE_MOTIONS, WRONG_WAYS, first_object_caption, infill_caption, moving_caption, object_words, reversed_motion_caption, second_object_caption, swapped_caption, wrong_way_caption
 from kinema.models.phenaki.data import PhenakiData
 from kinema.models.phenaki.maskgit import BINDING_MARGIN, MaskGit, MaskGitConfig
 from kinema.nn.attention import Attention
 from kinema.nn.grounding import grounding_loss
 from kinema.text import get_text_encoder
 from kinema.tokenizer.cvivit import CViViT, CViViTConfig
-from kinema.world.language import MOTION_WORDS, parse, phrase_spans
+from kinema.world.language import MOTION_WORDS, parse, phrase_spans, uses_heldout
 
 
 def words_of(caption: str) -> dict[str, list[str]]:
@@ -226,6 +226,37 @@ def two_object_captions(seed: int, count: int = 150):
         spec, _ = random_event(rng, "two objects")
         for text in (caption(spec), paraphrase(spec, rng, split="train"), paraphrase(spec, rng, split="heldout")):
             yield spec, text
+
+
+def test_a_moving_caption_says_each_still_object_moves_in_the_captions_own_register() -> None:
+    """What a rigid object that stays still is drawn from (its steady drawing then laid still):
+    every object that stays still moves to the left instead, worded as plainly as the caption
+    was, and nothing else changes; a held-out phrase is not resaid (it stays unseen), and a
+    caption where nothing stays still has none."""
+    from kinema.world.language import caption, paraphrase
+    from kinema.world.sample import random_event
+
+    rng = np.random.default_rng(13)
+    resaid = 0
+    for kind in ("one object", "two objects") * 60:
+        spec, _ = random_event(rng, kind)
+        for text in (caption(spec), paraphrase(spec, rng, split="train")):
+            moving = moving_caption(text)
+            if all(o.motion != "still" for o in spec.objects):
+                assert moving is None, text
+                continue
+            assert moving is not None, text
+            resaid += 1
+            meant = parse(moving)
+            assert [o.motion for o in meant.objects] == ["left" if o.motion == "still" else o.motion for o in spec.objects], (text, moving)
+            assert [(o.color, o.shape, o.size) for o in meant.objects] == [(o.color, o.shape, o.size) for o in spec.objects]
+            assert meant.background == spec.background and not uses_heldout(moving)
+    assert resaid > 20
+    assert moving_caption("a red square stays still in the desert") == "a red square moves to the left in the desert"
+    assert moving_caption("a green square stays still and a white circle grows on a black background") == "a green square moves to the left and a white circle grows on a black background"
+    held_out = f"a red square {MOTION_WORDS['still'].heldout[0]} in the desert"
+    assert parse(held_out).objects[0].motion == "still" and moving_caption(held_out) is None
+    assert moving_caption("a red square bounces in the desert") is None and moving_caption("a plaid square stays still") is None
 
 
 def test_the_first_objects_clause_is_cut_from_the_callers_own_words() -> None:

@@ -340,6 +340,23 @@ def test_a_storys_square_keeps_one_shape() -> None:
         assert (frame[ys + dy, xs + dx] == first[ys, xs]).all()
 
 
+def test_a_storys_zoom_scales_the_film() -> None:
+    """Eval seed 1's first story zooms out after three events. Redrawn by the shipped model, its
+    shrinking triangle goes missing in some frames and another object shows; with
+    `rigid_objects` (the default) the zoom is the film's last frame scaled as the model zooms
+    (kinema.data.continuity.zoomed): it starts as the film left it, its objects shrink, and
+    every event obeys."""
+    pipe = kinema.load_pipeline("phenaki-shapes")
+    story = ["a yellow triangle grows and a purple square stays still at night", "the yellow triangle shrinks", "the scene changes to the forest", "the camera zooms out"]
+    seed = derive_seed(1, "stories", 0)
+    assert [e.passed for e in judge(pipe.story(story, seed=seed, rigid_objects=False).frames, story).events] == [True, True, True, False]
+    frames = np.asarray(pipe.story(story, seed=seed).frames)
+    assert judge(frames, story).passed
+    assert (frames[48] == frames[47]).all()
+    for color in ("yellow", "purple"):
+        assert largest_of(frames[-1], color).sum() < largest_of(frames[47], color).sum() / 1.25**2, color
+
+
 @pytest.mark.parametrize("field, value", [("choice_temperature", 0.0), ("refine_rounds", 1)])
 def test_a_folders_sampler_sets_how_it_draws(tiny: Path, tmp_path: Path, field: str, value) -> None:
     """scheduler/config.json carries the choice temperature and the refine rounds; a call's

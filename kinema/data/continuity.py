@@ -36,6 +36,7 @@ from ..nn.weighting import FOREGROUND_THRESHOLD
 from ..world.language import ParseError, caption, parse
 from ..world.scene import GAP
 from ..world.spec import BACKGROUNDS, COLORS, AppearSentence, CameraSentence, DisappearSentence, MoveSentence, ObjectSpec, SceneChangeSentence, SceneSpec, Sentence
+from .grounding import moving_caption
 
 EIGHT = np.ones((3, 3), dtype=bool)
 FAR = FOREGROUND_THRESHOLD * 127.5  # an object's pixel: this far (summed over RGB, 0-255) from its frame's median colour
@@ -155,7 +156,8 @@ class Hold:
     lost; `vanishing`, the colour of the object a "disappears" sentence shrinks away, the
     only one the event may draw; `rigid`, the colour of the named object when its motion
     changes where it is and not its shape or size (`RIGID`), so that the film's own pixels
-    of it follow the path the event draws (`move_rigidly`)."""
+    of it follow the path the event draws (`move_rigidly`); `zoom`, for a camera zoom whose
+    film is carried: the film's last frame scaled as the event zooms (`zoomed`)."""
 
     frame: np.ndarray
     held: np.ndarray
@@ -164,6 +166,7 @@ class Hold:
     enters: ObjectSpec | None = None
     vanishing: str | None = None
     rigid: str | None = None
+    zoom: bool = False
 
     @property
     def entrance(self) -> str:
@@ -196,6 +199,8 @@ class Hold:
         """The event [T, H, W, 3] uint8 a model drew, with what the sentence leaves laid over it."""
         if self.new_backdrop:
             return carry_objects(event, self.frame, self.held)
+        if self.zoom:
+            return zoomed(event, self.frame)
         event = move_rigidly(event, self.frame, self.named, [largest_of(f, self.rigid) for f in event]) if self.rigid is not None else event.copy()
         if self.vanishing is not None:  # of what the event draws, the vanishing object and what the film had stay
             had = rim(others_of(self.frame, self.vanishing))
@@ -226,18 +231,22 @@ def lay_on(film: np.ndarray, drawn: np.ndarray, color: str, clear: np.ndarray, s
     return event
 
 
-def move_rigidly(event: np.ndarray, frame: np.ndarray, named: np.ndarray, drawn: Sequence[np.ndarray]) -> np.ndarray:
+def move_rigidly(event: np.ndarray, frame: np.ndarray, named: np.ndarray, drawn: Sequence[np.ndarray], still: bool = False) -> np.ndarray:
     """A copy of `event` [T, H, W, 3] uint8 in which an object is the film's own (`named`
     [H, W] bool of its last `frame`, rim and all) laid along the path the event draws for it:
     each frame's drawing of it (`drawn`, [H, W] bool a frame: `largest_of` its colour) painted
     out and the film's laid at its centre. A move, a bounce or staying still changes where an object is, not what it is, and a
     model that redraws it every frame rounds a square's corners a little more each event; so
     the model says where, the film says what. A frame that lost the object takes the centre
-    between its neighbours' (a straight path); an event that never shows it stays as drawn."""
+    between its neighbours' (a straight path); an event that never shows it stays as drawn.
+    `still`: laid in every frame at the median of the centres drawn (the middle of a drawn
+    move, `moving_caption`)."""
     seen = [t for t, d in enumerate(drawn) if d.any()]
     if not seen:
         return event.copy()
     centres = np.array([ndimage.center_of_mass(drawn[t]) for t in seen])
+    if still:
+        centres, seen = np.median(centres, axis=0, keepdims=True), [0]
     path = np.stack([np.interp(np.arange(len(event)), seen, centres[:, axis]) for axis in (0, 1)], axis=1)
     home, pixels = np.array(ndimage.center_of_mass(named)), rim(named)
     moved = np.stack([painted_out(f, rim(d)) for f, d in zip(event, drawn)])
@@ -246,10 +255,57 @@ def move_rigidly(event: np.ndarray, frame: np.ndarray, named: np.ndarray, drawn:
     return moved
 
 
+def sizes_of(frame: np.ndarray) -> dict[str, int]:
+    """Each object colour in `frame` [H, W, 3] uint8 (`objects_of`, `color_word`) and the area
+    of its largest object, in pixels."""
+    labels, n = objects_of(frame)
+    sizes: dict[str, int] = {}
+    for k, area in enumerate(np.bincount(labels.ravel(), minlength=n + 1)[1:], 1):
+        color = color_word(frame[labels == k])
+        sizes[color] = max(sizes.get(color, 0), int(area))
+    return sizes
+
+
+def zoomed(event: np.ndarray, frame: np.ndarray) -> np.ndarray:
+    """The film's last `frame` [H, W, 3] uint8 scaled about the frame's centre as `event`
+    [T, H, W, 3] uint8, a camera zoom a model drew from it, scales it: the model says how much
+    (each of the film's objects' size as the event draws it, fitted by a straight line, whose
+    slope over its start is a steady rate of zoom from x1 as the world zooms; the median over
+    objects), the film says what
+    (its objects as they were drawn, and its background, stars and all). A model that redraws
+    every object as it zooms draws small ones rounder (a triangle shrunk by a zoom out reads
+    as a circle). Where a zoom out shows more than the film had, the event's own background
+    (its objects painted out); an event with none of the film's objects stays as drawn."""
+    drawn = [sizes_of(f) for f in event]
+    rates = []
+    for color in sizes_of(frame):
+        seen = [(t, math.sqrt(sizes[color])) for t, sizes in enumerate(drawn) if color in sizes]
+        if len(seen) > 1:
+            slope, start = np.polyfit(*np.array(seen).T, deg=1)  # its size a + b·t: a zoom of rate b / a a frame
+            rates.append(slope / start)
+    if not rates:
+        return event.copy()
+    rate = float(np.median(rates))
+    height, width = frame.shape[:2]
+    centre = np.array([(height - 1) / 2, (width - 1) / 2])
+    film = frame.astype(np.float32)
+    out = event.copy()
+    for t in range(len(event)):
+        scale = max(1 + rate * t, 0.1)
+        source = ndimage.affine_transform  # pixel p of the frame shows the film at centre + (p - centre) / scale
+        laid = np.stack([source(film[..., c], np.eye(2) / scale, offset=centre - centre / scale, order=1, cval=np.nan) for c in range(3)], axis=-1)
+        inside = ~np.isnan(laid).any(-1)
+        if not inside.all():
+            out[t] = painted_out(out[t], rim(objects_of(out[t])[0] > 0))
+        out[t][inside] = np.clip(np.rint(laid[inside]), 0, 255).astype(np.uint8)
+    return out
+
+
 def steadied(frames: np.ndarray, sentence: str) -> np.ndarray:
-    """`frames` [T, H, W, 3] uint8, a clip drawn from `sentence` (a scene the world reads, not a
-    zoom; else returned as is), with each object whose motion keeps its shape and size
-    (`RIGID`) one steady drawing of it along the path drawn (`steady_shape`, `move_rigidly`). A
+    """`frames` [T, H, W, 3] uint8, a clip drawn for `sentence` (a scene the world reads, not a
+    zoom; else returned as is) from `shape_caption(sentence)`, with each object whose motion
+    keeps its shape and size (`RIGID`) one steady drawing of it along the path drawn
+    (`steady_shape`, `move_rigidly`), or, if it stays still, at the middle of that path. A
     model draws such an object once a frame, each a little off (a square's corner rounded in
     one frame, sharp in the next), and a story carries whichever it drew last."""
     meaning = meaning_of(sentence)
@@ -259,8 +315,20 @@ def steadied(frames: np.ndarray, sentence: str) -> np.ndarray:
         if obj.motion in RIGID:
             drawn = [largest_of(f, obj.color) for f in frames]
             if (shape := steady_shape(frames, drawn)) is not None:
-                frames = move_rigidly(frames, *shape, drawn)
+                frames = move_rigidly(frames, *shape, drawn, still=obj.motion == "still")
     return frames
+
+
+def shape_caption(sentence: str) -> str:
+    """What a pipeline draws a scene from before `steadied` keeps one drawing of each rigid
+    object: `sentence` with each object that stays still said to move (`moving_caption`; the
+    median of a moving object's drawings is truer to its shape, and `steadied` lays it still),
+    or `sentence` itself (nothing stays still, it says so in held-out words, or a zoom, whose
+    objects `steadied` leaves as drawn)."""
+    meaning = meaning_of(sentence)
+    if not isinstance(meaning, SceneSpec) or meaning.camera:
+        return sentence
+    return moving_caption(sentence) or sentence
 
 
 def steady_shape(frames: np.ndarray, drawn: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray] | None:
@@ -325,7 +393,8 @@ def hold(sentence: str, cast: frozenset[str] | None, frame: np.ndarray, rigid: b
     """What `sentence` leaves of the film whose last frame is `frame` and whose objects have
     the colours `cast` (`story_casts`): each object of the frame (`objects_of`) is told by its
     colour (`color_word`) as the one the sentence names, one it holds, or a fault outside the
-    cast. None when nothing is held: a zoom (it moves everything), a first scene, a sentence
+    cast. A zoom moves everything: with `rigid`, the film is carried, scaled as the event zooms
+    (`Hold.zoom`), else nothing is held. None when nothing is held: a first scene, a sentence
     the world cannot read, an unknown cast, or a frame with no object of the cast, unless the
     sentence brings one (an object appearing on an empty stage is laid on it all the same),
     makes one disappear, moves the film's only object without changing its shape or size (with
@@ -337,6 +406,8 @@ def hold(sentence: str, cast: frozenset[str] | None, frame: np.ndarray, rigid: b
     if cast is None:
         return None
     meaning = meaning_of(sentence)
+    if rigid and isinstance(meaning, CameraSentence):
+        return Hold(frame, np.zeros(frame.shape[:2], bool), np.zeros(frame.shape[:2], bool), zoom=True) if objects_of(frame)[1] else None
     if not isinstance(meaning, (MoveSentence, DisappearSentence, AppearSentence, SceneChangeSentence)):
         return None
     appears = isinstance(meaning, AppearSentence)

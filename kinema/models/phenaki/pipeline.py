@@ -34,7 +34,8 @@ new one the MaskGIT drew. A square the MaskGIT would redraw a little rounder eac
 stays as it was drawn. An object that moves, bounces or stays still keeps one shape
 (`rigid_objects`): drawn from text, it is one steady drawing of it (the median of the
 MaskGIT's drawings, `steadied`) laid along the path drawn, and a sentence that moves it
-moves the film's own object along the path the MaskGIT draws for it. What a first scene or
+moves the film's own object along the path the MaskGIT draws for it; a zoom scales the
+film's last frame as the MaskGIT's zoom scales its objects (`zoomed`). What a first scene or
 a newcomer placed is moved where the world can act out the next sentences from
 (`leave_room`, kinema.data.room): an object drawn at the edge is not sent out of the frame
 by the next sentence.
@@ -52,7 +53,7 @@ import numpy as np
 import torch
 
 from ... import checkpoint as ckpt
-from ...data.continuity import Hold, hold, lay_second, rim, steadied, story_casts
+from ...data.continuity import Hold, hold, lay_second, rim, shape_caption, steadied, story_casts
 from ...data.grounding import first_object_caption, infill_caption, second_object_caption
 from ...data.room import room_for
 from ...data.shapes import to_model_range, to_uint8_frames
@@ -83,7 +84,7 @@ class PhenakiSampler:
     compose_objects: bool = True  # a caption naming two objects: each object drawn alone, the second laid on the first
     hold_objects: bool = True  # a story event keeps what its sentence leaves as the film has it (kinema.data.continuity)
     leave_room: bool = True  # a story's first scene or newcomer is moved where the next sentences can be acted out from it (kinema.data.room)
-    rigid_objects: bool = True  # an object that moves, bounces or stays still keeps one shape: its drawings' median, in a story the film's (kinema.data.continuity)
+    rigid_objects: bool = True  # an object that moves, bounces or stays still keeps one shape: its drawings' median, in a story the film's; a zoom scales the film (kinema.data.continuity)
 
 
 def check_draw(*, temperature: float, top_k: int | None, choice_temperature: float | None, refine_rounds: int, refine_share: float) -> None:
@@ -177,9 +178,12 @@ class PhenakiPipeline(Pipeline):
                 frames = self._compose(sentence, first_object, draw, bar, rigid)
             else:  # "a yellow triangle appears", or an object the film lost moves: drawn alone and laid on the film, if it lands
                 entered = self._alone(held.entrance, held.enter, draw, bar, rigid) if enters is not None else None
-                frames = entered if entered is not None else self._event(sentence, held, context, draw, bar)
-                if k == 0 and rigid:
-                    frames = steadied(frames, sentence)
+                if entered is not None:
+                    frames = entered
+                elif k == 0 and rigid:  # a first scene of one object, one steady drawing of it
+                    frames = steadied(self._event(shape_caption(sentence), None, None, draw, bar), sentence)
+                else:
+                    frames = self._event(sentence, held, context, draw, bar)
             if room and (k == 0 or enters is not None):  # the model placed something: room for what comes next
                 frames = room_for(frames, sentences, k, None if k == 0 else [enters.color])
             yield frames
@@ -193,7 +197,7 @@ class PhenakiPipeline(Pipeline):
         if held is not None and held.named.any():  # "the red circle moves up": from the red circle alone
             context = self._encode_frame(held.alone())
             codes, keep = self._starting_at(context)
-        elif held is not None and not held.new_backdrop:  # no named object in the film, or a newcomer never laid on: around the rest
+        elif held is not None and not held.new_backdrop and not held.zoom:  # no named object in the film, or a newcomer never laid on: around the rest
             codes, keep = self._held_tokens(held)
         codes = self._draw(sentence, context, codes, keep, draw, bar.steps())
         bar.passed()
@@ -206,7 +210,7 @@ class PhenakiPipeline(Pipeline):
         (`lay_on`), or, if it never lands, the rest infilled around the first object's tokens
         with its pixels as drawn alone pasted back. With `rigid`, each object drawn alone is
         one steady drawing of it along its path (`steadied`)."""
-        codes = self._draw(first_object, None, None, None, draw, bar.steps())
+        codes = self._draw(shape_caption(first_object) if rigid else first_object, None, None, None, draw, bar.steps())
         video = self._decode(codes)
         bar.passed()
         first = to_uint8_frames(video[0])
@@ -214,6 +218,9 @@ class PhenakiPipeline(Pipeline):
         frames = self._alone(second_object_caption(sentence), lay_second(sentence, first), draw, bar, rigid)
         if frames is not None:
             return frames
+        if rigid:  # the infill keeps the steady drawing's tokens
+            video = to_model_range(first)[None].to(self.device)
+            codes = self._encode(video)
         drawn = self._objects(video)
         codes = self._draw(infill_caption(sentence), None, codes, self._object_tokens(drawn), draw, bar.steps())
         # the decoder looks across the whole clip and would redraw the kept object among its
@@ -227,8 +234,9 @@ class PhenakiPipeline(Pipeline):
         its path, with `rigid`), laid on the film by `lay` (`draw_alone`); None if it never lands."""
 
         def drawn(steps) -> np.ndarray:
-            frames = to_uint8_frames(self._decode(self._draw(caption, None, None, None, draw, steps))[0])
-            return steadied(frames, caption) if rigid else frames
+            if not rigid:
+                return to_uint8_frames(self._decode(self._draw(caption, None, None, None, draw, steps))[0])
+            return steadied(to_uint8_frames(self._decode(self._draw(shape_caption(caption), None, None, None, draw, steps))[0]), caption)
 
         return draw_alone(drawn, lay, bar)
 
