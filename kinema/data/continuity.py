@@ -271,18 +271,19 @@ def zoomed(event: np.ndarray, frame: np.ndarray) -> np.ndarray:
     [T, H, W, 3] uint8, a camera zoom a model drew from it, scales it: the model says how much
     (each of the film's objects' size as the event draws it, fitted by a straight line, whose
     slope over its start is a steady rate of zoom from x1 as the world zooms; the median over
-    objects), the film says what
-    (its objects as they were drawn, and its background, stars and all). A model that redraws
-    every object as it zooms draws small ones rounder (a triangle shrunk by a zoom out reads
-    as a circle). Where a zoom out shows more than the film had, the event's own background
-    (its objects painted out); an event with none of the film's objects stays as drawn."""
+    objects), the film says what (its objects as they were drawn, and its background, stars
+    and all). A model that redraws every object as it zooms draws small ones rounder (a
+    triangle shrunk by a zoom out reads as a circle). Where a zoom out shows more than the film
+    had, the event's own background (its objects painted out); an event with none of the
+    film's objects stays as drawn."""
     drawn = [sizes_of(f) for f in event]
     rates = []
     for color in sizes_of(frame):
         seen = [(t, math.sqrt(sizes[color])) for t, sizes in enumerate(drawn) if color in sizes]
         if len(seen) > 1:
             slope, start = np.polyfit(*np.array(seen).T, deg=1)  # its size a + b·t: a zoom of rate b / a a frame
-            rates.append(slope / start)
+            if start > 0:
+                rates.append(slope / start)
     if not rates:
         return event.copy()
     rate = float(np.median(rates))
@@ -292,8 +293,8 @@ def zoomed(event: np.ndarray, frame: np.ndarray) -> np.ndarray:
     out = event.copy()
     for t in range(len(event)):
         scale = max(1 + rate * t, 0.1)
-        source = ndimage.affine_transform  # pixel p of the frame shows the film at centre + (p - centre) / scale
-        laid = np.stack([source(film[..., c], np.eye(2) / scale, offset=centre - centre / scale, order=1, cval=np.nan) for c in range(3)], axis=-1)
+        # pixel p of the frame shows the film at centre + (p - centre) / scale
+        laid = np.stack([ndimage.affine_transform(film[..., c], np.eye(2) / scale, offset=centre - centre / scale, order=1, cval=np.nan) for c in range(3)], axis=-1)
         inside = ~np.isnan(laid).any(-1)
         if not inside.all():
             out[t] = painted_out(out[t], rim(objects_of(out[t])[0] > 0))

@@ -13,7 +13,7 @@ lexicon says what each word means (here), and its palette which pixels each obje
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Container
 
 import numpy as np
 
@@ -158,7 +158,7 @@ def _opposite_phrases() -> dict[str, str]:
 _OPPOSITE_PHRASES = _opposite_phrases()
 
 
-def _resay_motions(caption: str, resay: Callable[[str, str], str | None], motions=OPPOSITE_MOTIONS) -> str | None:
+def _resay_motions(caption: str, resay: Callable[[str, str], str | None], motions: Container[str] = OPPOSITE_MOTIONS.keys()) -> str | None:
     """`caption` with the phrase of every motion in `motions` (by default those that run one
     way, the keys of `OPPOSITE_MOTIONS`) replaced by `resay(phrase, motion)`, the phrase in
     lower case. None when the world cannot read the caption, it names no such motion, or
@@ -201,8 +201,8 @@ def _train_phrase_for(phrase: str, motion: str, other: str) -> str | None:
 def moving_caption(caption: str) -> str | None:
     """`caption` with every object that stays still said to move to the left instead, in the
     caption's own register: "a red square stays still in the desert" -> "a red square moves to
-    the left in the desert", "a red square, sitting still, ..." -> "..., sliding to the left,
-    ...". Where only an object's shape matters (a rigid object's, kinema.data.continuity.
+    the left in the desert", "a red square, sitting still, ..." -> "a red square, travelling
+    leftwards, ...". Where only an object's shape matters (a rigid object's, kinema.data.continuity.
     steadied) it is drawn moving: a still drawing repeats one rounding of its corners sixteen
     times, a moving one shows the shape at sixteen places, whose median is truer
     (phenaki-shapes, 24 captions per shape: a square's steady drawing read as a square 18
