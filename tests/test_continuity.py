@@ -136,7 +136,7 @@ def test_an_object_that_stays_still_is_its_steady_drawing_laid_still() -> None:
 
 def test_a_zoom_scales_the_films_own_frame_as_the_model_zooms() -> None:
     """"The camera zooms out" after a square and a triangle: the model zooms out, but draws the
-    shrinking triangle as a disc. Carried (rigid), each frame is the film's last frame scaled
+    shrinking triangle as a disc. Carried (`zoom`), each frame is the film's last frame scaled
     as the model's objects shrink: the triangle stays a triangle and the square a square, both
     shrink as the world's zoom does and the event passes; not carried, nothing is held."""
     story = ["a red square stays still and a yellow triangle moves up on a gray background", "the camera zooms out"]
@@ -149,7 +149,7 @@ def test_a_zoom_scales_the_films_own_frame_as_the_model_zooms() -> None:
         frame[yellow] = (100, 100, 100)
         frame[(ys - cy) ** 2 + (xs - cx) ** 2 <= yellow.sum() / math.pi] = (240, 220, 50)
     assert not judge(np.concatenate([world[:16], drawn]), story).events[1].passed
-    held = hold(story[1], frozenset({"red", "yellow"}), film, rigid=True)
+    held = hold(story[1], frozenset({"red", "yellow"}), film, zoom=True)
     assert held.zoom and hold(story[1], frozenset({"red", "yellow"}), film) is None
     zoomed = held.apply(drawn)
     assert (zoomed[0] == film).all(), "the event starts as the film left it"
@@ -157,6 +157,25 @@ def test_a_zoom_scales_the_films_own_frame_as_the_model_zooms() -> None:
     for color in ("red", "yellow"):
         sizes = [largest_of(frame, color).sum() for frame in zoomed]
         assert sizes[-1] < sizes[0] / 1.25**2, color
+
+
+def test_a_zoom_is_measured_on_the_objects_the_model_keeps() -> None:
+    """A model that draws the film's red square into orange as it zooms out, and leaves a red
+    speck in one frame: the zoom is measured on the triangle, which it keeps, and the carried
+    film still shrinks as the world's zoom does (the speck, read as the square, would have
+    sent the film to a tenth of its size)."""
+    story = ["a red square stays still and a yellow triangle moves up on a gray background", "the camera zooms out"]
+    world = np.concatenate(list(render_story(story, seed=3)))
+    film, drawn = world[15], world[16:32].copy()
+    for t, frame in enumerate(drawn):
+        if t >= 2:
+            frame[largest_of(frame, "red")] = (250, 140, 30)
+        if t == 4:
+            frame[2:6, 2:6] = (220, 40, 40)
+    zoomed = hold(story[1], frozenset({"red", "yellow"}), film, zoom=True).apply(drawn)
+    assert judge(np.concatenate([world[:16], zoomed]), story).passed
+    for color in ("red", "yellow"):
+        assert largest_of(zoomed[-1], color).sum() < largest_of(film, color).sum() / 1.25**2, color
 
 
 def test_objects_carried_onto_a_new_background_are_the_worlds_scene_change() -> None:

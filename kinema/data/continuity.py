@@ -271,8 +271,8 @@ def zoomed(event: np.ndarray, frame: np.ndarray) -> np.ndarray:
     [T, H, W, 3] uint8, a camera zoom a model drew from it, scales it: the model says how much
     (each of the film's objects' size as the event draws it, fitted by a straight line, whose
     slope over its start is a steady rate of zoom from x1 as the world zooms; the median over
-    objects), the film says what (its objects as they were drawn, and its background, stars
-    and all). A model that redraws every object as it zooms draws small ones rounder (a
+    objects the event shows in most frames), the film says what (its objects as they were
+    drawn, and its background, stars and all). A model that redraws every object as it zooms draws small ones rounder (a
     triangle shrunk by a zoom out reads as a circle). Where a zoom out shows more than the film
     had, the event's own background (its objects painted out); an event with none of the
     film's objects stays as drawn."""
@@ -280,7 +280,7 @@ def zoomed(event: np.ndarray, frame: np.ndarray) -> np.ndarray:
     rates = []
     for color in sizes_of(frame):
         seen = [(t, math.sqrt(sizes[color])) for t, sizes in enumerate(drawn) if color in sizes]
-        if len(seen) > 1:
+        if 2 * len(seen) > len(event):  # an object the model drew into another colour leaves specks
             slope, start = np.polyfit(*np.array(seen).T, deg=1)  # its size a + b·t: a zoom of rate b / a a frame
             if start > 0:
                 rates.append(slope / start)
@@ -390,11 +390,11 @@ def free_shift(objects: np.ndarray, clear: np.ndarray, gap: int) -> tuple[int, i
     return int(dy.flat[best]), int(dx.flat[best])
 
 
-def hold(sentence: str, cast: frozenset[str] | None, frame: np.ndarray, rigid: bool = False) -> Hold | None:
+def hold(sentence: str, cast: frozenset[str] | None, frame: np.ndarray, rigid: bool = False, zoom: bool = False) -> Hold | None:
     """What `sentence` leaves of the film whose last frame is `frame` and whose objects have
     the colours `cast` (`story_casts`): each object of the frame (`objects_of`) is told by its
     colour (`color_word`) as the one the sentence names, one it holds, or a fault outside the
-    cast. A zoom moves everything: with `rigid`, the film is carried, scaled as the event zooms
+    cast. A zoom moves everything: with `zoom`, the film is carried, scaled as the event zooms
     (`Hold.zoom`), else nothing is held. None when nothing is held: a first scene, a sentence
     the world cannot read, an unknown cast, or a frame with no object of the cast, unless the
     sentence brings one (an object appearing on an empty stage is laid on it all the same),
@@ -407,7 +407,7 @@ def hold(sentence: str, cast: frozenset[str] | None, frame: np.ndarray, rigid: b
     if cast is None:
         return None
     meaning = meaning_of(sentence)
-    if rigid and isinstance(meaning, CameraSentence):
+    if zoom and isinstance(meaning, CameraSentence):
         return Hold(frame, np.zeros(frame.shape[:2], bool), np.zeros(frame.shape[:2], bool), zoom=True) if objects_of(frame)[1] else None
     if not isinstance(meaning, (MoveSentence, DisappearSentence, AppearSentence, SceneChangeSentence)):
         return None

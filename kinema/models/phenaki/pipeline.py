@@ -172,7 +172,7 @@ class PhenakiPipeline(Pipeline):
         first_object = first_object_caption(sentences[0]) if compose and sentences else None
         bar = Passes(callback, per_event, per_event * (len(sentences) + (first_object is not None)))
         for k, sentence in enumerate(sentences):
-            held = hold(sentence, casts[k], frames[-1], rigid) if k else None  # what the sentence leaves of the film
+            held = hold(sentence, casts[k], frames[-1], rigid, zoom=rigid) if k else None  # what the sentence leaves of the film
             enters = held.enters if held is not None else None
             if k == 0 and first_object:
                 frames = self._compose(sentence, first_object, draw, bar, rigid)
