@@ -27,7 +27,7 @@ from kinema.models.imagen_video.pipeline import ImagenVideoPipeline, ImagenVideo
 from kinema.models.imagen_video.train import imagen_video
 from kinema.nn.unet import VideoUNet
 from kinema.text import get_text_encoder
-from kinema.world.judge import second_copy_frames
+from kinema.world.judge import judge, second_copy_frames
 
 PROMPT = "a red circle moves up at night"
 
@@ -177,6 +177,20 @@ def test_a_story_event_keeps_what_its_sentence_leaves() -> None:
     for frame in held[3]:
         triangle = largest_of(frame, "yellow")
         assert triangle.sum() > 50 and not (rim(triangle) & enters.held).any()
+
+
+def test_a_shipped_storys_zoom_scales_the_film() -> None:
+    """Eval seed 1's seventh story zooms out after its first scene. Redrawn by the shipped
+    cascade, the zoom shows a yellow object for a frame; with `zoom_film` (the default) it is
+    the film's last frame scaled as the base zooms (kinema.data.continuity.zoomed): it starts
+    as the film left it, its objects shrink, and both events obey."""
+    pipe = kinema.load_pipeline("imagen-video-shapes")
+    story, seed = ["a purple circle stays still and an orange circle bounces in the desert", "the camera zooms out"], derive_seed(1, "stories", 6)
+    assert [e.passed for e in judge(pipe.story(story, seed=seed, zoom_film=False).frames, story).events] == [True, False]
+    frames = np.asarray(pipe.story(story, seed=seed).frames)
+    assert judge(frames, story).passed and (frames[16] == frames[15]).all()
+    for color in ("purple", "orange"):
+        assert largest_of(frames[-1], color).sum() < largest_of(frames[15], color).sum() / 1.25**2, color
 
 
 def test_the_shipped_cascade_draws_a_named_object_once() -> None:

@@ -78,6 +78,7 @@ class ImagenVideoSampler:
     hold_objects: bool = True  # a story event keeps what its sentence leaves as the film has it: objects, background, first frame (kinema.data.continuity)
     one_copy: bool = True  # each object a caption names is kept once in the base's clip, its other copies painted out (kinema.data.copies)
     leave_room: bool = True  # a story's first scene or newcomer is moved where the next sentences can be acted out from it (kinema.data.room)
+    zoom_film: bool = True  # a story's zoom is the film's last frame scaled as the base's zoom scales its objects (kinema.data.continuity.zoomed)
     candidates: int = 1  # base samples drawn per pass; the one the (teacher) base denoises best under the caption is kept (kinema.diffusion.rerank)
     schedule: str = GaussianDiffusion.schedule
     num_train_timesteps: int = GaussianDiffusion.num_train_timesteps
@@ -216,11 +217,12 @@ class ImagenVideoPipeline(Pipeline):
         candidates: int | None = None,
         one_copy: bool | None = None,
         leave_room: bool | None = None,
+        zoom_film: bool | None = None,
     ) -> Iterator[np.ndarray]:
         """`num_inference_steps` sets every stage's steps (default: the folder's, with distilled
         stages where present); `guidance_scale` the base's classifier-free guidance;
         `scheduler` (ddpm | ddim | dpm++) overrides the folder's sampler for undistilled stages;
-        `compose_objects`, `hold_objects`, `candidates`, `one_copy` and `leave_room` as in the sampler's settings (without
+        `compose_objects`, `hold_objects`, `candidates`, `one_copy`, `leave_room` and `zoom_film` as in the sampler's settings (without
         `hold_objects`, each story event is drawn from the film's last frame as the base
         continues it, and nothing of the film is held)."""
         if scheduler is not None and scheduler not in SCHEDULERS:
@@ -240,12 +242,13 @@ class ImagenVideoPipeline(Pipeline):
         keep = s.hold_objects if hold_objects is None else hold_objects  # what a sentence leaves: objects, background, first frame
         casts = story_casts(sentences) if keep else [None] * len(sentences)
         room = s.leave_room if leave_room is None else leave_room
+        zoom = s.zoom_film if zoom_film is None else zoom_film
         first_object = first_object_caption(sentences[0]) if compose and sentences else None
         per_pass = sum(per_stage.values())
         bar = Passes(callback, per_pass, per_pass * (len(sentences) + (first_object is not None)))
         film = None  # the film's last frame
         for k, sentence in enumerate(sentences):
-            held = hold(sentence, casts[k], film) if k else None  # what the sentence leaves of the film
+            held = hold(sentence, casts[k], film, zoom=zoom) if k else None  # what the sentence leaves of the film
             enters = held.enters if held is not None else None
             event = None
             if k == 0 and first_object:  # two objects: each drawn alone, the second laid on the first
