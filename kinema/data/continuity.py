@@ -309,10 +309,9 @@ def steadied(frames: np.ndarray, sentence: str) -> np.ndarray:
     (`steady_shape`, `move_rigidly`), or, if it stays still, at the middle of that path. A
     model draws such an object once a frame, each a little off (a square's corner rounded in
     one frame, sharp in the next), and a story carries whichever it drew last."""
-    meaning = meaning_of(sentence)
-    if not isinstance(meaning, SceneSpec) or meaning.camera:
+    if (scene := scene_of(sentence)) is None:
         return frames
-    for obj in meaning.objects:
+    for obj in scene.objects:
         if obj.motion in RIGID:
             drawn = [largest_of(f, obj.color) for f in frames]
             if (shape := steady_shape(frames, drawn)) is not None:
@@ -326,10 +325,14 @@ def shape_caption(sentence: str) -> str:
     median of a moving object's drawings is truer to its shape, and `steadied` lays it still),
     or `sentence` itself (nothing stays still, it says so in held-out words, or a zoom, whose
     objects `steadied` leaves as drawn)."""
+    return (moving_caption(sentence) or sentence) if scene_of(sentence) is not None else sentence
+
+
+def scene_of(sentence: str) -> SceneSpec | None:
+    """What the world reads in `sentence` when it is a scene whose objects move themselves (no
+    camera move); else None."""
     meaning = meaning_of(sentence)
-    if not isinstance(meaning, SceneSpec) or meaning.camera:
-        return sentence
-    return moving_caption(sentence) or sentence
+    return meaning if isinstance(meaning, SceneSpec) and not meaning.camera else None
 
 
 def steady_shape(frames: np.ndarray, drawn: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray] | None:

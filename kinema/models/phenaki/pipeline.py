@@ -180,8 +180,9 @@ class PhenakiPipeline(Pipeline):
                 entered = self._alone(held.entrance, held.enter, draw, bar, rigid) if enters is not None else None
                 if entered is not None:
                     frames = entered
-                elif k == 0 and rigid:  # a first scene of one object, one steady drawing of it
-                    frames = steadied(self._event(shape_caption(sentence), None, None, draw, bar), sentence)
+                elif k == 0:  # a first scene of one object
+                    frames = self._drawn(sentence, draw, bar.steps(), rigid)
+                    bar.passed()
                 else:
                     frames = self._event(sentence, held, context, draw, bar)
             if room and (k == 0 or enters is not None):  # the model placed something: room for what comes next
@@ -230,15 +231,16 @@ class PhenakiPipeline(Pipeline):
         return to_uint8_frames(video[0])
 
     def _alone(self, caption: str, lay: Callable[[np.ndarray], np.ndarray | None], draw: dict, bar: Passes, rigid: bool) -> np.ndarray | None:
-        """An object drawn alone from `caption` with no context (one steady drawing of it along
-        its path, with `rigid`), laid on the film by `lay` (`draw_alone`); None if it never lands."""
+        """An object drawn alone from `caption` (`_drawn`), laid on the film by `lay`
+        (`draw_alone`); None if it never lands."""
+        return draw_alone(lambda steps: self._drawn(caption, draw, steps, rigid), lay, bar)
 
-        def drawn(steps) -> np.ndarray:
-            if not rigid:
-                return to_uint8_frames(self._decode(self._draw(caption, None, None, None, draw, steps))[0])
-            return steadied(to_uint8_frames(self._decode(self._draw(shape_caption(caption), None, None, None, draw, steps))[0]), caption)
-
-        return draw_alone(drawn, lay, bar)
+    def _drawn(self, caption: str, draw: dict, steps, rigid: bool) -> np.ndarray:
+        """An event's frames [T, H, W, 3] uint8 drawn from `caption` alone, with no context;
+        with `rigid`, each rigid object one steady drawing of it (drawn from `shape_caption`,
+        `steadied`)."""
+        frames = to_uint8_frames(self._decode(self._draw(shape_caption(caption) if rigid else caption, None, None, None, draw, steps))[0])
+        return steadied(frames, caption) if rigid else frames
 
     def _encode(self, video: torch.Tensor) -> torch.Tensor:
         """[1, N] codes of `video` [1, 3, T, H, W]."""
