@@ -9,13 +9,13 @@ import math
 import numpy as np
 from scipy import ndimage
 
-from kinema.data.continuity import carry_objects, hold, keep_backdrop, largest_of, lay_on, leaves_backdrop, objects_of, shape_caption, steadied, story_casts
+from kinema.data.continuity import carry_objects, hold, keep_backdrop, largest_of, lay_on, leaves_backdrop, objects_of, shape_caption, steadied, story_casts, zoomed
 from kinema.world.judge import color_pixels, judge
 from kinema.world.language import caption, parse
-from kinema.world.render import render_event
+from kinema.world.render import render_event, render_frame
 from kinema.world.sample import random_event, random_story, render_story
-from kinema.world.scene import GAP
-from kinema.world.spec import AppearSentence, DisappearSentence, MoveSentence, ObjectSpec, SceneSpec
+from kinema.world.scene import GAP, Thing
+from kinema.world.spec import ZOOM, AppearSentence, DisappearSentence, MoveSentence, ObjectSpec, SceneSpec
 
 
 def test_a_storys_cast_gains_what_appears_and_loses_what_disappears() -> None:
@@ -176,6 +176,24 @@ def test_a_zoom_is_measured_on_the_objects_the_model_keeps() -> None:
     assert judge(np.concatenate([world[:16], zoomed]), story).passed
     for color in ("red", "yellow"):
         assert largest_of(zoomed[-1], color).sum() < largest_of(film, color).sum() / 1.25**2, color
+
+
+def test_a_zoom_stays_within_the_worlds_zoom_its_sentence_names() -> None:
+    """A model's zoom out that grows its objects (to x3, as the MaskGIT once drew one) is not
+    carried as a zoom in, and a zoom in drawn to x3 is carried to the world's x1.6 and no
+    further: a film scaled past it stays that way, blurred, for the rest of the story."""
+    film = render_frame("gray", [Thing("red", "square", 0.18, 0.4, 0.5), Thing("yellow", "triangle", 0.18, 0.62, 0.5)], 64)
+    centre = np.array([31.5, 31.5])
+    grown = np.stack([  # the film scaled about the centre from x1 to x3
+        np.stack([ndimage.affine_transform(film[..., c], np.eye(2) / k, offset=centre - centre / k, order=0, mode="nearest") for c in range(3)], -1)
+        for k in np.linspace(1, 3, 16)
+    ])
+    assert largest_of(zoomed(grown, film)[-1], "red").sum() > 4 * largest_of(film, "red").sum(), "told no direction, the zoom is carried as drawn"
+    for camera, most in (("in", ZOOM), ("out", 1.0)):
+        carried = hold(f"the camera zooms {camera}", frozenset({"red", "yellow"}), film, zoom=True)
+        assert carried.zoom == camera
+        side = math.sqrt(largest_of(carried.apply(grown)[-1], "red").sum() / largest_of(film, "red").sum())
+        assert most - 0.08 < side < most + 0.08, (camera, side)
 
 
 def test_objects_carried_onto_a_new_background_are_the_worlds_scene_change() -> None:

@@ -35,7 +35,7 @@ from scipy import ndimage, signal
 from ..nn.weighting import FOREGROUND_THRESHOLD
 from ..world.language import ParseError, caption, parse
 from ..world.scene import GAP
-from ..world.spec import BACKGROUNDS, COLORS, AppearSentence, CameraSentence, DisappearSentence, MoveSentence, ObjectSpec, SceneChangeSentence, SceneSpec, Sentence
+from ..world.spec import BACKGROUNDS, COLORS, ZOOM, AppearSentence, CameraSentence, DisappearSentence, MoveSentence, ObjectSpec, SceneChangeSentence, SceneSpec, Sentence
 from .grounding import moving_caption
 
 EIGHT = np.ones((3, 3), dtype=bool)
@@ -156,8 +156,9 @@ class Hold:
     lost; `vanishing`, the colour of the object a "disappears" sentence shrinks away, the
     only one the event may draw; `rigid`, the colour of the named object when its motion
     changes where it is and not its shape or size (`RIGID`), so that the film's own pixels
-    of it follow the path the event draws (`move_rigidly`); `zoom`, for a camera zoom whose
-    film is carried: the film's last frame scaled as the event zooms (`zoomed`)."""
+    of it follow the path the event draws (`move_rigidly`); `zoom`, the direction ("in" or
+    "out") of a camera zoom whose film is carried: the film's last frame scaled as the event
+    zooms (`zoomed`)."""
 
     frame: np.ndarray
     held: np.ndarray
@@ -166,7 +167,7 @@ class Hold:
     enters: ObjectSpec | None = None
     vanishing: str | None = None
     rigid: str | None = None
-    zoom: bool = False
+    zoom: str | None = None
 
     @property
     def entrance(self) -> str:
@@ -200,7 +201,7 @@ class Hold:
         if self.new_backdrop:
             return carry_objects(event, self.frame, self.held)
         if self.zoom:
-            return zoomed(event, self.frame)
+            return zoomed(event, self.frame, self.zoom)
         event = move_rigidly(event, self.frame, self.named, [largest_of(f, self.rigid) for f in event]) if self.rigid is not None else event.copy()
         if self.vanishing is not None:  # of what the event draws, the vanishing object and what the film had stay
             had = rim(others_of(self.frame, self.vanishing))
@@ -266,16 +267,19 @@ def sizes_of(frame: np.ndarray) -> dict[str, int]:
     return sizes
 
 
-def zoomed(event: np.ndarray, frame: np.ndarray) -> np.ndarray:
+def zoomed(event: np.ndarray, frame: np.ndarray, camera: str | None = None) -> np.ndarray:
     """The film's last `frame` [H, W, 3] uint8 scaled about the frame's centre as `event`
     [T, H, W, 3] uint8, a camera zoom a model drew from it, scales it: the model says how much
     (each of the film's objects' size as the event draws it, fitted by a straight line, whose
     slope over its start is a steady rate of zoom from x1 as the world zooms; the median over
     objects the event shows in most frames), the film says what (its objects as they were
     drawn, and its background, stars and all). A model that redraws every object as it zooms draws small ones rounder (a
-    triangle shrunk by a zoom out reads as a circle). Where a zoom out shows more than the film
-    had, the event's own background (its objects painted out); an event with none of the
-    film's objects stays as drawn."""
+    triangle shrunk by a zoom out reads as a circle). With the sentence's `camera` ("in" or
+    "out"), the rate stays within the world's zoom that way (x1 to x1.6, or to x1/1.6, over
+    the event): a drawing that grows its objects in a zoom out, or zooms past x1.6, is a
+    model's mistake the film would keep for the rest of the story. Where a zoom out shows more
+    than the film had, the event's own background (its objects painted out); an event with
+    none of the film's objects stays as drawn."""
     drawn = [sizes_of(f) for f in event]
     rates = []
     for color in sizes_of(frame):
@@ -287,6 +291,9 @@ def zoomed(event: np.ndarray, frame: np.ndarray) -> np.ndarray:
     if not rates:
         return event.copy()
     rate = float(np.median(rates))
+    if camera is not None:
+        span = (ZOOM if camera == "in" else 1 / ZOOM) - 1  # the world's change of scale over an event
+        rate = float(np.clip(rate, *sorted((0.0, span / (len(event) - 1)))))
     height, width = frame.shape[:2]
     centre = np.array([(height - 1) / 2, (width - 1) / 2])
     film = frame.astype(np.float32)
@@ -411,7 +418,7 @@ def hold(sentence: str, cast: frozenset[str] | None, frame: np.ndarray, rigid: b
         return None
     meaning = meaning_of(sentence)
     if zoom and isinstance(meaning, CameraSentence):
-        return Hold(frame, np.zeros(frame.shape[:2], bool), np.zeros(frame.shape[:2], bool), zoom=True) if objects_of(frame)[1] else None
+        return Hold(frame, np.zeros(frame.shape[:2], bool), np.zeros(frame.shape[:2], bool), zoom=meaning.camera) if objects_of(frame)[1] else None
     if not isinstance(meaning, (MoveSentence, DisappearSentence, AppearSentence, SceneChangeSentence)):
         return None
     appears = isinstance(meaning, AppearSentence)
