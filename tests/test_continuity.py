@@ -9,13 +9,13 @@ import math
 import numpy as np
 from scipy import ndimage
 
-from kinema.data.continuity import carry_objects, hold, keep_backdrop, largest_of, lay_on, leaves_backdrop, objects_of, shape_caption, steadied, story_casts, zoomed
+from kinema.data.continuity import carry_objects, hold, keep_backdrop, largest_of, lay_on, leaves_backdrop, objects_of, rim, shape_caption, steadied, story_casts, zoomed
 from kinema.world.judge import color_pixels, judge
 from kinema.world.language import caption, parse
 from kinema.world.render import render_event, render_frame
 from kinema.world.sample import random_event, random_story, render_story
 from kinema.world.scene import GAP, Thing
-from kinema.world.spec import ZOOM, AppearSentence, DisappearSentence, MoveSentence, ObjectSpec, SceneSpec
+from kinema.world.spec import SIZES, ZOOM, AppearSentence, DisappearSentence, MoveSentence, ObjectSpec, SceneSpec
 
 
 def test_a_storys_cast_gains_what_appears_and_loses_what_disappears() -> None:
@@ -132,6 +132,23 @@ def test_an_object_that_stays_still_is_its_steady_drawing_laid_still() -> None:
         assert (frame[~red] == 0).all(), "nothing of the drawings is left"
     for sentence in ("the camera zooms in on a red square that stays still in the desert", "a red square holds still in the desert", "a red square moves up in the desert"):
         assert shape_caption(sentence) == sentence
+
+
+def test_a_small_object_is_drawn_medium_sized_and_scaled_down() -> None:
+    """A small square moving right is drawn from "a medium ..." (`shape_caption`): steadied for
+    the small sentence, every frame shows one square of the world's small size, at the centre
+    each frame drew the medium one, read as a square, and nothing of the medium drawings is
+    left; the judge passes it as the small sentence."""
+    sentence = "a small red square moves to the right on a black background"
+    assert shape_caption(sentence) == "a medium red square moves to the right on a black background"
+    (drawn,) = render_story(shape_caption(sentence), seed=4)
+    steady = steadied(drawn, sentence)
+    for frame, was in zip(steady, drawn):
+        red, before = largest_of(frame, "red"), largest_of(was, "red")
+        assert abs(math.sqrt(red.sum()) - SIZES["small"] * 64) <= 1, red.sum()
+        assert np.abs(np.array(ndimage.center_of_mass(red)) - ndimage.center_of_mass(before)).max() <= 1
+        assert (frame[~rim(red)] == 0).all(), "nothing of the medium drawing is left"
+    assert judge(steady, sentence).passed
 
 
 def test_a_zoom_scales_the_films_own_frame_as_the_model_zooms() -> None:

@@ -7,14 +7,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from kinema.data.grounding import OPPOSITE_MOTIONS, WRONG_WAYS, first_object_caption, infill_caption, moving_caption, object_words, reversed_motion_caption, second_object_caption, swapped_caption, wrong_way_caption
+from kinema.data.grounding import OPPOSITE_MOTIONS, WRONG_WAYS, first_object_caption, infill_caption, medium_caption, moving_caption, object_words, reversed_motion_caption, second_object_caption, swapped_caption, wrong_way_caption
 from kinema.models.phenaki.data import PhenakiData
 from kinema.models.phenaki.maskgit import BINDING_MARGIN, MaskGit, MaskGitConfig
 from kinema.nn.attention import Attention
 from kinema.nn.grounding import grounding_loss
 from kinema.text import get_text_encoder
 from kinema.tokenizer.cvivit import CViViT, CViViTConfig
-from kinema.world.language import MOTION_WORDS, parse, phrase_spans, uses_heldout
+from kinema.world.language import MOTION_WORDS, SIZE_WORDS, parse, phrase_spans, uses_heldout
 
 
 def words_of(caption: str) -> dict[str, list[str]]:
@@ -300,3 +300,35 @@ def test_the_infill_caption_names_only_the_shape_still_to_draw() -> None:
     for spec, text in two_object_captions(seed=6):
         first, second = spec.objects
         assert parse(infill_caption(text)) == dataclasses.replace(spec, objects=(dataclasses.replace(first, shape=second.shape), second)), text
+
+
+def test_a_medium_caption_draws_each_small_rigid_object_medium_sized_in_the_captions_own_register() -> None:
+    """What a small rigid object is drawn from before its steady drawing is scaled back down:
+    its size said as medium, worded as plainly as the caption was, and nothing else changed; an
+    object that grows or shrinks keeps its size (its size is what it does), and a held-out size
+    word is not resaid (it stays unseen)."""
+    from kinema.world.language import caption, paraphrase
+    from kinema.world.sample import random_event
+
+    rigid = ("right", "left", "up", "down", "bounces", "still")
+    rng = np.random.default_rng(5)
+    resaid = 0
+    for _ in range(200):
+        spec, _ = random_event(rng, "one object")
+        for text in (caption(spec), paraphrase(spec, rng, split="train")):
+            medium = medium_caption(text, rigid)
+            (obj,) = spec.objects
+            if obj.size != "small" or obj.motion not in rigid:
+                assert medium is None, text
+                continue
+            resaid += 1
+            meant = parse(medium)
+            assert [(o.color, o.shape, o.motion, o.size) for o in meant.objects] == [(obj.color, obj.shape, obj.motion, "medium")], (text, medium)
+            assert meant.background == spec.background and not uses_heldout(medium)
+    assert resaid > 10
+    assert medium_caption("a small red square moves up in the desert", rigid) == "a medium red square moves up in the desert"
+    assert medium_caption("a tiny red square bounces at night", rigid) == "a mid-sized red square bounces at night"
+    assert medium_caption("a small red square moves up and a large blue circle bounces in the desert", rigid) == "a medium red square moves up and a large blue circle bounces in the desert"
+    assert medium_caption("a small red square grows in the desert", rigid) is None
+    held_out = f"a {SIZE_WORDS['small'].heldout[0]} red square moves up in the desert"
+    assert parse(held_out).objects[0].size == "small" and medium_caption(held_out, rigid) is None

@@ -30,6 +30,7 @@ from kinema.tokenizer.cvivit import CViViT, CViViTConfig
 from kinema.train.trainer import TrainConfig, Trainer
 from kinema.world.judge import judge
 from kinema.world.scene import GAP
+from kinema.world.spec import SIZES
 
 
 @pytest.fixture(scope="module")
@@ -355,6 +356,22 @@ def test_a_storys_zoom_scales_the_film() -> None:
     assert (frames[48] == frames[47]).all()
     for color in ("yellow", "purple"):
         assert largest_of(frames[-1], color).sum() < largest_of(frames[47], color).sum() / 1.25**2, color
+
+
+def test_a_small_square_is_drawn_medium_sized_and_scaled_down() -> None:
+    """A small square is a few tokens wide, and the shipped model draws its corners round; with
+    `rigid_objects` (the default) it is drawn medium-sized and its steady drawing scaled to the
+    world's small size (kinema.data.continuity.steadied): a square, and a small one."""
+    pipe = kinema.load_pipeline("phenaki-shapes")
+    prompt = "a small yellow square moves to the right in the desert"
+    drawn = judge(pipe(prompt, seed=200, rigid_objects=False).frames, prompt)
+    assert [r.message for r in drawn.reasons if "reads as a circle" in r.message]
+    frames = np.asarray(pipe(prompt, seed=200).frames)
+    assert judge(frames, prompt).passed
+    medium = np.asarray(pipe(prompt.replace("small", "medium"), seed=200).frames)  # the same drawing, not scaled
+    for frame, unscaled in zip(frames, medium):
+        side, drawn = (math.sqrt(largest_of(f, "yellow").sum()) for f in (frame, unscaled))
+        assert abs(side / drawn - SIZES["small"] / SIZES["medium"]) < 0.1, (side, drawn)
 
 
 @pytest.mark.parametrize("field, value", [("choice_temperature", 0.0), ("refine_rounds", 1)])

@@ -30,13 +30,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image
 from scipy import ndimage, signal
 
 from ..nn.weighting import FOREGROUND_THRESHOLD
 from ..world.language import ParseError, caption, parse
 from ..world.scene import GAP
-from ..world.spec import BACKGROUNDS, COLORS, ZOOM, AppearSentence, CameraSentence, DisappearSentence, MoveSentence, ObjectSpec, SceneChangeSentence, SceneSpec, Sentence
-from .grounding import moving_caption
+from ..world.spec import BACKGROUNDS, COLORS, SIZES, ZOOM, AppearSentence, CameraSentence, DisappearSentence, MoveSentence, ObjectSpec, SceneChangeSentence, SceneSpec, Sentence
+from .grounding import medium_caption, moving_caption
 
 EIGHT = np.ones((3, 3), dtype=bool)
 FAR = FOREGROUND_THRESHOLD * 127.5  # an object's pixel: this far (summed over RGB, 0-255) from its frame's median colour
@@ -318,10 +319,11 @@ def steadied(frames: np.ndarray, sentence: str) -> np.ndarray:
     one frame, sharp in the next), and a story carries whichever it drew last."""
     if (scene := scene_of(sentence)) is None:
         return frames
-    for obj in scene.objects:
+    for obj, drawn_as in zip(scene.objects, scene_of(shape_caption(sentence)).objects):
         if obj.motion in RIGID:
             drawn = [largest_of(f, obj.color) for f in frames]
             if (shape := steady_shape(frames, drawn)) is not None:
+                shape = scaled(*shape, SIZES[obj.size or "medium"] / SIZES[drawn_as.size or "medium"])
                 frames = move_rigidly(frames, *shape, drawn, still=obj.motion == "still")
     return frames
 
@@ -329,10 +331,14 @@ def steadied(frames: np.ndarray, sentence: str) -> np.ndarray:
 def shape_caption(sentence: str) -> str:
     """What a pipeline draws a scene from before `steadied` keeps one drawing of each rigid
     object: `sentence` with each object that stays still said to move (`moving_caption`; the
-    median of a moving object's drawings is truer to its shape, and `steadied` lays it still),
-    or `sentence` itself (nothing stays still, it says so in held-out words, or a zoom, whose
+    median of a moving object's drawings is truer to its shape, and `steadied` lays it still)
+    and each small one said to be medium-sized (`medium_caption`; `steadied` scales it back),
+    or `sentence` itself (no such object, it is said in held-out words, or a zoom, whose
     objects `steadied` leaves as drawn)."""
-    return (moving_caption(sentence) or sentence) if scene_of(sentence) is not None else sentence
+    if scene_of(sentence) is None:
+        return sentence
+    moving = moving_caption(sentence) or sentence
+    return medium_caption(moving, RIGID) or moving
 
 
 def scene_of(sentence: str) -> SceneSpec | None:
@@ -363,6 +369,30 @@ def steady_shape(frames: np.ndarray, drawn: Sequence[np.ndarray]) -> tuple[np.nd
     around = rim(pixels)
     frame[around] = np.rint(np.nanmedian(np.stack(aligned)[:, around], axis=0)).astype(np.uint8)
     return frame, pixels
+
+
+def scaled(frame: np.ndarray, pixels: np.ndarray, factor: float) -> tuple[np.ndarray, np.ndarray]:
+    """The object at `pixels` [H, W] bool of `frame` [H, W, 3] uint8 (a `steady_shape`) scaled
+    by `factor` about its centre, its rim with it: each new pixel the mean of the old ones it
+    covers (a box filter), so a square's corners stay as sharp as drawn and its edge is
+    anti-aliased as a drawing's is. Returns (the frame, the object's new pixels)."""
+    if factor == 1:
+        return frame, pixels
+    around = rim(pixels)
+    ys, xs = np.nonzero(around)
+    box = np.s_[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+    height, width = around[box].shape
+    size = (max(1, round(width * factor)), max(1, round(height * factor)))
+    crop = np.asarray(Image.fromarray(frame[box]).resize(size, Image.BOX))
+    mask = np.asarray(Image.fromarray(pixels[box].astype(np.uint8) * 255).resize(size, Image.BOX)) >= 128
+    top = int(np.rint((ys.min() + ys.max() + 1 - size[1]) / 2))  # the same centre
+    left = int(np.rint((xs.min() + xs.max() + 1 - size[0]) / 2))
+    at_y, at_x = np.mgrid[top : top + size[1], left : left + size[0]]
+    inside = (at_y >= 0) & (at_y < frame.shape[0]) & (at_x >= 0) & (at_x < frame.shape[1])
+    out, laid = painted_out(frame, around), np.zeros_like(pixels)
+    out[at_y[inside], at_x[inside]] = crop[inside]
+    laid[at_y[inside], at_x[inside]] = mask[inside]
+    return out, laid
 
 
 def lay_shifted(frame: np.ndarray, source: np.ndarray, pixels: np.ndarray, shift: tuple[int, int]) -> None:

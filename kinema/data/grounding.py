@@ -17,7 +17,7 @@ from collections.abc import Callable, Container
 
 import numpy as np
 
-from ..world.language import MOTION_GERUNDS, MOTION_WORDS, Entry, ParseError, parse, phrase_spans
+from ..world.language import MOTION_GERUNDS, MOTION_WORDS, SIZE_WORDS, Entry, ParseError, parse, phrase_spans
 from ..world.spec import MOTION_PHRASES
 
 OBJECT_WORDS = ("size", "color", "shape", "motion", "appear", "disappear")
@@ -210,6 +210,30 @@ def moving_caption(caption: str) -> str | None:
     world cannot read the caption, nothing in it stays still, or it says so in held-out
     words (a held-out paraphrase stays unseen)."""
     return _resay_motions(caption, lambda phrase, motion: _train_phrase_for(phrase, motion, "left"), motions=("still",))
+
+
+def medium_caption(caption: str, motions: Container[str]) -> str | None:
+    """`caption` with every small object whose motion is one of `motions` said to be
+    medium-sized, in the caption's own register: "a small red square moves up" -> "a medium red
+    square moves up", "a tiny ..." -> "a mid-sized ...". A small square is a few tokens wide,
+    too few for the MaskGIT to draw its corners: where only an object's shape matters (a rigid
+    object's, kinema.data.continuity.steadied) it is drawn medium-sized and scaled down
+    (phenaki-shapes, 24 captions per shape: a small square's steady drawing read as a square
+    9 times, a medium one's scaled to the small size 22 times; triangles 16 against 22).
+    None when the world cannot read the caption, no such object is small, or it says so in
+    held-out words (a held-out paraphrase stays unseen)."""
+    read = _owned_phrases(caption)
+    if read is None:
+        return None
+    objects, phrases = read
+    spans = [(a, b) for a, b, entry, owners in phrases if entry.category == "size" and entry.value == "small" and owners and all(getattr(objects[k], "motion", "still") in motions for k in owners)]
+    small, medium = SIZE_WORDS["small"].train, SIZE_WORDS["medium"].train
+    said = caption
+    for a, b in reversed(spans):  # from the end, so earlier spans keep their places
+        if (phrase := caption[a:b].lower()) not in small:
+            return None
+        said = said[:a] + medium[small.index(phrase) % len(medium)] + said[b:]
+    return said if spans else None
 
 
 # For each one-way motion, the one-way motions a clip of it rules out: its reverse, and for a
