@@ -9,7 +9,7 @@ import math
 import numpy as np
 from scipy import ndimage
 
-from kinema.data.continuity import carry_objects, hold, keep_backdrop, largest_of, lay_on, leaves_backdrop, objects_of, rim, shape_caption, steadied, story_casts, zoomed
+from kinema.data.continuity import carry_objects, color_word, core_color, hold, keep_backdrop, largest_of, lay_on, leaves_backdrop, objects_of, rim, shape_caption, steadied, story_casts, zoomed
 from kinema.world.judge import color_pixels, judge
 from kinema.world.language import caption, parse
 from kinema.world.render import render_event, render_frame
@@ -193,6 +193,37 @@ def test_a_zoom_is_measured_on_the_objects_the_model_keeps() -> None:
     assert judge(np.concatenate([world[:16], zoomed]), story).passed
     for color in ("red", "yellow"):
         assert largest_of(zoomed[-1], color).sum() < largest_of(film, color).sum() / 1.25**2, color
+
+
+def test_a_zoom_whose_objects_the_model_recolours_is_measured_on_all_it_draws() -> None:
+    """A model that zooms out and draws both of the film's objects in other colours (red to
+    orange, yellow to white) from the second frame on: no colour of the film is left to
+    measure the zoom by, so it is measured on all the objects it draws, and the carried film
+    shrinks as the world's zoom does (left as drawn, the film's objects would be lost)."""
+    story = ["a red square stays still and a yellow triangle moves up on a gray background", "the camera zooms out"]
+    world = np.concatenate(list(render_story(story, seed=3)))
+    film, drawn = world[15], world[16:32].copy()
+    for frame in drawn[1:]:
+        frame[largest_of(frame, "red")] = (250, 140, 30)
+        frame[largest_of(frame, "yellow")] = (245, 245, 245)
+    zoomed = hold(story[1], frozenset({"red", "yellow"}), film, zoom=True).apply(drawn)
+    assert judge(np.concatenate([world[:16], zoomed]), story).passed
+    for color in ("red", "yellow"):
+        assert largest_of(zoomed[-1], color).sum() < largest_of(film, color).sum() / 1.25**2, color
+
+
+def test_a_small_objects_colour_is_read_from_its_core() -> None:
+    """A small triangle a zoom out has left six pixels wide, its edge as soft as a decoder
+    draws it, is mostly edge: the median of its pixels is a dark cyan nearer green. Read by
+    its core (`core_color`), it is the film's cyan triangle, held when a circle appears, where
+    read by its median it would be a fault, painted out."""
+    sharp = render_frame("black", [Thing("cyan", "triangle", 0.1, 0.3, 0.3)], 64)
+    tiny = np.rint(ndimage.uniform_filter(sharp.astype(np.float32), size=(2, 2, 1))).astype(np.uint8)
+    labels, n = objects_of(tiny)
+    assert n == 1 and color_word(tiny[labels == 1]) == "green", "the median reads another colour"
+    assert core_color(tiny, labels == 1) == "cyan" and (largest_of(tiny, "cyan") == (labels == 1)).all()
+    held = hold("a blue circle appears", frozenset({"cyan", "blue"}), tiny)
+    assert held.held[labels == 1].all(), "the triangle is held"
 
 
 def test_a_zoom_stays_within_the_worlds_zoom_its_sentence_names() -> None:

@@ -120,10 +120,10 @@ def core_color(frame: np.ndarray, region: np.ndarray, far: np.ndarray | None = N
 
 def largest_of(frame: np.ndarray, color: str) -> np.ndarray:
     """[H, W] bool: the largest object of `frame` (`objects_of`) whose colour word is
-    `color`, none if there is no such object."""
+    `color` (`core_color`), none if there is no such object."""
     labels, n = objects_of(frame)
-    regions = [labels == k for k in range(1, n + 1)]
-    return max((r for r in regions if color_word(frame[r]) == color), key=np.sum, default=np.zeros(labels.shape, bool))
+    regions, far = [labels == k for k in range(1, n + 1)], backdrop_distance(frame)
+    return max((r for r in regions if core_color(frame, r, far) == color), key=np.sum, default=np.zeros(labels.shape, bool))
 
 
 def others_of(frame: np.ndarray, color: str, besides: np.ndarray | None = None) -> np.ndarray:
@@ -258,14 +258,26 @@ def move_rigidly(event: np.ndarray, frame: np.ndarray, named: np.ndarray, drawn:
 
 
 def sizes_of(frame: np.ndarray) -> dict[str, int]:
-    """Each object colour in `frame` [H, W, 3] uint8 (`objects_of`, `color_word`) and the area
+    """Each object colour in `frame` [H, W, 3] uint8 (`objects_of`, `core_color`) and the area
     of its largest object, in pixels."""
     labels, n = objects_of(frame)
     sizes: dict[str, int] = {}
+    far = backdrop_distance(frame)
     for k, area in enumerate(np.bincount(labels.ravel(), minlength=n + 1)[1:], 1):
-        color = color_word(frame[labels == k])
+        color = core_color(frame, labels == k, far)
         sizes[color] = max(sizes.get(color, 0), int(area))
     return sizes
+
+
+def zoom_rate(areas: Sequence[tuple[int, float]], frames: int) -> float | None:
+    """The steady rate of zoom a frame, from x1, that an object's drawn `areas` (frame, pixels)
+    over an event of `frames` frames show: its size a + b·t fitted by a straight line, b / a.
+    None when it shows in half the frames or fewer (an object the model drew into another
+    colour leaves specks) or the line starts at or below nothing."""
+    if 2 * len(areas) <= frames:
+        return None
+    slope, start = np.polyfit([t for t, _ in areas], [math.sqrt(area) for _, area in areas], deg=1)
+    return slope / start if start > 0 else None
 
 
 def zoomed(event: np.ndarray, frame: np.ndarray, camera: str | None = None) -> np.ndarray:
@@ -282,13 +294,9 @@ def zoomed(event: np.ndarray, frame: np.ndarray, camera: str | None = None) -> n
     than the film had, the event's own background (its objects painted out); an event with
     none of the film's objects stays as drawn."""
     drawn = [sizes_of(f) for f in event]
-    rates = []
-    for color in sizes_of(frame):
-        seen = [(t, math.sqrt(sizes[color])) for t, sizes in enumerate(drawn) if color in sizes]
-        if 2 * len(seen) > len(event):  # an object the model drew into another colour leaves specks
-            slope, start = np.polyfit(*np.array(seen).T, deg=1)  # its size a + b·t: a zoom of rate b / a a frame
-            if start > 0:
-                rates.append(slope / start)
+    rates = [rate for color in sizes_of(frame) if (rate := zoom_rate([(t, sizes[color]) for t, sizes in enumerate(drawn) if color in sizes], len(event))) is not None]
+    if not rates:  # the model drew the film's objects into other colours: its objects together
+        rates = [rate] if (rate := zoom_rate([(t, sum(sizes.values())) for t, sizes in enumerate(drawn) if sizes], len(event))) is not None else []
     if not rates:
         return event.copy()
     rate = float(np.median(rates))
@@ -455,9 +463,10 @@ def hold(sentence: str, cast: frozenset[str] | None, frame: np.ndarray, rigid: b
     named_color = getattr(meaning, "color", None) if not appears else None
     labels, n = objects_of(frame)
     held, named, faults = (np.zeros(labels.shape, bool) for _ in range(3))
+    far = backdrop_distance(frame)
     for k in range(1, n + 1):
         region = labels == k
-        color = color_word(frame[region])
+        color = core_color(frame, region, far)
         if color == named_color:
             named |= region
         elif color in cast:
