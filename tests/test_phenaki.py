@@ -364,14 +364,14 @@ def test_a_small_square_is_drawn_medium_sized_and_scaled_down() -> None:
     world's small size (kinema.data.continuity.steadied): a square, and a small one."""
     pipe = kinema.load_pipeline("phenaki-shapes")
     prompt = "a small yellow square moves to the right in the desert"
-    drawn = judge(pipe(prompt, seed=200, rigid_objects=False).frames, prompt)
-    assert [r.message for r in drawn.reasons if "reads as a circle" in r.message]
+    as_drawn = judge(pipe(prompt, seed=200, rigid_objects=False).frames, prompt)
+    assert [r.message for r in as_drawn.reasons if "reads as a circle" in r.message]
     frames = np.asarray(pipe(prompt, seed=200).frames)
     assert judge(frames, prompt).passed
     medium = np.asarray(pipe(prompt.replace("small", "medium"), seed=200).frames)  # the same drawing, not scaled
     for frame, unscaled in zip(frames, medium):
-        side, drawn = (math.sqrt(largest_of(f, "yellow").sum()) for f in (frame, unscaled))
-        assert abs(side / drawn - SIZES["small"] / SIZES["medium"]) < 0.1, (side, drawn)
+        side, medium_side = (math.sqrt(largest_of(f, "yellow").sum()) for f in (frame, unscaled))
+        assert abs(side / medium_side - SIZES["small"] / SIZES["medium"]) < 0.1, (side, medium_side)
 
 
 @pytest.mark.parametrize("field, value", [("choice_temperature", 0.0), ("refine_rounds", 1)])

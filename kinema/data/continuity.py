@@ -273,7 +273,7 @@ def zoom_rate(areas: Sequence[tuple[int, float]], frames: int) -> float | None:
     """The steady rate of zoom a frame, from x1, that an object's drawn `areas` (frame, pixels)
     over an event of `frames` frames show: its size a + b·t fitted by a straight line, b / a.
     None when it shows in half the frames or fewer (an object the model drew into another
-    colour leaves specks) or the line starts at or below nothing."""
+    colour leaves specks) or the line gives it no size at the event's start."""
     if 2 * len(areas) <= frames:
         return None
     slope, start = np.polyfit([t for t, _ in areas], [math.sqrt(area) for _, area in areas], deg=1)
@@ -284,8 +284,9 @@ def zoomed(event: np.ndarray, frame: np.ndarray, camera: str | None = None) -> n
     """The film's last `frame` [H, W, 3] uint8 scaled about the frame's centre as `event`
     [T, H, W, 3] uint8, a camera zoom a model drew from it, scales it: the model says how much
     (each of the film's objects' size as the event draws it, fitted by a straight line, whose
-    slope over its start is a steady rate of zoom from x1 as the world zooms; the median over
-    objects the event shows in most frames), the film says what (its objects as they were
+    slope over its start is a steady rate of zoom from x1 as the world zooms, `zoom_rate`; the
+    median over objects the event shows in most frames, or, where it shows none of them in
+    most frames, all it draws together), the film says what (its objects as they were
     drawn, and its background, stars and all). A model that redraws every object as it zooms draws small ones rounder (a
     triangle shrunk by a zoom out reads as a circle). With the sentence's `camera` ("in" or
     "out"), the rate stays within the world's zoom that way (x1 to x1.6, or to x1/1.6, over

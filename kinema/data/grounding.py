@@ -219,7 +219,7 @@ def medium_caption(caption: str, motions: Container[str]) -> str | None:
     too few for the MaskGIT to draw its corners: where only an object's shape matters (a rigid
     object's, kinema.data.continuity.steadied) it is drawn medium-sized and scaled down
     (phenaki-shapes, 24 captions per shape: a small square's steady drawing read as a square
-    9 times, a medium one's scaled to the small size 22 times; triangles 16 against 22).
+    9 times, a medium one's scaled to the small size 22 times; triangles 15 against 22).
     None when the world cannot read the caption, no such object is small, or it says so in
     held-out words (a held-out paraphrase stays unseen)."""
     read = _owned_phrases(caption)
