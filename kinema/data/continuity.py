@@ -118,21 +118,25 @@ def core_color(frame: np.ndarray, region: np.ndarray, far: np.ndarray | None = N
     return color_word(frame[region & (far >= np.percentile(far[region], 90))])
 
 
+def colored_objects(frame: np.ndarray, least: int = LEAST) -> list[tuple[np.ndarray, str]]:
+    """Each object of `frame` [H, W, 3] uint8 (`objects_of`, of at least `least` pixels): its
+    pixels [H, W] bool and its colour word, told by its core (`core_color`)."""
+    labels, n = objects_of(frame, least=least)
+    far = backdrop_distance(frame)
+    return [(region, core_color(frame, region, far)) for region in (labels == k for k in range(1, n + 1))]
+
+
 def largest_of(frame: np.ndarray, color: str) -> np.ndarray:
-    """[H, W] bool: the largest object of `frame` (`objects_of`) whose colour word is
-    `color` (`core_color`), none if there is no such object."""
-    labels, n = objects_of(frame)
-    regions, far = [labels == k for k in range(1, n + 1)], backdrop_distance(frame)
-    return max((r for r in regions if core_color(frame, r, far) == color), key=np.sum, default=np.zeros(labels.shape, bool))
+    """[H, W] bool: the largest object of `frame` whose colour word is `color`
+    (`colored_objects`), none if there is no such object."""
+    return max((region for region, word in colored_objects(frame) if word == color), key=np.sum, default=np.zeros(frame.shape[:2], bool))
 
 
 def others_of(frame: np.ndarray, color: str, besides: np.ndarray | None = None) -> np.ndarray:
-    """[H, W] bool: the objects of `frame` (`objects_of`) of another colour than `color`, each
-    told by its core (`core_color`); with `besides` [H, W] bool, only those that do not touch it."""
-    labels, n = objects_of(frame)
-    far = backdrop_distance(frame)
-    regions = [labels == k for k in range(1, n + 1)]
-    return np.isin(labels, [k for k, region in enumerate(regions, 1) if core_color(frame, region, far) != color and (besides is None or not (region & besides).any())])
+    """[H, W] bool: the objects of `frame` of another colour than `color` (`colored_objects`);
+    with `besides` [H, W] bool, only those that do not touch it."""
+    others = [region for region, word in colored_objects(frame) if word != color and (besides is None or not (region & besides).any())]
+    return np.any([np.zeros(frame.shape[:2], bool), *others], axis=0)
 
 
 def painted_out(frame: np.ndarray, pixels: np.ndarray) -> np.ndarray:
@@ -258,14 +262,11 @@ def move_rigidly(event: np.ndarray, frame: np.ndarray, named: np.ndarray, drawn:
 
 
 def sizes_of(frame: np.ndarray) -> dict[str, int]:
-    """Each object colour in `frame` [H, W, 3] uint8 (`objects_of`, `core_color`) and the area
-    of its largest object, in pixels."""
-    labels, n = objects_of(frame)
+    """Each object colour in `frame` [H, W, 3] uint8 (`colored_objects`) and the area of its
+    largest object, in pixels."""
     sizes: dict[str, int] = {}
-    far = backdrop_distance(frame)
-    for k, area in enumerate(np.bincount(labels.ravel(), minlength=n + 1)[1:], 1):
-        color = core_color(frame, labels == k, far)
-        sizes[color] = max(sizes.get(color, 0), int(area))
+    for region, color in colored_objects(frame):
+        sizes[color] = max(sizes.get(color, 0), int(region.sum()))
     return sizes
 
 
@@ -462,12 +463,8 @@ def hold(sentence: str, cast: frozenset[str] | None, frame: np.ndarray, rigid: b
         return None
     appears = isinstance(meaning, AppearSentence)
     named_color = getattr(meaning, "color", None) if not appears else None
-    labels, n = objects_of(frame)
-    held, named, faults = (np.zeros(labels.shape, bool) for _ in range(3))
-    far = backdrop_distance(frame)
-    for k in range(1, n + 1):
-        region = labels == k
-        color = core_color(frame, region, far)
+    held, named, faults = (np.zeros(frame.shape[:2], bool) for _ in range(3))
+    for region, color in colored_objects(frame):
         if color == named_color:
             named |= region
         elif color in cast:
