@@ -9,13 +9,13 @@ import math
 import numpy as np
 from scipy import ndimage
 
-from kinema.data.continuity import carry_objects, color_word, core_color, hold, keep_backdrop, largest_of, lay_on, leaves_backdrop, objects_of, rim, shape_caption, steadied, story_casts, zoomed
+from kinema.data.continuity import carry_objects, color_word, core_color, hold, keep_backdrop, largest_of, lay_on, leaves_backdrop, objects_of, painted_out, rim, shape_caption, steadied, story_casts, zoomed
 from kinema.world.judge import color_pixels, judge
 from kinema.world.language import caption, parse
 from kinema.world.render import render_event, render_frame
 from kinema.world.sample import random_event, random_story, render_story
 from kinema.world.scene import GAP, Thing
-from kinema.world.spec import SIZES, ZOOM, AppearSentence, DisappearSentence, MoveSentence, ObjectSpec, SceneSpec
+from kinema.world.spec import GROWTH, SIZES, ZOOM, AppearSentence, DisappearSentence, MoveSentence, ObjectSpec, SceneSpec
 
 
 def test_a_storys_cast_gains_what_appears_and_loses_what_disappears() -> None:
@@ -76,8 +76,8 @@ def test_a_moved_object_is_the_films_own_along_the_path_the_model_draws() -> Non
     """"The red square moves to the right": the model says where (the centre of the red object
     it draws in each frame; a frame that lost it, between its neighbours), the film says what
     (its last frame's square, whole). A model that rounds the square, and loses it for two
-    frames, still shows the film's square in every frame, moving as drawn. A growth changes
-    the object itself, and is left as drawn; the film's only object is carried too."""
+    frames, still shows the film's square in every frame, moving as drawn; the film's only
+    object is carried too."""
     frame = np.zeros((64, 64, 3), np.uint8)
     frame[10:20, 20:30], frame[40:50, 40:50] = (220, 50, 50), (50, 90, 240)  # the red square, a blue one held
     ys, xs = np.mgrid[:64, :64]
@@ -92,15 +92,40 @@ def test_a_moved_object_is_the_films_own_along_the_path_the_model_draws() -> Non
         assert red.sum() == 100 and red[10:20, 20 + 2 * t : 30 + 2 * t].all(), t  # the square, where the disc is (or would be)
         assert (laid[red] == (220, 50, 50)).all() and (laid[~red & (laid != (50, 90, 240)).any(-1)] == 0).all()  # nothing of the disc left
     assert hold("the red square moves to the right", frozenset({"red"}), np.where(frame == (50, 90, 240), 0, frame).astype(np.uint8), rigid=True).rigid == "red"
-    grows = hold("the red square grows", frozenset({"red", "blue"}), frame, rigid=True)
-    assert grows.rigid is None and (grows.apply(drawn)[:, :30] == drawn[:, :30]).all()
+
+
+def test_an_object_that_grows_or_shrinks_is_the_films_own_scaled_as_the_model_draws() -> None:
+    """"The red square shrinks": the model shrinks a disc where the square was, and too fast
+    (gone in its last four frames). Carried (`rigid`), each frame shows the film's square
+    scaled about its centre at the rate drawn, kept within the world's (x1/1.75 over the
+    event): it stays a square, the event passes, and the held triangle stays as it was. A
+    model that grows the disc to three times its size grows the square x1.75."""
+    first, cast = "a red square stays still and a yellow triangle moves up on a gray background", frozenset({"red", "yellow"})
+    ys, xs = np.mgrid[:64, :64]
+    for sentence, radius, change in (("the red square shrinks", lambda t: 1 - t / 12, 1 / GROWTH), ("the red square grows", lambda t: 1 + 2 * t / 15, GROWTH)):
+        world = np.concatenate(list(render_story([first, sentence], seed=3)))  # the world leaves the square room to grow
+        film, square = world[15], largest_of(world[15], "red")
+        cy, cx = ndimage.center_of_mass(square)
+        half = math.sqrt(square.sum()) / 2
+        drawn = np.repeat(painted_out(film, rim(square))[None], 16, axis=0)  # the square painted out, a disc drawn in its place
+        for t, frame in enumerate(drawn):
+            frame[(ys - cy) ** 2 + (xs - cx) ** 2 <= (half * radius(t)) ** 2] = film[square][0]
+        assert not judge(np.concatenate([world[:16], drawn]), [first, sentence]).events[1].passed, sentence
+        held = hold(sentence, cast, film, rigid=True)
+        assert held.rigid == "red" and held.scale == change and hold(sentence, cast, film).rigid is None
+        event = held.apply(drawn)
+        assert judge(np.concatenate([world[:16], event]), [first, sentence]).passed, sentence
+        sides = [math.sqrt(largest_of(frame, "red").sum()) for frame in event]
+        assert sides[0] == 2 * half and abs(sides[-1] / sides[0] - change) < 0.1 and all(np.diff(sides) * (change - 1) > -0.5), sentence  # steady, within rounding
+        triangle = rim(largest_of(film, "yellow"))
+        assert (event[:, triangle] == film[triangle]).all(), sentence
 
 
 def test_an_object_drawn_from_text_keeps_one_shape_along_its_path() -> None:
     """A model draws a moving square once a frame, each time with a corner rounded off (another
     one each frame) and once not at all: steadied, every frame shows the whole square, where
-    each frame drew it (the lost frame between its neighbours). An object that grows, a
-    zoom, and a sentence the world cannot read are left as drawn."""
+    each frame drew it (the lost frame between its neighbours). A zoom and a sentence the
+    world cannot read are left as drawn."""
     clip = np.zeros((16, 64, 64, 3), np.uint8)
     for t in range(16):
         if t != 9:
@@ -109,8 +134,34 @@ def test_an_object_drawn_from_text_keeps_one_shape_along_its_path() -> None:
             clip[t, y, x] = clip[t, y + (1 if y == 20 else -1), x] = clip[t, y, x + (1 if x == 10 + t else -1)] = 0
     for t, frame in enumerate(steadied(clip, "a red square moves to the right in the desert")):
         assert largest_of(frame, "red").sum() == 100 and (frame[20:30, 10 + t : 20 + t] == (220, 50, 50)).all(), t
-    for sentence in ("a red square grows in the desert", "the camera zooms in on a red square in the desert", "a plaid thing happens"):
+    for sentence in ("the camera zooms in on a red square in the desert", "a plaid thing happens"):
         assert (steadied(clip, sentence) == clip).all(), sentence
+
+
+def test_an_object_that_grows_from_text_is_one_drawing_scaled_as_drawn() -> None:
+    """A model draws a growing square with a corner cut off (another one each frame), wobbling
+    a pixel about its place, and grows it x2 where the world grows an object x1.75: steadied,
+    every frame shows one square, no corner cut, at the middle of the places drawn, growing
+    steadily to x1.75. A shrink is the same drawing taken at its largest, where its frames
+    begin."""
+    clip = np.zeros((16, 64, 64, 3), np.uint8)
+    ys, xs = np.mgrid[:64, :64]
+    for t in range(16):
+        side, wobble = 10 + round(10 * t / 15), t % 2
+        top = left = 32 - side // 2 + wobble
+        clip[t, top : top + side, left : left + side] = (220, 50, 50)
+        dy, dx = (ys - top, xs - left) if t % 4 < 2 else (top + side - 1 - ys, left + side - 1 - xs)
+        dx = dx if t % 2 else side - 1 - dx
+        clip[t][(dy >= 0) & (dx >= 0) & (dy + dx < side // 3)] = 0  # a corner cut off
+    fill = lambda red: red.sum() / ((np.ptp(np.nonzero(red)[0]) + 1) * (np.ptp(np.nonzero(red)[1]) + 1))  # noqa: E731
+    assert all(fill(largest_of(frame, "red")) < 0.96 for frame in clip)
+    for sentence, frames in (("a red square grows in the desert", clip), ("a red square shrinks in the desert", clip[::-1])):
+        reds = [largest_of(frame, "red") for frame in steadied(frames, sentence)]
+        assert min(fill(red) for red in reds) > 0.97, sentence
+        sides = [math.sqrt(red.sum()) for red in reds]
+        centres = [ndimage.center_of_mass(red) for red in reds]
+        assert abs(max(sides) / min(sides) - 1.75) < 0.1 and np.ptp(centres, axis=0).max() <= 1, (sentence, sides, centres)
+        assert all(np.diff(sides) * (1 if "grows" in sentence else -1) > -0.5), (sentence, sides)
 
 
 def test_an_object_that_stays_still_is_its_steady_drawing_laid_still() -> None:

@@ -15,7 +15,8 @@ model draws it alone, as it draws one object best, and `Hold.enter` lays it on t
 (`lay_on`, which also lays a scene's second object, drawn alone, on the first's clip).
 An object a sentence moves, bounces or keeps still changes its place, not its shape: for a
 model that rounds a square a little as it redraws it (`hold(..., rigid=True)`), the film's
-own pixels of it follow the path the model draws (`move_rigidly`).
+own pixels of it follow the path the model draws (`move_rigidly`), and one it grows or
+shrinks is the film's own, scaled as the model draws it grow or shrink (`resized`).
 An object that disappears "shrinks to nothing": as it shrinks, a model draws its last
 pixels a little off its colour (a cyan circle's end read as blue), so in that event nothing
 but the vanishing object is the model's to draw (`Hold.vanishing`): any other object it
@@ -36,13 +37,14 @@ from scipy import ndimage, signal
 from ..nn.weighting import FOREGROUND_THRESHOLD
 from ..world.language import ParseError, caption, parse
 from ..world.scene import GAP
-from ..world.spec import BACKGROUNDS, COLORS, SIZES, ZOOM, AppearSentence, CameraSentence, DisappearSentence, MoveSentence, ObjectSpec, SceneChangeSentence, SceneSpec, Sentence
+from ..world.spec import BACKGROUNDS, COLORS, GROWTH, SIZES, ZOOM, AppearSentence, CameraSentence, DisappearSentence, MoveSentence, ObjectSpec, SceneChangeSentence, SceneSpec, Sentence
 from .grounding import medium_caption, moving_caption
 
 EIGHT = np.ones((3, 3), dtype=bool)
 FAR = FOREGROUND_THRESHOLD * 127.5  # an object's pixel: this far (summed over RGB, 0-255) from its frame's median colour
 NOISE = 5  # an object's pixel is farther from the background than this many times the frame's grain
 RIGID = ("right", "left", "up", "down", "bounces", "still")  # the motions that move an object without changing its shape or size
+SIZED = {"grows": GROWTH, "shrinks": 1 / GROWTH}  # the motions that change an object's size, not its shape: the world's change over an event
 LEAST = 12  # pixels: an object is at least this large (0.3 % of a 64x64 frame, the judge's least); a star is smaller
 
 
@@ -160,10 +162,11 @@ class Hold:
     the object an "appears" sentence brings, or one a motion sentence moves that the film has
     lost; `vanishing`, the colour of the object a "disappears" sentence shrinks away, the
     only one the event may draw; `rigid`, the colour of the named object when its motion
-    changes where it is and not its shape or size (`RIGID`), so that the film's own pixels
-    of it follow the path the event draws (`move_rigidly`); `zoom`, the direction ("in" or
-    "out") of a camera zoom whose film is carried: the film's last frame scaled as the event
-    zooms (`zoomed`)."""
+    keeps its shape, so that the film's own pixels of it follow the path the event draws when
+    it moves, bounces or stays still (`RIGID`, `move_rigidly`), or are scaled as the event
+    draws it grow or shrink (`scale`, the world's change of its size over the event, `SIZED`,
+    `resized`); `zoom`, the direction ("in" or "out") of a camera zoom whose
+    film is carried: the film's last frame scaled as the event zooms (`zoomed`)."""
 
     frame: np.ndarray
     held: np.ndarray
@@ -172,6 +175,7 @@ class Hold:
     enters: ObjectSpec | None = None
     vanishing: str | None = None
     rigid: str | None = None
+    scale: float | None = None
     zoom: str | None = None
 
     @property
@@ -207,7 +211,13 @@ class Hold:
             return carry_objects(event, self.frame, self.held)
         if self.zoom:
             return zoomed(event, self.frame, self.zoom)
-        event = move_rigidly(event, self.frame, self.named, [largest_of(f, self.rigid) for f in event]) if self.rigid is not None else event.copy()
+        if self.rigid is None:
+            event = event.copy()
+        elif self.scale is None:
+            event = move_rigidly(event, self.frame, self.named, [largest_of(f, self.rigid) for f in event])
+        else:
+            drawn = [largest_of(f, self.rigid) for f in event]
+            event = resized(event, self.frame, self.named, drawn, size_rate(drawn, self.scale))
         if self.vanishing is not None:  # of what the event draws, the vanishing object and what the film had stay
             had = rim(others_of(self.frame, self.vanishing))
             for t, frame in enumerate(event):
@@ -261,6 +271,35 @@ def move_rigidly(event: np.ndarray, frame: np.ndarray, named: np.ndarray, drawn:
     return moved
 
 
+def resized(event: np.ndarray, frame: np.ndarray, named: np.ndarray, drawn: Sequence[np.ndarray], rate: float, start: float = 1.0) -> np.ndarray:
+    """A copy of `event` [T, H, W, 3] uint8 in which an object that grows or shrinks is one
+    drawing of it (`named` [H, W] bool of `frame`, at `start` times its size in the event's
+    first frame: in a story the film's own, at x1) scaled about its centre by 1 + `rate`·t at
+    frame t (`scaled`), each frame's drawing of it (`drawn`) painted out: the model says how
+    fast (`size_rate`), the drawing says what. A model that redraws a square as it shrinks it
+    rounds its corners, and a story carries the last of its drawings to its end."""
+    out = np.stack([painted_out(f, rim(d)) for f, d in zip(event, drawn)])
+    for t in range(len(event)):
+        source, pixels = scaled(frame, named, (1 + rate * t) / start)
+        lay_shifted(out[t], source, rim(pixels), (0, 0))
+    return out
+
+
+def size_rate(drawn: Sequence[np.ndarray], change: float) -> float:
+    """The steady rate a frame, from x1, at which an object drawn as `drawn` ([H, W] bool a
+    frame) grows or shrinks: its drawn size fitted by a straight line (`zoom_rate`), kept
+    within the world's `change` over the event (`within`); the world's own rate where the
+    model loses it in half the frames or more."""
+    rate = zoom_rate([(t, int(d.sum())) for t, d in enumerate(drawn) if d.any()], len(drawn))
+    return within(rate, change, len(drawn)) if rate is not None else (change - 1) / (len(drawn) - 1)
+
+
+def within(rate: float, change: float, frames: int) -> float:
+    """A steady rate of change of scale a frame, from x1, kept between none and the world's
+    `change` over an event of `frames` frames (x1.6 for a zoom in, x1/1.75 for a shrink)."""
+    return float(np.clip(rate, *sorted((0.0, (change - 1) / (frames - 1)))))
+
+
 def sizes_of(frame: np.ndarray) -> dict[str, int]:
     """Each object colour in `frame` [H, W, 3] uint8 (`colored_objects`) and the area of its
     largest object, in pixels."""
@@ -303,8 +342,7 @@ def zoomed(event: np.ndarray, frame: np.ndarray, camera: str | None = None) -> n
         return event.copy()
     rate = float(np.median(rates))
     if camera is not None:
-        span = (ZOOM if camera == "in" else 1 / ZOOM) - 1  # the world's change of scale over an event
-        rate = float(np.clip(rate, *sorted((0.0, span / (len(event) - 1)))))
+        rate = within(rate, ZOOM if camera == "in" else 1 / ZOOM, len(event))
     height, width = frame.shape[:2]
     centre = np.array([(height - 1) / 2, (width - 1) / 2])
     film = frame.astype(np.float32)
@@ -330,12 +368,39 @@ def steadied(frames: np.ndarray, sentence: str) -> np.ndarray:
     if (scene := scene_of(sentence)) is None:
         return frames
     for obj, drawn_as in zip(scene.objects, scene_of(shape_caption(sentence)).objects):
+        drawn = [largest_of(f, obj.color) for f in frames]
         if obj.motion in RIGID:
-            drawn = [largest_of(f, obj.color) for f in frames]
             if (shape := steady_shape(frames, drawn)) is not None:
                 shape = scaled(*shape, SIZES[obj.size or "medium"] / SIZES[drawn_as.size or "medium"])
                 frames = move_rigidly(frames, *shape, drawn, still=obj.motion == "still")
+        elif obj.motion in SIZED:
+            frames = steadily_resized(frames, drawn, SIZED[obj.motion])
     return frames
+
+
+def steadily_resized(frames: np.ndarray, drawn: Sequence[np.ndarray], change: float) -> np.ndarray:
+    """`frames` [T, H, W, 3] uint8 with an object that grows or shrinks (`drawn`, [H, W] bool
+    a frame) one steady drawing of it scaled about its place as the model draws it grow
+    (`size_rate`, `resized`). The drawing is taken where the object is drawn largest (within
+    x1.2 of its largest, where the judge reads a shape too), each frame's drawing scaled to
+    that size and their median kept (`steady_shape`), and laid at the median of the centres
+    drawn: the world grows an object about its centre."""
+    rate = size_rate(drawn, change)
+    sizes = 1 + rate * np.arange(len(frames))
+    top = sizes.max()
+    near = [t for t in range(len(frames)) if drawn[t].any() and sizes[t] * 1.2 >= top]
+    if not near:
+        return frames
+    alike = [scaled(frames[t], drawn[t], top / sizes[t]) for t in near]
+    if (shape := steady_shape(np.stack([f for f, _ in alike]), [p for _, p in alike])) is None:
+        return frames
+    frame, pixels = shape
+    centre = np.median([ndimage.center_of_mass(d) for d in drawn if d.any()], axis=0)
+    shift = tuple(int(v) for v in np.rint(centre - np.array(ndimage.center_of_mass(pixels))))
+    placed, at = painted_out(frame, rim(pixels)), np.zeros_like(pixels)
+    lay_shifted(placed, frame, rim(pixels), shift)
+    lay_shifted(at, pixels, pixels, shift)
+    return resized(frames, placed, at, drawn, rate, start=top)
 
 
 def shape_caption(sentence: str) -> str:
@@ -384,20 +449,24 @@ def steady_shape(frames: np.ndarray, drawn: Sequence[np.ndarray]) -> tuple[np.nd
 def scaled(frame: np.ndarray, pixels: np.ndarray, factor: float) -> tuple[np.ndarray, np.ndarray]:
     """The object at `pixels` [H, W] bool of `frame` [H, W, 3] uint8 (a `steady_shape`) scaled
     by `factor` about its centre, its rim with it: each new pixel the mean of the old ones it
-    covers (a box filter), so a square's corners stay as sharp as drawn and its edge is
-    anti-aliased as a drawing's is. Returns (the frame, the object's new pixels)."""
+    covers (a box filter over the exact region it maps from), so a square's corners stay as
+    sharp as drawn and its edge is anti-aliased as a drawing's is. Returns (the frame, the
+    object's new pixels)."""
     if factor == 1:
         return frame, pixels
     around = rim(pixels)
     ys, xs = np.nonzero(around)
-    box = np.s_[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
-    height, width = around[box].shape
-    size = (max(1, round(width * factor)), max(1, round(height * factor)))
-    crop = np.asarray(Image.fromarray(frame[box]).resize(size, Image.BOX))
-    mask = np.asarray(Image.fromarray(pixels[box].astype(np.uint8) * 255).resize(size, Image.BOX)) >= 128
-    top = int(np.rint((ys.min() + ys.max() + 1 - size[1]) / 2))  # the same centre
-    left = int(np.rint((xs.min() + xs.max() + 1 - size[0]) / 2))
-    at_y, at_x = np.mgrid[top : top + size[1], left : left + size[0]]
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1  # the rim's box, in pixel edges
+    cy, cx = (y0 + y1) / 2, (x0 + x1) / 2
+    top, bottom = math.floor(cy - (cy - y0) * factor), math.ceil(cy + (y1 - cy) * factor)
+    left, right = math.floor(cx - (cx - x0) * factor), math.ceil(cx + (x1 - cx) * factor)
+    pad = max(frame.shape[:2])  # the region a shrink maps from may reach past the frame
+    alone = np.pad(painted_out(frame, ~around), ((pad, pad), (pad, pad), (0, 0)), mode="edge")
+    box = (cx + (left - cx) / factor + pad, cy + (top - cy) / factor + pad, cx + (right - cx) / factor + pad, cy + (bottom - cy) / factor + pad)
+    size = (right - left, bottom - top)
+    crop = np.asarray(Image.fromarray(alone).resize(size, Image.BOX, box=box))
+    mask = np.asarray(Image.fromarray(np.pad(pixels, pad).astype(np.uint8) * 255).resize(size, Image.BOX, box=box)) >= 128
+    at_y, at_x = np.mgrid[top:bottom, left:right]
     inside = (at_y >= 0) & (at_y < frame.shape[0]) & (at_x >= 0) & (at_x < frame.shape[1])
     out, laid = painted_out(frame, around), np.zeros_like(pixels)
     out[at_y[inside], at_x[inside]] = crop[inside]
@@ -448,7 +517,7 @@ def hold(sentence: str, cast: frozenset[str] | None, frame: np.ndarray, rigid: b
     (`Hold.zoom`), else nothing is held. None when nothing is held: a first scene, a sentence
     the world cannot read, an unknown cast, or a frame with no object of the cast, unless the
     sentence brings one (an object appearing on an empty stage is laid on it all the same),
-    makes one disappear, moves the film's only object without changing its shape or size (with
+    makes one disappear, moves, grows or shrinks the film's only object (with
     `rigid`: the film's own object is carried, `Hold.rigid`), or changes the scene of a film
     with no objects left (the new background alone, whatever the model draws on it).
     A motion sentence whose object the film has lost (drawn over, or drawn into another
@@ -476,9 +545,10 @@ def hold(sentence: str, cast: frozenset[str] | None, frame: np.ndarray, rigid: b
         enters = ObjectSpec(meaning.color, meaning.shape, meaning.motion)
         frame = painted_out(frame, rim(faults) & ~rim(held))
     vanishing = meaning.color if isinstance(meaning, DisappearSentence) else None
-    carried = meaning.color if rigid and isinstance(meaning, MoveSentence) and meaning.motion in RIGID and named.any() else None
+    carried = meaning.color if rigid and isinstance(meaning, MoveSentence) and meaning.motion in (*RIGID, *SIZED) and named.any() else None
+    scale = SIZED.get(meaning.motion) if carried is not None else None
     new_backdrop = isinstance(meaning, SceneChangeSentence)  # on an empty stage (no cast) it shows its background alone
-    return Hold(frame, held, named, new_backdrop, enters, vanishing, carried) if held.any() or enters or vanishing or carried or (new_backdrop and not cast) else None
+    return Hold(frame, held, named, new_backdrop, enters, vanishing, carried, scale) if held.any() or enters or vanishing or carried or (new_backdrop and not cast) else None
 
 
 def opacity(frame: np.ndarray, objects: np.ndarray, backdrop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
