@@ -20,8 +20,9 @@ shrinks is the film's own, scaled as the model draws it grow or shrink (`resized
 An object that disappears "shrinks to nothing": as it shrinks, a model draws its last
 pixels a little off its colour (a cyan circle's end read as blue), so in that event nothing
 but the vanishing object is the model's to draw (`Hold.vanishing`): any other object it
-draws that the film did not have is painted out. And once every object has gone, a scene
-change shows its new background alone.
+draws that the film did not have is painted out; with `rigid`, the vanishing object itself is
+the film's own, shrunk away as the model draws it shrink (`resized`). And once every object
+has gone, a scene change shows its new background alone.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ EIGHT = np.ones((3, 3), dtype=bool)
 FAR = FOREGROUND_THRESHOLD * 127.5  # an object's pixel: this far (summed over RGB, 0-255) from its frame's median colour
 NOISE = 5  # an object's pixel is farther from the background than this many times the frame's grain
 RIGID = ("right", "left", "up", "down", "bounces", "still")  # the motions that move an object without changing its shape or size
-SIZED = {"grows": GROWTH, "shrinks": 1 / GROWTH}  # the motions that change an object's size, not its shape: the world's change over an event
+SIZED = {"grows": GROWTH, "shrinks": 1 / GROWTH, "vanishes": 0.0}  # what changes an object's size, not its shape ("disappears": "vanishes"), and the world's change over an event
 LEAST = 12  # pixels: an object is at least this large (0.3 % of a 64x64 frame, the judge's least); a star is smaller
 
 
@@ -164,8 +165,8 @@ class Hold:
     only one the event may draw; `rigid`, the colour of the named object when its motion
     keeps its shape, so that the film's own pixels of it follow the path the event draws when
     it moves, bounces or stays still (`RIGID`, `move_rigidly`), or are scaled as the event
-    draws it grow or shrink (`scale`, the world's change of its size over the event, `SIZED`,
-    `resized`); `zoom`, the direction ("in" or "out") of a camera zoom whose
+    draws it grow, shrink or vanish (`scale`, the world's change of its size over the event,
+    `SIZED`, `resized`); `zoom`, the direction ("in" or "out") of a camera zoom whose
     film is carried: the film's last frame scaled as the event zooms (`zoomed`)."""
 
     frame: np.ndarray
@@ -215,9 +216,12 @@ class Hold:
             event = event.copy()
         elif self.scale is None:
             event = move_rigidly(event, self.frame, self.named, [largest_of(f, self.rigid) for f in event])
-        else:
+        elif self.scale:
             drawn = [largest_of(f, self.rigid) for f in event]
             event = resized(event, self.frame, self.named, drawn, size_rate(drawn, self.scale))
+        else:  # vanishing: gone by the event's end, as the sentence says, and every drawing of it painted out
+            drawn = [np.any([np.zeros(f.shape[:2], bool), *(r for r, c in colored_objects(f) if c == self.rigid)], axis=0) for f in event]
+            event = resized(event, self.frame, self.named, drawn, -1 / (len(event) - 1))
         if self.vanishing is not None:  # of what the event draws, the vanishing object and what the film had stay
             had = rim(others_of(self.frame, self.vanishing))
             for t, frame in enumerate(event):
@@ -272,8 +276,8 @@ def move_rigidly(event: np.ndarray, frame: np.ndarray, named: np.ndarray, drawn:
 
 
 def resized(event: np.ndarray, frame: np.ndarray, named: np.ndarray, drawn: Sequence[np.ndarray], rate: float, start: float = 1.0) -> np.ndarray:
-    """A copy of `event` [T, H, W, 3] uint8 in which an object that grows or shrinks is one
-    drawing of it (`named` [H, W] bool of `frame`, at `start` times its size in the event's
+    """A copy of `event` [T, H, W, 3] uint8 in which an object that grows, shrinks or vanishes
+    is one drawing of it (`named` [H, W] bool of `frame`, at `start` times its size in the event's
     first frame: in a story the film's own, at x1) scaled about its centre by 1 + `rate`·t at
     frame t (`scaled`), each frame's drawing of it (`drawn`) painted out: the model says how
     fast (`size_rate`), the drawing says what. A model that redraws a square as it shrinks it
@@ -381,10 +385,10 @@ def steadied(frames: np.ndarray, sentence: str) -> np.ndarray:
 def steadily_resized(frames: np.ndarray, drawn: Sequence[np.ndarray], change: float) -> np.ndarray:
     """`frames` [T, H, W, 3] uint8 with an object that grows or shrinks (`drawn`, [H, W] bool
     a frame) one steady drawing of it scaled about its place as the model draws it grow
-    (`size_rate`, `resized`). The drawing is taken where the object is drawn largest (within
-    x1.2 of its largest, where the judge reads a shape too), each frame's drawing scaled to
-    that size and their median kept (`steady_shape`), and laid at the median of the centres
-    drawn: the world grows an object about its centre."""
+    (`size_rate`, `resized`). The drawing is taken where the object is drawn largest (the
+    frames within x1.2 of its largest size, as the judge reads a shape where it is largest),
+    each frame's drawing scaled to that size and their median kept (`steady_shape`), and laid
+    at the median of the centres drawn: the world grows an object about its centre."""
     rate = size_rate(drawn, change)
     sizes = 1 + rate * np.arange(len(frames))
     top = sizes.max()
@@ -450,17 +454,20 @@ def scaled(frame: np.ndarray, pixels: np.ndarray, factor: float) -> tuple[np.nda
     """The object at `pixels` [H, W] bool of `frame` [H, W, 3] uint8 (a `steady_shape`) scaled
     by `factor` about its centre, its rim with it: each new pixel the mean of the old ones it
     covers (a box filter over the exact region it maps from), so a square's corners stay as
-    sharp as drawn and its edge is anti-aliased as a drawing's is. Returns (the frame, the
-    object's new pixels)."""
+    sharp as drawn and its edge is anti-aliased as a drawing's is; scaled under a pixel, it is
+    gone. Returns (the frame, the object's new pixels)."""
     if factor == 1:
         return frame, pixels
     around = rim(pixels)
     ys, xs = np.nonzero(around)
     y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1  # the rim's box, in pixel edges
+    out, laid = painted_out(frame, around), np.zeros_like(pixels)
+    if factor * min(y1 - y0, x1 - x0) < 1:
+        return out, laid
     cy, cx = (y0 + y1) / 2, (x0 + x1) / 2
     top, bottom = math.floor(cy - (cy - y0) * factor), math.ceil(cy + (y1 - cy) * factor)
     left, right = math.floor(cx - (cx - x0) * factor), math.ceil(cx + (x1 - cx) * factor)
-    pad = max(frame.shape[:2])  # the region a shrink maps from may reach past the frame
+    pad = max(*frame.shape[:2], math.ceil(1 / factor) + 1)  # the region a shrink maps from reaches 1 / factor past the box
     alone = np.pad(painted_out(frame, ~around), ((pad, pad), (pad, pad), (0, 0)), mode="edge")
     box = (cx + (left - cx) / factor + pad, cy + (top - cy) / factor + pad, cx + (right - cx) / factor + pad, cy + (bottom - cy) / factor + pad)
     size = (right - left, bottom - top)
@@ -468,7 +475,6 @@ def scaled(frame: np.ndarray, pixels: np.ndarray, factor: float) -> tuple[np.nda
     mask = np.asarray(Image.fromarray(np.pad(pixels, pad).astype(np.uint8) * 255).resize(size, Image.BOX, box=box)) >= 128
     at_y, at_x = np.mgrid[top:bottom, left:right]
     inside = (at_y >= 0) & (at_y < frame.shape[0]) & (at_x >= 0) & (at_x < frame.shape[1])
-    out, laid = painted_out(frame, around), np.zeros_like(pixels)
     out[at_y[inside], at_x[inside]] = crop[inside]
     laid[at_y[inside], at_x[inside]] = mask[inside]
     return out, laid
@@ -545,8 +551,9 @@ def hold(sentence: str, cast: frozenset[str] | None, frame: np.ndarray, rigid: b
         enters = ObjectSpec(meaning.color, meaning.shape, meaning.motion)
         frame = painted_out(frame, rim(faults) & ~rim(held))
     vanishing = meaning.color if isinstance(meaning, DisappearSentence) else None
-    carried = meaning.color if rigid and isinstance(meaning, MoveSentence) and meaning.motion in (*RIGID, *SIZED) and named.any() else None
-    scale = SIZED.get(meaning.motion) if carried is not None else None
+    motion = "vanishes" if vanishing else meaning.motion if isinstance(meaning, MoveSentence) else None
+    carried = meaning.color if rigid and (motion in RIGID or motion in SIZED) and named.any() else None
+    scale = SIZED.get(motion) if carried is not None else None
     new_backdrop = isinstance(meaning, SceneChangeSentence)  # on an empty stage (no cast) it shows its background alone
     return Hold(frame, held, named, new_backdrop, enters, vanishing, carried, scale) if held.any() or enters or vanishing or carried or (new_backdrop and not cast) else None
 

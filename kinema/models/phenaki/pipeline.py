@@ -34,8 +34,8 @@ new one the MaskGIT drew. A square the MaskGIT would redraw a little rounder eac
 stays as it was drawn. An object that moves, bounces or stays still keeps one shape
 (`rigid_objects`): drawn from text, it is one steady drawing of it (the median of the
 MaskGIT's drawings, `steadied`) laid along the path drawn, and a sentence that moves it
-moves the film's own object along the path the MaskGIT draws for it, or, growing or
-shrinking it, scales the film's object as the MaskGIT draws it grow; a zoom scales the
+moves the film's own object along the path the MaskGIT draws for it, or, growing, shrinking
+or making it disappear, scales the film's object as the MaskGIT draws it; a zoom scales the
 film's last frame as the MaskGIT's zoom scales its objects (`zoomed`). What a first scene or
 a newcomer placed is moved where the world can act out the next sentences from
 (`leave_room`, kinema.data.room): an object drawn at the edge is not sent out of the frame
@@ -85,7 +85,7 @@ class PhenakiSampler:
     compose_objects: bool = True  # a caption naming two objects: each object drawn alone, the second laid on the first
     hold_objects: bool = True  # a story event keeps what its sentence leaves as the film has it (kinema.data.continuity)
     leave_room: bool = True  # a story's first scene or newcomer is moved where the next sentences can be acted out from it (kinema.data.room)
-    rigid_objects: bool = True  # an object that moves, bounces or stays still keeps one shape: its drawings' median, in a story the film's (scaled as it grows or shrinks); a zoom scales the film (kinema.data.continuity)
+    rigid_objects: bool = True  # an object that moves, bounces or stays still keeps one shape: its drawings' median, in a story the film's (scaled as it grows, shrinks or disappears); a zoom scales the film (kinema.data.continuity)
 
 
 def check_draw(*, temperature: float, top_k: int | None, choice_temperature: float | None, refine_rounds: int, refine_share: float) -> None:
