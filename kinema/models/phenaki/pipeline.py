@@ -31,12 +31,13 @@ wanders), and laid on the film at the nearest free place, as is an object a sent
 that the film has lost (drawn with its motion, the film's faults painted out); after "the
 scene changes to the desert" the film's objects are lifted off the old background onto the
 new one the MaskGIT drew. A square the MaskGIT would redraw a little rounder each event
-stays as it was drawn. An object that moves, bounces or stays still keeps one shape
-(`rigid_objects`): drawn from text, it is one steady drawing of it (the median of the
-MaskGIT's drawings, `steadied`) laid along the path drawn, and a sentence that moves it
-moves the film's own object along the path the MaskGIT draws for it, or, growing, shrinking
-or making it disappear, scales the film's object as the MaskGIT draws it; a zoom scales the
-film's last frame as the MaskGIT's zoom scales its objects (`zoomed`). What a first scene or
+stays as it was drawn. An object keeps one shape (`rigid_objects`): drawn from text, one
+that moves, bounces or stays still is one steady drawing of it (the median of the MaskGIT's
+drawings, `steadied`) laid along the path drawn, and one that grows or shrinks one steady
+drawing scaled as the MaskGIT draws it grow; in a story, a sentence that moves an object
+moves the film's own along the path the MaskGIT draws for it, one that grows or shrinks it
+scales the film's own as the MaskGIT draws it, and one that makes it disappear shrinks the
+film's own to nothing over the event; a zoom scales the film's last frame as the MaskGIT's zoom scales its objects (`zoomed`). What a first scene or
 a newcomer placed is moved where the world can act out the next sentences from
 (`leave_room`, kinema.data.room): an object drawn at the edge is not sent out of the frame
 by the next sentence.
@@ -85,7 +86,7 @@ class PhenakiSampler:
     compose_objects: bool = True  # a caption naming two objects: each object drawn alone, the second laid on the first
     hold_objects: bool = True  # a story event keeps what its sentence leaves as the film has it (kinema.data.continuity)
     leave_room: bool = True  # a story's first scene or newcomer is moved where the next sentences can be acted out from it (kinema.data.room)
-    rigid_objects: bool = True  # an object that moves, bounces or stays still keeps one shape: its drawings' median, in a story the film's (scaled as it grows, shrinks or disappears); a zoom scales the film (kinema.data.continuity)
+    rigid_objects: bool = True  # an object that moves, bounces or stays still keeps one shape: its drawings' median, in a story the film's (scaled as it grows or shrinks, shrunk to nothing as it disappears); a zoom scales the film (kinema.data.continuity)
 
 
 def check_draw(*, temperature: float, top_k: int | None, choice_temperature: float | None, refine_rounds: int, refine_share: float) -> None:
