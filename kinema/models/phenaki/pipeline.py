@@ -37,10 +37,10 @@ drawings, `steadied`) laid along the path drawn, and one that grows or shrinks o
 drawing scaled as the MaskGIT draws it grow; in a story, a sentence that moves an object
 moves the film's own along the path the MaskGIT draws for it, one that grows or shrinks it
 scales the film's own as the MaskGIT draws it, and one that makes it disappear shrinks the
-film's own to nothing over the event; a zoom scales the film's last frame as the MaskGIT's zoom scales its objects (`zoomed`). What a first scene or
-a newcomer placed is moved where the world can act out the next sentences from
-(`leave_room`, kinema.data.room): an object drawn at the edge is not sent out of the frame
-by the next sentence.
+film's own to nothing over the event; a zoom scales the film's last frame as the MaskGIT's
+zoom scales its objects (`zoomed`). What a first scene or a newcomer placed is moved where
+the world can act out the next sentences from (`leave_room`, kinema.data.room): an object
+drawn at the edge is not sent out of the frame by the next sentence.
 """
 
 from __future__ import annotations
