@@ -17,7 +17,7 @@ from collections.abc import Callable, Container
 
 import numpy as np
 
-from ..world.language import MOTION_GERUNDS, MOTION_WORDS, SIZE_WORDS, Entry, ParseError, parse, phrase_spans
+from ..world.language import MOTION_GERUNDS, MOTION_WORDS, SIZE_WORDS, Entry, ParseError, Words, parse, phrase_spans
 from ..world.spec import MOTION_PHRASES
 
 OBJECT_WORDS = ("size", "color", "shape", "motion", "appear", "disappear")
@@ -167,9 +167,16 @@ def _resay_motions(caption: str, resay: Callable[[str, str], str | None], motion
         spans = [(a, b, entry.value) for a, b, entry in phrase_spans(caption) if entry.category == "motion" and entry.value in motions]
     except ParseError:
         return None
+    return _resaid(caption, spans, resay)
+
+
+def _resaid(caption: str, spans: list[tuple[int, int, str]], resay: Callable[[str, str], str | None]) -> str | None:
+    """`caption` with each phrase at `spans` (start, end, its value) replaced by
+    `resay(phrase, value)`, the phrase in lower case. None when there are no spans or `resay`
+    gives None."""
     said = caption
-    for a, b, motion in reversed(spans):  # from the end, so earlier spans keep their places
-        phrase = resay(caption[a:b].lower(), motion)
+    for a, b, value in reversed(spans):  # from the end, so earlier spans keep their places
+        phrase = resay(caption[a:b].lower(), value)
         if phrase is None:
             return None
         said = said[:a] + phrase + said[b:]
@@ -192,10 +199,16 @@ def _train_phrase_for(phrase: str, motion: str, other: str) -> str | None:
     `motion`, sits in the world's tables (verb or gerund; the canonical one for the
     canonical one); None for a held-out phrase, which stays unseen."""
     table = next((t for t in (MOTION_WORDS, MOTION_GERUNDS) if phrase in t[motion].train), None)
-    if table is None:
+    return None if table is None else _same_place(phrase, table[motion], table[other])
+
+
+def _same_place(phrase: str, words: Words, others: Words) -> str | None:
+    """The train phrase of `others` at the place `phrase` has among the train phrases of
+    `words` (the canonical one for the canonical one); None for a phrase not among them (a
+    held-out one, which stays unseen)."""
+    if phrase not in words.train:
         return None
-    phrases, others = table[motion].train, table[other].train
-    return others[phrases.index(phrase) % len(others)]
+    return others.train[words.train.index(phrase) % len(others.train)]
 
 
 def moving_caption(caption: str) -> str | None:
@@ -226,14 +239,8 @@ def medium_caption(caption: str, motions: Container[str]) -> str | None:
     if read is None:
         return None
     objects, phrases = read
-    spans = [(a, b) for a, b, entry, owners in phrases if entry.category == "size" and entry.value == "small" and owners and all(getattr(objects[k], "motion", "still") in motions for k in owners)]
-    small, medium = SIZE_WORDS["small"].train, SIZE_WORDS["medium"].train
-    said = caption
-    for a, b in reversed(spans):  # from the end, so earlier spans keep their places
-        if (phrase := caption[a:b].lower()) not in small:
-            return None
-        said = said[:a] + medium[small.index(phrase) % len(medium)] + said[b:]
-    return said if spans else None
+    spans = [(a, b, "small") for a, b, entry, owners in phrases if entry.category == "size" and entry.value == "small" and owners and all(getattr(objects[k], "motion", "still") in motions for k in owners)]
+    return _resaid(caption, spans, lambda phrase, _: _same_place(phrase, SIZE_WORDS["small"], SIZE_WORDS["medium"]))
 
 
 # For each one-way motion, the one-way motions a clip of it rules out: its reverse, and for a
