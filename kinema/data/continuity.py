@@ -129,10 +129,16 @@ def colored_objects(frame: np.ndarray, least: int = LEAST) -> list[tuple[np.ndar
     return [(region, core_color(frame, region, far)) for region in (labels == k for k in range(1, n + 1))]
 
 
+def blobs_of(frame: np.ndarray, color: str, least: int = LEAST) -> list[np.ndarray]:
+    """[H, W] bool per object of `frame` (of at least `least` pixels) whose colour word is
+    `color` (`colored_objects`)."""
+    return [region for region, word in colored_objects(frame, least) if word == color]
+
+
 def largest_of(frame: np.ndarray, color: str) -> np.ndarray:
-    """[H, W] bool: the largest object of `frame` whose colour word is `color`
-    (`colored_objects`), none if there is no such object."""
-    return max((region for region, word in colored_objects(frame) if word == color), key=np.sum, default=np.zeros(frame.shape[:2], bool))
+    """[H, W] bool: the largest object of `frame` whose colour word is `color` (`blobs_of`),
+    none if there is no such object."""
+    return max(blobs_of(frame, color), key=np.sum, default=np.zeros(frame.shape[:2], bool))
 
 
 def others_of(frame: np.ndarray, color: str, besides: np.ndarray | None = None) -> np.ndarray:
@@ -220,7 +226,7 @@ class Hold:
             drawn = [largest_of(f, self.rigid) for f in event]
             event = resized(event, self.frame, self.named, drawn, size_rate(drawn, self.scale))
         else:  # vanishing: gone by the event's end, as the sentence says, and every drawing of it painted out
-            drawn = [np.any([np.zeros(f.shape[:2], bool), *(r for r, c in colored_objects(f) if c == self.rigid)], axis=0) for f in event]
+            drawn = [np.any([np.zeros(f.shape[:2], bool), *blobs_of(f, self.rigid)], axis=0) for f in event]
             event = resized(event, self.frame, self.named, drawn, -1 / (len(event) - 1))
         if self.vanishing is not None:  # of what the event draws, the vanishing object and what the film had stay
             had = rim(others_of(self.frame, self.vanishing))

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..world.spec import AppearSentence, DisappearSentence, MoveSentence, SceneSpec
-from .continuity import LEAST, colored_objects, meaning_of, painted_out, rim
+from .continuity import LEAST, blobs_of, meaning_of, painted_out, rim
 
 REACH = 0.25  # a blob continues a track whose last centre is nearer than this share of the frame's width
 GAP_FRAMES = 2  # ... and that was last seen at most this many frames before (a copy can blink out a frame)
@@ -45,12 +45,6 @@ class Track:
     @property
     def pixels(self) -> int:
         return int(sum(b.sum() for b in self.blobs.values()))
-
-
-def blobs_of(frame: np.ndarray, color: str, least: int) -> list[np.ndarray]:
-    """[H, W] bool per object of `frame` (of at least `least` pixels) whose colour word is
-    `color` (`colored_objects`)."""
-    return [region for region, word in colored_objects(frame, least) if word == color]
 
 
 def tracks_of(frames: np.ndarray, color: str, least: int) -> list[Track]:
