@@ -324,3 +324,29 @@ def test_the_likeliest_sample_is_the_one_the_model_denoises_best() -> None:
         assert int(error.argmin()) == place and error[place] < 1e-6 < float(error.max())
         assert torch.equal(likeliest(knows_one_clip, d, samples, {"cond": torch.zeros(1, 1)}, torch.Generator().manual_seed(0)), clip)
     assert set(seen) == {4}
+
+
+def test_a_contrast_keeps_the_sample_that_fits_its_caption_and_not_the_wrong_way() -> None:
+    """Under its caption a model knows clip P, under the wrong way's caption clip Q, a little
+    away. The sample halfway between them is denoised best under the caption, but just as well
+    under the wrong way; one past P, away from Q, fits the caption a little worse and the wrong
+    way far worse. The contrast keeps that one, and leaves the generator where it would be."""
+    from kinema.diffusion.rerank import likeliest
+
+    d = GaussianDiffusion()
+    P = torch.rand(1, 3, 2, 4, 4) * 2 - 1
+    Q = P + 0.2 * torch.randn_like(P)
+
+    def knows(z, t, cond):  # the v that explains z_t by P (cond 0) or by Q (cond 1)
+        clip = torch.where(cond.reshape(-1, 1, 1, 1, 1) > 0, Q, P)
+        alpha, sigma = d.alpha_sigma(t, z)
+        return alpha * (z - alpha * clip) / sigma - sigma * clip
+
+    between, past = (P + Q) / 2, P + 0.6 * (P - Q)
+    samples = torch.cat([between, past])
+    caption, wrong = {"cond": torch.zeros(1, 1)}, {"cond": torch.ones(1, 1)}
+    plain, contrasted = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    assert torch.equal(likeliest(knows, d, samples, caption, plain), between)
+    assert torch.equal(likeliest(knows, d, samples, caption, contrasted, [wrong], contrast=0.5), past)
+    assert torch.equal(plain.get_state(), contrasted.get_state())
+    assert torch.equal(likeliest(knows, d, samples, caption, torch.Generator().manual_seed(1), [wrong], contrast=0.0), between)

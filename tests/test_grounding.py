@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from kinema.data.grounding import OPPOSITE_MOTIONS, WRONG_WAYS, first_object_caption, infill_caption, medium_caption, moving_caption, object_words, reversed_motion_caption, second_object_caption, swapped_caption, wrong_way_caption
+from kinema.data.grounding import OPPOSITE_MOTIONS, WRONG_WAYS, first_object_caption, infill_caption, medium_caption, moving_caption, object_words, reversed_motion_caption, second_object_caption, swapped_caption, wrong_way_caption, wrong_way_captions
 from kinema.models.phenaki.data import PhenakiData
 from kinema.models.phenaki.maskgit import BINDING_MARGIN, MaskGit, MaskGitConfig
 from kinema.nn.attention import Attention
@@ -174,6 +174,35 @@ def test_a_wrong_way_caption_sends_each_one_way_motion_back_or_across_its_axis()
     assert wrong_way_caption("the red circle bounces", draws) is None and wrong_way_caption("a plaid circle moves up", draws) is None
     held_out = f"a red circle {MOTION_WORDS['right'].heldout[0]}"  # the negative would teach a held-out phrase
     assert parse(held_out).motion == "right" and wrong_way_caption(held_out, draws) is None
+
+
+def test_wrong_way_captions_send_one_motion_each_wrong_way_in_turn() -> None:
+    """One caption per wrong way of each one-way motion, the other object's motion and every
+    other word left as they are; nothing for a motion with no way, a held-out phrase or a
+    caption the world cannot read."""
+    from kinema.world.language import caption, paraphrase
+    from kinema.world.sample import random_event
+
+    rng = np.random.default_rng(48)
+    for kind in ("one object", "two objects") * 30:
+        spec, _ = random_event(rng, kind)
+        for text in (caption(spec), paraphrase(spec, rng, split="train")):
+            motions = [o.motion for o in spec.objects]
+            negatives = wrong_way_captions(text)
+            assert len(negatives) == sum(len(WRONG_WAYS.get(m, ())) for m in motions), (text, negatives)
+            sent = []
+            for negative in negatives:
+                meant = parse(negative)
+                changed = [k for k, (o, m) in enumerate(zip(meant.objects, motions)) if o.motion != m]
+                assert len(changed) == 1 and meant.objects[changed[0]].motion in WRONG_WAYS[motions[changed[0]]], (text, negative)
+                assert [(o.color, o.shape, o.size) for o in meant.objects] == [(o.color, o.shape, o.size) for o in spec.objects]
+                assert meant.background == spec.background
+                sent.append((changed[0], meant.objects[changed[0]].motion))
+            assert len(set(sent)) == len(sent), "each wrong way once"
+    assert wrong_way_captions("a red circle moves to the right") == ["a red circle moves to the left", "a red circle moves up", "a red circle moves down"]
+    assert wrong_way_captions("a big green triangle gets bigger") == ["a big green triangle gets smaller"]
+    assert wrong_way_captions("the red circle bounces") == [] and wrong_way_captions("a plaid circle moves up") == []
+    assert wrong_way_captions(f"a red circle {MOTION_WORDS['right'].heldout[0]}") == []
 
 
 def test_training_data_gives_two_object_captions_a_swapped_negative() -> None:

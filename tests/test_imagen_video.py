@@ -80,6 +80,23 @@ def test_candidates_keep_the_likeliest_of_several_base_samples(folder: Path, tmp
     assert again.sampler.candidates == 4 and np.array_equal(again(PROMPT, seed=3).frames, four)
 
 
+def test_a_direction_contrast_scores_the_candidates_against_the_wrong_ways(folder: Path, tmp_path: Path) -> None:
+    """`direction_contrast` changes which candidate is kept only where the caption has a way
+    to get wrong: a still caption, or a single candidate, draws the same clip as without it
+    (its scoring leaves the cascade's noise as it was); seeded, and saved with the folder."""
+    pipe = ImagenVideoPipeline.from_pretrained(folder)
+    still = "a red circle stays still at night"
+    assert np.array_equal(pipe(still, seed=3, candidates=4, direction_contrast=0.5).frames, pipe(still, seed=3, candidates=4).frames)
+    assert np.array_equal(pipe(PROMPT, seed=3, direction_contrast=0.5).frames, pipe(PROMPT, seed=3).frames)
+    contrasted = pipe(PROMPT, seed=5, candidates=4, direction_contrast=0.5).frames
+    assert np.array_equal(contrasted, pipe(PROMPT, seed=5, candidates=4, direction_contrast=0.5).frames)
+    with pytest.raises(ValueError, match="direction_contrast"):
+        pipe(PROMPT, candidates=4, direction_contrast=-1)
+    pipe.sampler.candidates, pipe.sampler.direction_contrast = 4, 0.5
+    again = ImagenVideoPipeline.from_pretrained(pipe.save_pretrained(tmp_path / "contrast"))
+    assert again.sampler.direction_contrast == 0.5 and np.array_equal(again(PROMPT, seed=5).frames, contrasted)
+
+
 def test_steps_and_guidance_are_honoured(folder: Path) -> None:
     pipe = ImagenVideoPipeline.from_pretrained(folder)
     assert pipe.stage_steps() == {"base": 2, "tsr": 2, "ssr": 2}

@@ -270,3 +270,18 @@ def wrong_way_caption(caption: str, rng: np.random.Generator) -> str | None:
         return _train_phrase_for(phrase, motion, WRONG_WAYS[motion][rng.integers(len(WRONG_WAYS[motion]))])
 
     return _resay_motions(caption, elsewhere)
+
+
+def wrong_way_captions(caption: str) -> list[str]:
+    """Every caption that sends one of `caption`'s one-way motions one of its `WRONG_WAYS`,
+    the rest of it as it is, in the table's words as `wrong_way_caption` words them: "a red
+    ball drifts right" -> "... drifts left", "... floats up", "... sinks". What a clip that
+    obeys its caption must be less likely under (`kinema.diffusion.rerank.likeliest`'s
+    `negatives`). Empty when the world cannot read the caption, it names no such motion, or
+    says it in held-out words (a held-out paraphrase stays unseen)."""
+    try:
+        spans = [(a, b, entry.value) for a, b, entry in phrase_spans(caption) if entry.category == "motion" and entry.value in WRONG_WAYS]
+    except ParseError:
+        return []
+    captions = (_resaid(caption, [span], lambda phrase, motion, other=other: _train_phrase_for(phrase, motion, other)) for span in spans for other in WRONG_WAYS[span[2]])
+    return [said for said in captions if said is not None]

@@ -52,10 +52,42 @@ def denoising_error(
     return error / (len(timesteps) * draws)
 
 
-def likeliest(model: Callable[..., torch.Tensor], diffusion: GaussianDiffusion, samples: torch.Tensor, cond: dict[str, Any], generator: torch.Generator | None = None) -> torch.Tensor:
+def likeliest(
+    model: Callable[..., torch.Tensor],
+    diffusion: GaussianDiffusion,
+    samples: torch.Tensor,
+    cond: dict[str, Any],
+    generator: torch.Generator | None = None,
+    negatives: Sequence[dict[str, Any]] = (),
+    contrast: float = 0.0,
+) -> torch.Tensor:
     """The one of `samples` [K, ...] that `model` denoises best under `cond` (rows of 1 or K),
-    kept as a batch of one."""
+    kept as a batch of one.
+
+    With `negatives` (`cond` under captions the samples should *not* fit, rows as `cond`'s)
+    and `contrast` c, the kept sample is the one with the least e + c (e - min_n e_n): e its
+    error under `cond`, e_n under each negative, every caption scored with the same noise. A
+    base that draws an object moving along the right axis either way is, as a scorer, as
+    blind to the way as it is as a drawer (the imagen-video-shapes card, "Which way"); a
+    scorer taught the way still finds a caption's likeliest sample mostly by its drawing, and
+    the margin over the caption sent each wrong way is what reads the way itself. `generator`
+    leaves as it would without negatives, so the rest of a cascade draws the same noise."""
     K = samples.shape[0]
-    rows = {k: v.expand(K, *v.shape[1:]) if torch.is_tensor(v) and v.ndim and v.shape[0] == 1 else v for k, v in cond.items()}
-    best = int(denoising_error(model, diffusion, samples, rows, generator).argmin())
+
+    def rows(c: dict[str, Any]) -> dict[str, Any]:
+        return {k: v.expand(K, *v.shape[1:]) if torch.is_tensor(v) and v.ndim and v.shape[0] == 1 else v for k, v in c.items()}
+
+    if negatives and contrast and generator is None:  # the same noise for every caption needs a stream of its own
+        generator = torch.Generator(samples.device).manual_seed(int(torch.randint(2**62, ())))
+    start = generator.get_state() if negatives and contrast else None
+    score = denoising_error(model, diffusion, samples, rows(cond), generator)
+    if start is not None:
+        after = generator.get_state()
+        wrong = []
+        for negative in negatives:
+            generator.set_state(start)
+            wrong.append(denoising_error(model, diffusion, samples, rows(negative), generator))
+        generator.set_state(after)
+        score = score + contrast * (score - torch.stack(wrong).min(0).values)
+    best = int(score.argmin())
     return samples[best : best + 1]

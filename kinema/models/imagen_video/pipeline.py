@@ -44,7 +44,7 @@ import torch
 from ... import checkpoint as ckpt
 from ...data.continuity import hold, keep_backdrop, lay_second, leaves_backdrop, starts_as_film, story_casts
 from ...data.copies import drawn_once, named_colors
-from ...data.grounding import first_object_caption, second_object_caption
+from ...data.grounding import first_object_caption, second_object_caption, wrong_way_captions
 from ...data.room import room_for
 from ...data.shapes import to_model_range, to_uint8_frames
 from ...diffusion import GaussianDiffusion, NoiseAugmentation, sample
@@ -57,10 +57,16 @@ from ...precision import default_device
 from .data import STAGES, base_cond, downsample, ssr_cond, tsr_cond
 
 if TYPE_CHECKING:
-    from ...text import TextEncoder
+    from ...text import TextEmbedding, TextEncoder
 
 STAGE_ORDER = ("base", "tsr", "ssr")
 DEFAULT_STEPS = {"base": 24, "tsr": 8, "ssr": 4}  # sampling steps of each undistilled stage
+
+
+def _text_cond(text: TextEmbedding) -> dict[str, torch.Tensor]:
+    """A stage's text inputs: the caption's tokens (their shared padding cut), mask and pooled vector."""
+    tokens, mask = trim_padding(text.tokens, text.mask)
+    return {"text": tokens, "text_mask": mask, "text_pooled": text.pooled}
 
 
 @dataclass
@@ -80,6 +86,7 @@ class ImagenVideoSampler:
     leave_room: bool = True  # a story's first scene or newcomer is moved where the next sentences can be acted out from it (kinema.data.room)
     zoom_film: bool = True  # a story's zoom is the film's last frame scaled as the base's zoom scales its objects (kinema.data.continuity.zoomed)
     candidates: int = 1  # base samples drawn per pass; the one the (teacher) base denoises best under the caption is kept (kinema.diffusion.rerank)
+    direction_contrast: float = 0.0  # with candidates: the kept one's error under the caption plus this times its margin over the caption sent each wrong way (kinema.data.grounding.wrong_way_captions)
     schedule: str = GaussianDiffusion.schedule
     num_train_timesteps: int = GaussianDiffusion.num_train_timesteps
     prediction_type: str = GaussianDiffusion.prediction_type
@@ -147,21 +154,27 @@ class ImagenVideoPipeline(Pipeline):
         steps = s.steps[stage] if steps is None else steps
         return self.stages[stage], scheduler or s.scheduler, steps, s.guidance(stage) if guidance is None else guidance
 
-    def _run_stage(self, stage, text, cond: dict, generator, steps, guidance, scheduler, callback, known=None, candidates: int = 1) -> torch.Tensor:
+    def _run_stage(
+        self, stage, text, cond: dict, generator, steps, guidance, scheduler, callback, known=None, candidates: int = 1,
+        negatives: TextEmbedding | None = None, contrast: float = 0.0,
+    ) -> torch.Tensor:
         """One stage's sample [1, 3, T, H, W]; with `candidates` > 1, the likeliest of that many
-        under the stage's undistilled model (`kinema.diffusion.rerank.likeliest`)."""
+        under the stage's undistilled model, against the `negatives` captions by `contrast`
+        (`kinema.diffusion.rerank.likeliest`)."""
         model, scheduler, steps, guidance = self._plan(stage, steps, guidance, scheduler)
         spec = STAGES[stage]
         shape = (candidates, 3, spec.frames, spec.size, spec.size)
-        tokens, mask = trim_padding(text.tokens, text.mask)
-        cond = {**cond, "text": tokens, "text_mask": mask, "text_pooled": text.pooled}
-        rows = {k: v.expand(candidates, *v.shape[1:]) for k, v in cond.items()}
+        captioned = {**cond, **_text_cond(text)}
+        rows = {k: v.expand(candidates, *v.shape[1:]) for k, v in captioned.items()}
         with self._autocast():
             samples = sample(
                 model, shape, scheduler, steps, guidance, generator, callback, cond=rows, diffusion=self.diffusion,
                 thresholding=self.sampler.thresholding and guidance > 1, device=self.device, known=known,
             ).clamp(-1, 1)
-            return samples if candidates == 1 else likeliest(self.stages[stage], self.diffusion, samples, cond, generator)
+            if candidates == 1:
+                return samples
+            against = [] if negatives is None else [{**cond, **_text_cond(negatives[i])} for i in range(len(negatives))]
+            return likeliest(self.stages[stage], self.diffusion, samples, captioned, generator, against, contrast)
 
     def stage_steps(self, num_inference_steps: int | None = None, guidance_scale: float | None = None) -> dict[str, int]:
         return {stage: self._plan(stage, num_inference_steps, guidance_scale)[2] for stage in STAGE_ORDER}
@@ -188,7 +201,9 @@ class ImagenVideoPipeline(Pipeline):
         cond = {"cond": base_cond(small, has_context)}
         first = torch.arange(STAGES["base"].frames, device=self.device).reshape(1, 1, -1, 1, 1) == 0
         known = (small, first) if from_context and small is not None else None
-        low_fps = self._run_stage("base", text, cond, generator, *draw["plan"], progress(0), known, draw["candidates"])
+        wrong = wrong_way_captions(sentence) if draw["candidates"] > 1 and draw["contrast"] else []
+        negatives = self.text_encoder.encode(wrong, device=self.device) if wrong else None
+        low_fps = self._run_stage("base", text, cond, generator, *draw["plan"], progress(0), known, draw["candidates"], negatives, draw["contrast"])
         if draw["one_copy"] and (colors := named_colors(sentence)):
             frames = to_uint8_frames(low_fps[0])
             once = drawn_once(frames, colors)
@@ -215,6 +230,7 @@ class ImagenVideoPipeline(Pipeline):
         compose_objects: bool | None = None,
         hold_objects: bool | None = None,
         candidates: int | None = None,
+        direction_contrast: float | None = None,
         one_copy: bool | None = None,
         leave_room: bool | None = None,
         zoom_film: bool | None = None,
@@ -222,7 +238,7 @@ class ImagenVideoPipeline(Pipeline):
         """`num_inference_steps` sets every stage's steps (default: the folder's, with distilled
         stages where present); `guidance_scale` the base's classifier-free guidance;
         `scheduler` (ddpm | ddim | dpm++) overrides the folder's sampler for undistilled stages;
-        `compose_objects`, `hold_objects`, `candidates`, `one_copy`, `leave_room` and `zoom_film` as in the sampler's settings (without
+        `compose_objects`, `hold_objects`, `candidates`, `direction_contrast`, `one_copy`, `leave_room` and `zoom_film` as in the sampler's settings (without
         `hold_objects`, each story event is drawn from the film's last frame as the base
         continues it, and nothing of the film is held)."""
         if scheduler is not None and scheduler not in SCHEDULERS:
@@ -231,11 +247,14 @@ class ImagenVideoPipeline(Pipeline):
         candidates = s.candidates if candidates is None else candidates
         if candidates < 1:
             raise ValueError(f"candidates must be at least 1, got {candidates}")
+        contrast = s.direction_contrast if direction_contrast is None else direction_contrast
+        if contrast < 0:
+            raise ValueError(f"direction_contrast must be at least 0, got {contrast}")
         per_stage = self.stage_steps(num_inference_steps, guidance_scale)
         draw = dict(
             per_stage=per_stage, plan=(num_inference_steps, guidance_scale, scheduler),
             generator=torch.Generator(self.device).manual_seed(seed),
-            augment=NoiseAugmentation(self.diffusion, sample_timestep=s.aug_timestep), candidates=candidates,
+            augment=NoiseAugmentation(self.diffusion, sample_timestep=s.aug_timestep), candidates=candidates, contrast=contrast,
             one_copy=s.one_copy if one_copy is None else one_copy,
         )
         compose = s.compose_objects if compose_objects is None else compose_objects
