@@ -342,15 +342,15 @@ def test_a_storys_square_keeps_one_shape() -> None:
 
 
 def test_a_storys_zoom_scales_the_film() -> None:
-    """Eval seed 1's first story zooms out after three events. Redrawn by the shipped model, its
-    shrinking triangle goes missing in some frames and another object shows; with
-    `rigid_objects` (the default) the zoom is the film's last frame scaled as the model zooms
-    (kinema.data.continuity.zoomed): it starts as the film left it, its objects shrink, and
-    every event obeys."""
+    """Eval seed 1's first story zooms out after three events. Redrawn by the shipped model
+    (`rigid_objects=False`), its shrinking triangle went missing in some frames and another
+    object showed, under bf16 on an AVX-512 CPU (in fp32 the redrawn zoom can pass, so that is
+    not asserted); with `rigid_objects` (the default) the zoom is the film's last frame scaled
+    as the model zooms (kinema.data.continuity.zoomed): it starts as the film left it, its
+    objects shrink, and every event obeys."""
     pipe = kinema.load_pipeline("phenaki-shapes")
     story = ["a yellow triangle grows and a purple square stays still at night", "the yellow triangle shrinks", "the scene changes to the forest", "the camera zooms out"]
     seed = derive_seed(1, "stories", 0)
-    assert [e.passed for e in judge(pipe.story(story, seed=seed, rigid_objects=False).frames, story).events] == [True, True, True, False]
     frames = np.asarray(pipe.story(story, seed=seed).frames)
     assert judge(frames, story).passed
     assert (frames[48] == frames[47]).all()
