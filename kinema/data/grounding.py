@@ -163,11 +163,17 @@ def _resay_motions(caption: str, resay: Callable[[str, str], str | None], motion
     way, the keys of `OPPOSITE_MOTIONS`) replaced by `resay(phrase, motion)`, the phrase in
     lower case. None when the world cannot read the caption, it names no such motion, or
     `resay` gives None."""
+    spans = _motion_spans(caption, motions)
+    return None if spans is None else _resaid(caption, spans, resay)
+
+
+def _motion_spans(caption: str, motions: Container[str]) -> list[tuple[int, int, str]] | None:
+    """(start, end, motion) of each phrase of `caption` for a motion in `motions`; None when
+    the world cannot read the caption."""
     try:
-        spans = [(a, b, entry.value) for a, b, entry in phrase_spans(caption) if entry.category == "motion" and entry.value in motions]
+        return [(a, b, entry.value) for a, b, entry in phrase_spans(caption) if entry.category == "motion" and entry.value in motions]
     except ParseError:
         return None
-    return _resaid(caption, spans, resay)
 
 
 def _resaid(caption: str, spans: list[tuple[int, int, str]], resay: Callable[[str, str], str | None]) -> str | None:
@@ -279,9 +285,6 @@ def wrong_way_captions(caption: str) -> list[str]:
     obeys its caption must be less likely under (`kinema.diffusion.rerank.likeliest`'s
     `negatives`). Empty when the world cannot read the caption, it names no such motion, or
     says it in held-out words (a held-out paraphrase stays unseen)."""
-    try:
-        spans = [(a, b, entry.value) for a, b, entry in phrase_spans(caption) if entry.category == "motion" and entry.value in WRONG_WAYS]
-    except ParseError:
-        return []
+    spans = _motion_spans(caption, WRONG_WAYS.keys()) or []
     captions = (_resaid(caption, [span], lambda phrase, motion, other=other: _train_phrase_for(phrase, motion, other)) for span in spans for other in WRONG_WAYS[span[2]])
     return [said for said in captions if said is not None]
