@@ -155,6 +155,21 @@ def save_pretrained(
     return folder
 
 
+def add_component(folder: str | os.PathLike, name: str, module: nn.Module, dtype: torch.dtype | None = None) -> Path:
+    """Add (or replace) component `name` of an existing save_pretrained folder, atomically:
+    the folder is copied with the new component and its model_index.json entry, then swapped in."""
+    import shutil
+
+    folder = Path(folder)
+    index = read_json(folder / MODEL_INDEX)
+    index["components"] = {**index.get("components", {}), name: _class_name(module)}
+    with atomic_dir(folder) as tmp:
+        shutil.copytree(folder, tmp, dirs_exist_ok=True, ignore=lambda d, names: [name] if Path(d) == folder else [])
+        write_component(tmp / name, module, dtype)
+        (tmp / MODEL_INDEX).write_text(json.dumps(index, indent=2) + "\n")
+    return folder
+
+
 def load_component(folder: str | os.PathLike, name: str, device: str | torch.device = "cpu") -> nn.Module:
     """Build and load component `name` of a save_pretrained folder, in eval mode."""
     folder = Path(folder)

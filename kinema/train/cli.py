@@ -123,12 +123,14 @@ def _register_families() -> None:
     """Each family's train command lives beside its model; all of them hang off this app,
     so `kinema train X` and `torchrun -m kinema.train X` are the same command."""
     from ..models.imagen_video.train import imagen_video
+    from ..models.matcher.train import matcher
     from ..models.phenaki.decoder_tuning import phenaki_decoder
     from ..models.phenaki.train import phenaki
 
     train_app.command("phenaki")(reports_user_errors(phenaki))
     train_app.command("phenaki-decoder")(reports_user_errors(phenaki_decoder))
     train_app.command("imagen-video")(reports_user_errors(imagen_video))
+    train_app.command("matcher")(reports_user_errors(matcher))
 
 
 _register_families()

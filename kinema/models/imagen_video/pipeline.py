@@ -24,10 +24,13 @@ second laid on the first, clear of it. And since the base draws a named object t
 most of its samples, each object a sentence names is kept once in the base's clip, its
 other copies painted out before tsr and ssr draw from it (`one_copy`, kinema.data.copies).
 What a story's first scene or a newcomer placed is moved where the world can act out the
-next sentences from (`leave_room`, kinema.data.room).
+next sentences from (`leave_room`, kinema.data.room). Of several base candidates, the one
+kept is the one the undistilled base denoises best under the caption, or, in a folder with a
+`matcher` (kinema.models.matcher) and `rerank="matcher"`, the one the matcher finds fits the
+caption best, each candidate first kept to one copy of its objects.
 
 Folder layout (diffusers style): model_index.json, base/, tsr/, ssr/, optional
-base_distilled/ (tsr_distilled/, ssr_distilled/), and scheduler/config.json.
+base_distilled/ (tsr_distilled/, ssr_distilled/), optional matcher/, and scheduler/config.json.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ from ...nn.attention import trim_padding
 from ...nn.unet import VideoUNet
 from ...pipelines import Callback, ModelFolder, Passes, Pipeline, draw_alone, register_pipeline
 from ...precision import default_device
+from ..matcher import VideoTextMatcher
 from .data import STAGES, base_cond, downsample, ssr_cond, tsr_cond
 
 if TYPE_CHECKING:
@@ -61,6 +65,7 @@ if TYPE_CHECKING:
 
 STAGE_ORDER = ("base", "tsr", "ssr")
 DEFAULT_STEPS = {"base": 24, "tsr": 8, "ssr": 4}  # sampling steps of each undistilled stage
+RERANKERS = ("likelihood", "matcher")  # what keeps one of several base candidates (ImagenVideoSampler.rerank)
 
 
 def _text_cond(text: TextEmbedding) -> dict[str, torch.Tensor]:
@@ -87,6 +92,7 @@ class ImagenVideoSampler:
     zoom_film: bool = True  # a story's zoom is the film's last frame scaled as the base's zoom scales its objects (kinema.data.continuity.zoomed)
     candidates: int = 1  # base samples drawn per pass; the one the (teacher) base denoises best under the caption is kept (kinema.diffusion.rerank)
     direction_contrast: float = 0.0  # with candidates: the kept one's error under the caption plus this times its margin over the caption sent each wrong way (kinema.data.grounding.wrong_way_captions)
+    rerank: str = "likelihood"  # with candidates, what keeps one: "likelihood" (the undistilled base's denoising error) or "matcher" (the folder's matcher; events drawn from no film)
     schedule: str = GaussianDiffusion.schedule
     num_train_timesteps: int = GaussianDiffusion.num_train_timesteps
     prediction_type: str = GaussianDiffusion.prediction_type
@@ -114,11 +120,13 @@ class ImagenVideoPipeline(Pipeline):
         text_encoder: TextEncoder,
         sampler: ImagenVideoSampler | None = None,
         device: str | torch.device = "cpu",
+        matcher: VideoTextMatcher | None = None,
     ):
         missing = [s for s in STAGE_ORDER if s not in stages]
         if missing:
             raise ValueError(f"an Imagen Video cascade needs stages {', '.join(STAGE_ORDER)}; missing {', '.join(missing)}")
         self.stages = {name: model.eval().to(device) for name, model in stages.items()}
+        self.matcher = None if matcher is None else matcher.eval().to(device)
         self.text_encoder = text_encoder
         self.sampler = sampler or ImagenVideoSampler()
         self.device = torch.device(device)
@@ -127,17 +135,22 @@ class ImagenVideoPipeline(Pipeline):
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike, device: str | torch.device | None = None) -> ImagenVideoPipeline:
         model = ModelFolder.read(folder)
-        for name, stage in model.components.items():
+        stages = dict(model.components)
+        matcher = stages.pop("matcher", None)
+        if matcher is not None and not isinstance(matcher, VideoTextMatcher):
+            raise ckpt.CheckpointError(f"{folder}/matcher: expected a VideoTextMatcher, found {type(matcher).__name__}")
+        for name, stage in stages.items():
             if not isinstance(stage, VideoUNet):
                 raise ckpt.CheckpointError(f"{folder}/{name}: expected a VideoUNet, found {type(stage).__name__}")
-        missing = [s for s in STAGE_ORDER if s not in model.components]
+        missing = [s for s in STAGE_ORDER if s not in stages]
         if missing:
             raise ckpt.CheckpointError(f"{folder}: an Imagen Video folder needs components {', '.join(STAGE_ORDER)}; missing {', '.join(missing)}")
-        return cls(model.components, model.text_encoder(), model.sampler(ImagenVideoSampler), device or default_device())
+        return cls(stages, model.text_encoder(), model.sampler(ImagenVideoSampler), device or default_device(), matcher)
 
     def save_pretrained(self, folder: str | os.PathLike, extra: dict | None = None, dtype: torch.dtype | None = torch.bfloat16) -> Path:
         """Write the cascade; weights in bf16 by default (half the size, loaded back as fp32)."""
-        return self._save_folder(folder, self.stages, self.sampler, extra, dtype)
+        components = self.stages if self.matcher is None else {**self.stages, "matcher": self.matcher}
+        return self._save_folder(folder, components, self.sampler, extra, dtype)
 
     # ---- one stage
     def _plan(self, stage: str, steps: int | None, guidance: float | None, scheduler: str | None = None) -> tuple[VideoUNet, str, int, float]:
@@ -156,11 +169,11 @@ class ImagenVideoPipeline(Pipeline):
 
     def _run_stage(
         self, stage, text, cond: dict, generator, steps, guidance, scheduler, callback, known=None, candidates: int = 1,
-        negatives: TextEmbedding | None = None, contrast: float = 0.0,
+        negatives: TextEmbedding | None = None, contrast: float = 0.0, keep_all: bool = False,
     ) -> torch.Tensor:
         """One stage's sample [1, 3, T, H, W]; with `candidates` > 1, the likeliest of that many
         under the stage's undistilled model, against the `negatives` captions by `contrast`
-        (`kinema.diffusion.rerank.likeliest`)."""
+        (`kinema.diffusion.rerank.likeliest`), or all of them [candidates, ...] (`keep_all`)."""
         model, scheduler, steps, guidance = self._plan(stage, steps, guidance, scheduler)
         spec = STAGES[stage]
         shape = (candidates, 3, spec.frames, spec.size, spec.size)
@@ -171,7 +184,7 @@ class ImagenVideoPipeline(Pipeline):
                 model, shape, scheduler, steps, guidance, generator, callback, cond=rows, diffusion=self.diffusion,
                 thresholding=self.sampler.thresholding and guidance > 1, device=self.device, known=known,
             ).clamp(-1, 1)
-            if candidates == 1:
+            if candidates == 1 or keep_all:
                 return samples
             against = [] if negatives is None else [{**cond, **_text_cond(negatives[i])} for i in range(len(negatives))]
             return likeliest(self.stages[stage], self.diffusion, samples, captioned, generator, against, contrast)
@@ -201,14 +214,18 @@ class ImagenVideoPipeline(Pipeline):
         cond = {"cond": base_cond(small, has_context)}
         first = torch.arange(STAGES["base"].frames, device=self.device).reshape(1, 1, -1, 1, 1) == 0
         known = (small, first) if from_context and small is not None else None
-        wrong = wrong_way_captions(sentence) if draw["candidates"] > 1 and draw["contrast"] else []
+        matched = draw["rerank"] == "matcher" and draw["candidates"] > 1 and context is None  # it learned scenes, not a film's next event
+        wrong = wrong_way_captions(sentence) if draw["candidates"] > 1 and draw["contrast"] and not matched else []
         negatives = self.text_encoder.encode(wrong, device=self.device) if wrong else None
-        low_fps = self._run_stage("base", text, cond, generator, *draw["plan"], progress(0), known, draw["candidates"], negatives, draw["contrast"])
+        low_fps = self._run_stage("base", text, cond, generator, *draw["plan"], progress(0), known, draw["candidates"], negatives, draw["contrast"], matched)
         if draw["one_copy"] and (colors := named_colors(sentence)):
-            frames = to_uint8_frames(low_fps[0])
-            once = drawn_once(frames, colors)
-            if not np.array_equal(once, frames):  # else tsr draws from the base's own clip, not its 8-bit copy
-                low_fps = to_model_range(once)[None].to(self.device)
+            for k, clip in enumerate(low_fps):
+                frames = to_uint8_frames(clip)
+                once = drawn_once(frames, colors)
+                if not np.array_equal(once, frames):  # else tsr draws from the base's own clip, not its 8-bit copy
+                    low_fps[k] = to_model_range(once).to(self.device)
+        if matched:
+            low_fps = low_fps[int(self.matcher.rank(low_fps, text).argmax())][None]
         # 2. temporal super-resolution: 16 frames at 32x32
         low, aug_t = augment(low_fps, augment.sample_timestep, generator)
         low_res = self._run_stage("tsr", text, {"cond": tsr_cond(low), "aug_t": aug_t}, generator, *draw["plan"], progress(per_stage["base"]))
@@ -231,6 +248,7 @@ class ImagenVideoPipeline(Pipeline):
         hold_objects: bool | None = None,
         candidates: int | None = None,
         direction_contrast: float | None = None,
+        rerank: str | None = None,
         one_copy: bool | None = None,
         leave_room: bool | None = None,
         zoom_film: bool | None = None,
@@ -238,7 +256,7 @@ class ImagenVideoPipeline(Pipeline):
         """`num_inference_steps` sets every stage's steps (default: the folder's, with distilled
         stages where present); `guidance_scale` the base's classifier-free guidance;
         `scheduler` (ddpm | ddim | dpm++) overrides the folder's sampler for undistilled stages;
-        `compose_objects`, `hold_objects`, `candidates`, `direction_contrast`, `one_copy`, `leave_room` and `zoom_film` as in the sampler's settings (without
+        `compose_objects`, `hold_objects`, `candidates`, `direction_contrast`, `rerank`, `one_copy`, `leave_room` and `zoom_film` as in the sampler's settings (without
         `hold_objects`, each story event is drawn from the film's last frame as the base
         continues it, and nothing of the film is held)."""
         if scheduler is not None and scheduler not in SCHEDULERS:
@@ -250,11 +268,16 @@ class ImagenVideoPipeline(Pipeline):
         contrast = s.direction_contrast if direction_contrast is None else direction_contrast
         if contrast < 0:
             raise ValueError(f"direction_contrast must be at least 0, got {contrast}")
+        rerank = s.rerank if rerank is None else rerank
+        if rerank not in RERANKERS:
+            raise ValueError(f"unknown rerank {rerank!r}; choose one of {', '.join(RERANKERS)}")
+        if rerank == "matcher" and self.matcher is None:
+            raise ValueError("rerank='matcher' needs a model folder with a matcher (kinema train matcher --into FOLDER)")
         per_stage = self.stage_steps(num_inference_steps, guidance_scale)
         draw = dict(
             per_stage=per_stage, plan=(num_inference_steps, guidance_scale, scheduler),
             generator=torch.Generator(self.device).manual_seed(seed),
-            augment=NoiseAugmentation(self.diffusion, sample_timestep=s.aug_timestep), candidates=candidates, contrast=contrast,
+            augment=NoiseAugmentation(self.diffusion, sample_timestep=s.aug_timestep), candidates=candidates, contrast=contrast, rerank=rerank,
             one_copy=s.one_copy if one_copy is None else one_copy,
         )
         compose = s.compose_objects if compose_objects is None else compose_objects

@@ -1,0 +1,87 @@
+"""The matcher: a 3-D CNN for the clip, an MLP over the frozen text encoder's output, and a
+head that scores the pair (richer than CLIP's dot product, and the scale is small)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ...text import TextEmbedding
+
+
+@dataclass
+class VideoTextMatcherConfig:
+    frames: int = 8  # clip length it reads (the Imagen Video base's 8 frames at 4 fps)
+    size: int = 32  # frame side it reads
+    width: int = 24  # channels of the first convolution (then 2x, 4x, 4x)
+    dim: int = 256  # the joint width of clip and text
+    text_dim: int = 384  # the text encoder's (all-MiniLM-L6-v2)
+    groups: int = 8  # GroupNorm groups
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class VideoTextMatcher(nn.Module):
+    """score(clip, caption): higher where the caption says what the clip shows."""
+
+    def __init__(self, config: VideoTextMatcherConfig | None = None) -> None:
+        super().__init__()
+        self.config = c = config or VideoTextMatcherConfig()
+        widths = (c.width, 2 * c.width, 4 * c.width, 4 * c.width)
+        # full frame rate throughout the first two stages: a motion is read from neighbouring frames
+        strides = ((1, 1, 1), (1, 2, 2), (2, 2, 2), (2, 2, 2))
+        layers, cin = [], 3
+        for cout, stride in zip(widths, strides):
+            layers += [nn.Conv3d(cin, cout, 3, stride=stride, padding=1), nn.GroupNorm(c.groups, cout), nn.GELU()]
+            cin = cout
+        self.video = nn.Sequential(*layers)
+        self.video_out = nn.Linear(2 * cin, c.dim)  # mean and max over space-time (a small object drowns in the mean)
+        self.text = nn.Sequential(nn.Linear(2 * c.text_dim, c.dim), nn.GELU(), nn.Linear(c.dim, c.dim))
+        self.head = nn.Sequential(nn.Linear(3 * c.dim, c.dim), nn.GELU(), nn.Linear(c.dim, 1))
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def embed_video(self, video: torch.Tensor) -> torch.Tensor:
+        """[B, 3, frames, size, size] in [-1, 1] -> [B, dim]."""
+        h = self.video(video).flatten(2)
+        return self.video_out(torch.cat([h.mean(-1), h.amax(-1)], dim=-1))
+
+    def embed_text(self, text: TextEmbedding) -> torch.Tensor:
+        """[N, dim] from the pooled vector and the tokens' masked mean."""
+        mask = text.mask.unsqueeze(-1).float()
+        return self.text(torch.cat([text.pooled, (text.tokens * mask).sum(1) / mask.sum(1).clamp(min=1)], dim=-1))
+
+    def score(self, video: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """Embedded clips [B, dim] against embedded captions [B, N, dim] -> scores [B, N]."""
+        v = video.unsqueeze(1).expand_as(text)
+        return self.head(torch.cat([v * text, v, text], dim=-1)).squeeze(-1)
+
+    @torch.no_grad()
+    def rank(self, video: torch.Tensor, text: TextEmbedding) -> torch.Tensor:
+        """Scores [K] of K clips [K, 3, frames, size, size] under one caption."""
+        t = self.embed_text(text).float()
+        return self.score(self.embed_video(video).float(), t.expand(video.shape[0], -1).unsqueeze(1))[:, 0]
+
+    def forward(self, video: torch.Tensor, text: TextEmbedding, negatives: int) -> torch.Tensor:
+        """Scores [B, 1 + negatives + B - 1] of each clip against its caption (column 0), its
+        `negatives` changed captions, then the batch's other captions. `text` holds the B
+        captions, then each clip's negatives in turn."""
+        B = video.shape[0]
+        t = self.embed_text(text)
+        own, changed = t[:B], t[B:].reshape(B, negatives, -1)
+        others = own.unsqueeze(0).expand(B, -1, -1)[~torch.eye(B, dtype=torch.bool, device=t.device)].reshape(B, B - 1, -1)
+        return self.score(self.embed_video(video), torch.cat([own.unsqueeze(1), changed, others], dim=1))
+
+
+def matching_loss(model: VideoTextMatcher, batch) -> dict[str, torch.Tensor]:
+    """Cross-entropy of the clip's own caption among its candidates, and how often the own
+    caption beats a changed one (the part that teaches a motion's way)."""
+    scores = model(batch.video, batch.text, batch.negatives)
+    loss = F.cross_entropy(scores.float(), torch.zeros(scores.shape[0], dtype=torch.long, device=scores.device))
+    beats = (scores[:, :1] > scores[:, 1 : 1 + batch.negatives]).float().mean()
+    return {"loss": loss, "beats_changed": beats.detach()}
