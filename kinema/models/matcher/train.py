@@ -35,7 +35,7 @@ def matcher(
     resume: Resume = False,
     seed: Seed = 0,
     config_json: str = typer.Option("{}", help='VideoTextMatcherConfig overrides as JSON, e.g. \'{"width": 16}\''),
-    into: Optional[Path] = typer.Option(None, help="when done, add the matcher to this model folder as its 'matcher' component (it then reranks the base's candidates)"),
+    into: Optional[Path] = typer.Option(None, help="when the run stops (--max-steps or --max-minutes), add its final/ matcher to this model folder as its 'matcher' component, replacing one it had (pipe(..., rerank='matcher') then uses it)"),
     threads: Threads = None,
     precision: Precision = "auto",
     export_dtype: ExportDtype = "bfloat16",
@@ -66,6 +66,6 @@ def matcher(
     )
     trainer = Trainer(model, config, data.batch, matching_loss, export_name="matcher", export_extra={"trained_on": SHAPES_WORLD})
     trainer.train(resume=resume)
-    if rank == 0 and into is not None and trainer.step >= max_steps:
+    if rank == 0 and into is not None:
         ckpt.add_component(into, "matcher", ckpt.load_component(output / "final", "matcher"), dtype=getattr(torch, export_dtype) if export_dtype else None)
         typer.echo(f"added to {into} as its matcher")
