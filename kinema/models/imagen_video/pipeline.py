@@ -90,7 +90,7 @@ class ImagenVideoSampler:
     one_copy: bool = True  # each object a caption names is kept once in the base's clip, its other copies painted out (kinema.data.copies)
     leave_room: bool = True  # a story's first scene or newcomer is moved where the next sentences can be acted out from it (kinema.data.room)
     zoom_film: bool = True  # a story's zoom is the film's last frame scaled as the base's zoom scales its objects (kinema.data.continuity.zoomed)
-    candidates: int = 1  # base samples drawn per pass; the one the (teacher) base denoises best under the caption is kept (kinema.diffusion.rerank)
+    candidates: int = 1  # base samples drawn per pass; one is kept, as `rerank` says
     direction_contrast: float = 0.0  # with candidates: the kept one's error under the caption plus this times its margin over the caption sent each wrong way (kinema.data.grounding.wrong_way_captions)
     rerank: str = "likelihood"  # with candidates, what keeps one: "likelihood" (the undistilled base's denoising error) or "matcher" (the folder's matcher; events drawn from no film)
     schedule: str = GaussianDiffusion.schedule
