@@ -10,15 +10,15 @@ import numpy as np
 import torch
 
 from ...batch import Batch
-from ...data.shapes import to_model_range
+from ...data.shapes import draw_scene_kind, to_model_range
 from ...text import TextEmbedding, TextEncoder
 from ...world.language import describe
 from ...world.render import render_event
 from ...world.sample import random_event
-from ...world.spec import BACKGROUNDS, COLORS, MOTIONS, SHAPES, SIZES, SceneSpec
+from ...world.spec import BACKGROUNDS, COLORS, MOTION_VECTORS, MOTIONS, SHAPES, SIZES, SceneSpec
 from ..imagen_video.data import base_target
 
-ONE_WAY = ("right", "left", "up", "down")
+ONE_WAY = tuple(MOTION_VECTORS)  # the motions that go one way: right, left, up, down
 SCENES = {"one object": 0.5, "two objects": 0.3, "camera": 0.2}  # single objects are what the reranker sees most
 WRONG_WAY_SHARE = 0.7  # a one-way motion changed: this share of the time to another way (the mistake a generator makes)
 GRAIN = 0.1  # clips get Gaussian noise of a random std up to this: a generator's backgrounds are grainy
@@ -78,9 +78,8 @@ class MatcherData:
     def batch(self, index: int) -> MatcherBatch:
         rng = np.random.default_rng([self.seed, self.rank, index])
         clips, captions, changes = [], [], []
-        kinds, weights = list(SCENES), np.array(list(SCENES.values()))
         for _ in range(self.batch_size):
-            spec, event = random_event(rng, kinds[int(rng.choice(len(kinds), p=weights / weights.sum()))], check_legible=False)
+            spec, event = random_event(rng, draw_scene_kind(rng, SCENES), check_legible=False)
             clips.append(render_event(event))
             captions.append(describe(spec, rng))
             changes += [describe(changed(spec, rng), rng) for _ in range(self.negatives)]
