@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checkpoint import CONFIG_NAME, WEIGHTS_NAME, build_from_config, config_dict, load_weights, read_json, read_tensors, register, state_tensors
+from ..nn.conv3d import conv3d_stage, mean_max_pool
 from ..precision import autocast
 from ..world import EVENT_FRAMES, random_event, random_story, render_event
 from ..world.judge import background_label, classify
@@ -73,20 +74,14 @@ class ShapesClassifier(nn.Module):
         super().__init__()
         self.config = c = config or ShapesClassifierConfig()
         w = c.width
-
-        def stage(cin: int, cout: int, stride: tuple[int, int, int]) -> list[nn.Module]:
-            return [nn.Conv3d(cin, cout, 3, stride=stride, padding=1), nn.GroupNorm(c.groups, cout), nn.GELU()]
-
         self.encoder = nn.Sequential(
             # 64² → 32²; frames kept: motion is read from neighbouring frames at full rate
             nn.Conv3d(3, w, (3, 4, 4), stride=(1, 2, 2), padding=1), nn.GELU(),
-            *stage(w, 2 * w, (1, 2, 2)),  # 16×16×16
-            *stage(2 * w, 4 * w, (2, 2, 2)),  # 8×8×8
-            *stage(4 * w, 8 * w, (2, 2, 2)),  # 4×4×4
+            *conv3d_stage(w, 2 * w, (1, 2, 2), c.groups),  # 16×16×16
+            *conv3d_stage(2 * w, 4 * w, (2, 2, 2), c.groups),  # 8×8×8
+            *conv3d_stage(4 * w, 8 * w, (2, 2, 2), c.groups),  # 4×4×4
         )
-        # mean and max over space-time: the mean says how much, the max whether at all
-        # (a small object is a few percent of the frame; averaging alone drowns it)
-        self.project = nn.Linear(16 * w, c.feature_dim)
+        self.project = nn.Linear(16 * w, c.feature_dim)  # from mean and max over space-time (mean_max_pool)
         self.head_background = nn.Linear(c.feature_dim, c.num_backgrounds)
         self.head_present = nn.Linear(c.feature_dim, c.num_colors)
         self.head_shape = nn.Linear(c.feature_dim, c.num_colors * c.num_shapes)
@@ -94,8 +89,7 @@ class ShapesClassifier(nn.Module):
 
     def features(self, video: torch.Tensor) -> torch.Tensor:
         """[B, 3, T, H, W] in [-1, 1] → [B, feature_dim]."""
-        h = self.encoder(video).flatten(2)
-        return self.project(torch.cat([h.mean(-1), h.amax(-1)], dim=-1))
+        return self.project(mean_max_pool(self.encoder(video)))
 
     def forward(self, video: torch.Tensor) -> dict[str, torch.Tensor]:
         c = self.config

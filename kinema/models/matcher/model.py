@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...nn.conv3d import conv3d_stage, mean_max_pool
 from ...text import TextEmbedding
 
 
@@ -34,12 +35,11 @@ class VideoTextMatcher(nn.Module):
         widths = (c.width, 2 * c.width, 4 * c.width, 4 * c.width)
         # full frame rate throughout the first two stages: a motion is read from neighbouring frames
         strides = ((1, 1, 1), (1, 2, 2), (2, 2, 2), (2, 2, 2))
-        layers, cin = [], 3
-        for cout, stride in zip(widths, strides):
-            layers += [nn.Conv3d(cin, cout, 3, stride=stride, padding=1), nn.GroupNorm(c.groups, cout), nn.GELU()]
-            cin = cout
+        layers: list[nn.Module] = []
+        for cin, cout, stride in zip((3, *widths), widths, strides):
+            layers += conv3d_stage(cin, cout, stride, c.groups)
         self.video = nn.Sequential(*layers)
-        self.video_out = nn.Linear(2 * cin, c.dim)  # mean and max over space-time (a small object drowns in the mean)
+        self.video_out = nn.Linear(2 * widths[-1], c.dim)  # from mean and max over space-time (mean_max_pool)
         self.text = nn.Sequential(nn.Linear(2 * c.text_dim, c.dim), nn.GELU(), nn.Linear(c.dim, c.dim))
         self.head = nn.Sequential(nn.Linear(3 * c.dim, c.dim), nn.GELU(), nn.Linear(c.dim, 1))
 
@@ -48,8 +48,7 @@ class VideoTextMatcher(nn.Module):
 
     def embed_video(self, video: torch.Tensor) -> torch.Tensor:
         """[B, 3, frames, size, size] in [-1, 1] -> [B, dim]."""
-        h = self.video(video).flatten(2)
-        return self.video_out(torch.cat([h.mean(-1), h.amax(-1)], dim=-1))
+        return self.video_out(mean_max_pool(self.video(video)))
 
     def embed_text(self, text: TextEmbedding) -> torch.Tensor:
         """[N, dim] from the pooled vector and the tokens' masked mean."""
