@@ -326,6 +326,17 @@ def test_the_likeliest_sample_is_the_one_the_model_denoises_best() -> None:
     assert set(seen) == {4}
 
 
+def test_scorers_agree_on_the_candidate_both_rank_high_whatever_their_scales() -> None:
+    """One scorer puts candidate 0 first, another candidate 2; both put candidate 1 second,
+    near the top. Together they keep 1, and a scorer's scale or offset changes nothing."""
+    from kinema.diffusion.rerank import agreed
+
+    a, b = torch.tensor([3.0, 2.0, 0.0, 0.0]), torch.tensor([0.0, 2.0, 3.0, 0.0])
+    assert int(agreed(a, b).argmax()) == 1 and int(agreed(a).argmax()) == 0 and int(agreed(b).argmax()) == 2
+    assert torch.allclose(agreed(a, b), agreed(1000 * a - 7, b / 1000))
+    assert torch.equal(agreed(a, torch.zeros(4)), agreed(a)), "a scorer that finds the candidates alike moves nothing"
+
+
 def test_a_contrast_keeps_the_sample_that_fits_its_caption_and_not_the_wrong_way() -> None:
     """Under its caption a model knows clip P, under the wrong way's caption clip Q, a little
     away. The sample halfway between them is denoised best under the caption, but just as well

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -129,10 +130,22 @@ def test_the_matcher_not_the_likelihood_decides(matched_folder: Path) -> None:
     assert any(not np.array_equal(pipe(PROMPT, seed=s, candidates=4, rerank="matcher").frames, pipe(PROMPT, seed=s, candidates=4).frames) for s in range(6))
 
 
+def test_likelihood_and_matcher_together(matched_folder: Path) -> None:
+    """rerank='likelihood+matcher' keeps a seeded candidate, not always the matcher's pick nor
+    always the likelihood's: both count."""
+    pipe = ImagenVideoPipeline.from_pretrained(matched_folder)
+    both = [pipe(PROMPT, seed=s, candidates=4, rerank="likelihood+matcher").frames for s in range(6)]
+    assert np.array_equal(both[0], pipe(PROMPT, seed=0, candidates=4, rerank="likelihood+matcher").frames)
+    alone = {r: [pipe(PROMPT, seed=s, candidates=4, rerank=r).frames for s in range(6)] for r in ("matcher", "likelihood")}
+    for r, frames in alone.items():
+        assert any(not np.array_equal(x, y) for x, y in zip(both, frames)), f"the same picks as {r} alone"
+
+
 def test_a_folder_without_a_matcher_says_so(matched_folder: Path, tmp_path: Path) -> None:
     pipe = ImagenVideoPipeline.from_pretrained(matched_folder)
     pipe.matcher = None
-    with pytest.raises(ValueError, match="needs a model folder with a matcher"):
-        pipe(PROMPT, candidates=4, rerank="matcher")
+    for rerank in ("matcher", "likelihood+matcher"):
+        with pytest.raises(ValueError, match=re.escape(f"rerank='{rerank}' needs a model folder with a matcher")):
+            pipe(PROMPT, candidates=4, rerank=rerank)
     with pytest.raises(ValueError, match="unknown rerank"):
         pipe(PROMPT, candidates=4, rerank="clip")

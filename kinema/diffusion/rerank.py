@@ -91,3 +91,10 @@ def likeliest(
         score = score + contrast * (score - torch.stack(wrong).min(0).values)
     best = int(score.argmin())
     return samples[best : best + 1]
+
+
+def agreed(*scores: torch.Tensor) -> torch.Tensor:
+    """One score [K] for K candidates from several scorers' [K] (higher is better), each
+    standardised over the candidates first, so scorers on different scales count alike: the
+    sum of how far each puts a candidate above the candidates' mean, in its own spread."""
+    return sum((s - s.mean()) / s.std().clamp(min=1e-12) for s in (x.float() for x in scores))

@@ -27,7 +27,8 @@ What a story's first scene or a newcomer placed is moved where the world can act
 next sentences from (`leave_room`, kinema.data.room). Of several base candidates, the one
 kept is the one the undistilled base denoises best under the caption, or, in a folder with a
 `matcher` (kinema.models.matcher) and `rerank="matcher"`, the one the matcher finds fits the
-caption best, each candidate first kept to one copy of its objects.
+caption best, or with `rerank="likelihood+matcher"` the best by both, each candidate first
+kept to one copy of its objects.
 
 Folder layout (diffusers style): model_index.json, base/, tsr/, ssr/, optional
 base_distilled/ (tsr_distilled/, ssr_distilled/), optional matcher/, and scheduler/config.json.
@@ -51,7 +52,7 @@ from ...data.grounding import first_object_caption, second_object_caption, wrong
 from ...data.room import room_for
 from ...data.shapes import to_model_range, to_uint8_frames
 from ...diffusion import GaussianDiffusion, NoiseAugmentation, sample
-from ...diffusion.rerank import likeliest
+from ...diffusion.rerank import agreed, denoising_error, likeliest
 from ...diffusion.sampling import SCHEDULERS
 from ...nn.attention import trim_padding
 from ...nn.unet import VideoUNet
@@ -65,7 +66,7 @@ if TYPE_CHECKING:
 
 STAGE_ORDER = ("base", "tsr", "ssr")
 DEFAULT_STEPS = {"base": 24, "tsr": 8, "ssr": 4}  # sampling steps of each undistilled stage
-RERANKERS = ("likelihood", "matcher")  # what keeps one of several base candidates (ImagenVideoSampler.rerank)
+RERANKERS = ("likelihood", "matcher", "likelihood+matcher")  # what keeps one of several base candidates (ImagenVideoSampler.rerank)
 
 
 def _text_cond(text: TextEmbedding) -> dict[str, torch.Tensor]:
@@ -92,7 +93,7 @@ class ImagenVideoSampler:
     zoom_film: bool = True  # a story's zoom is the film's last frame scaled as the base's zoom scales its objects (kinema.data.continuity.zoomed)
     candidates: int = 1  # base samples drawn per pass; one is kept, as `rerank` says
     direction_contrast: float = 0.0  # with candidates: the kept one's error under the caption plus this times its margin over the caption sent each wrong way (kinema.data.grounding.wrong_way_captions)
-    rerank: str = "likelihood"  # with candidates, what keeps one: "likelihood" (the undistilled base's denoising error) or "matcher" (the folder's matcher; events drawn from no film)
+    rerank: str = "likelihood"  # with candidates, what keeps one: "likelihood" (the undistilled base's denoising error), "matcher" (the folder's matcher) or "likelihood+matcher" (both, kinema.diffusion.rerank.agreed); the matcher's only for events drawn from no film
     schedule: str = GaussianDiffusion.schedule
     num_train_timesteps: int = GaussianDiffusion.num_train_timesteps
     prediction_type: str = GaussianDiffusion.prediction_type
@@ -189,6 +190,20 @@ class ImagenVideoPipeline(Pipeline):
             against = [] if negatives is None else [{**cond, **_text_cond(negatives[i])} for i in range(len(negatives))]
             return likeliest(self.stages[stage], self.diffusion, samples, captioned, generator, against, contrast)
 
+    def _best(self, clips: torch.Tensor, text: TextEmbedding, cond: dict, draw: dict) -> int:
+        """Which of the base's candidates [K, ...] (each kept to one copy of its objects) to
+        keep: the matcher's best fit to the caption, or with rerank="likelihood+matcher" the
+        best by the matcher and by the undistilled base's denoising error together. Each alone
+        picks a candidate that passes as often as the first one drawn does; they err on
+        different candidates (the imagen-video-shapes card, "Two rerankers agree")."""
+        fit = self.matcher.rank(clips, text)
+        if draw["rerank"] == "matcher":
+            return int(fit.argmax())
+        rows = {k: v.expand(len(clips), *v.shape[1:]) for k, v in {**cond, **_text_cond(text)}.items()}
+        with self._autocast():
+            error = denoising_error(self.stages["base"], self.diffusion, clips, rows, draw["generator"])
+        return int(agreed(fit, -error).argmax())
+
     def stage_steps(self, num_inference_steps: int | None = None, guidance_scale: float | None = None) -> dict[str, int]:
         return {stage: self._plan(stage, num_inference_steps, guidance_scale)[2] for stage in STAGE_ORDER}
 
@@ -214,7 +229,7 @@ class ImagenVideoPipeline(Pipeline):
         cond = {"cond": base_cond(small, has_context)}
         first = torch.arange(STAGES["base"].frames, device=self.device).reshape(1, 1, -1, 1, 1) == 0
         known = (small, first) if from_context and small is not None else None
-        matched = draw["rerank"] == "matcher" and draw["candidates"] > 1 and context is None  # it learned scenes, not a film's next event
+        matched = draw["rerank"] != "likelihood" and draw["candidates"] > 1 and context is None  # it learned scenes, not a film's next event
         wrong = wrong_way_captions(sentence) if draw["candidates"] > 1 and draw["contrast"] and not matched else []
         negatives = self.text_encoder.encode(wrong, device=self.device) if wrong else None
         low_fps = self._run_stage("base", text, cond, generator, *draw["plan"], progress(0), known, draw["candidates"], negatives, draw["contrast"], matched)
@@ -225,7 +240,7 @@ class ImagenVideoPipeline(Pipeline):
                 if not np.array_equal(once, frames):  # else tsr draws from the base's own clip, not its 8-bit copy
                     low_fps[k] = to_model_range(once).to(self.device)
         if matched:
-            low_fps = low_fps[int(self.matcher.rank(low_fps, text).argmax())][None]
+            low_fps = low_fps[self._best(low_fps, text, cond, draw)][None]
         # 2. temporal super-resolution: 16 frames at 32x32
         low, aug_t = augment(low_fps, augment.sample_timestep, generator)
         low_res = self._run_stage("tsr", text, {"cond": tsr_cond(low), "aug_t": aug_t}, generator, *draw["plan"], progress(per_stage["base"]))
@@ -271,8 +286,8 @@ class ImagenVideoPipeline(Pipeline):
         rerank = s.rerank if rerank is None else rerank
         if rerank not in RERANKERS:
             raise ValueError(f"unknown rerank {rerank!r}; choose one of {', '.join(RERANKERS)}")
-        if rerank == "matcher" and self.matcher is None:
-            raise ValueError("rerank='matcher' needs a model folder with a matcher (kinema train matcher --into FOLDER)")
+        if rerank != "likelihood" and self.matcher is None:
+            raise ValueError(f"rerank={rerank!r} needs a model folder with a matcher (kinema train matcher --into FOLDER)")
         per_stage = self.stage_steps(num_inference_steps, guidance_scale)
         draw = dict(
             per_stage=per_stage, plan=(num_inference_steps, guidance_scale, scheduler),
