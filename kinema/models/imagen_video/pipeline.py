@@ -193,9 +193,9 @@ class ImagenVideoPipeline(Pipeline):
     def _best(self, clips: torch.Tensor, text: TextEmbedding, cond: dict, draw: dict) -> int:
         """Which of the base's candidates [K, ...] (each kept to one copy of its objects) to
         keep: the matcher's best fit to the caption, or with rerank="likelihood+matcher" the
-        best by the matcher and by the undistilled base's denoising error together. Each alone
-        picks a candidate that passes as often as the first one drawn does; they err on
-        different candidates (the imagen-video-shapes card, "Two rerankers agree")."""
+        best by the matcher and by the undistilled base's denoising error together: each errs
+        on candidates the other ranks right (the imagen-video-shapes card, "Likelihood and
+        matcher together")."""
         fit = self.matcher.rank(clips, text)
         if draw["rerank"] == "matcher":
             return int(fit.argmax())
