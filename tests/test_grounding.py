@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from kinema.data.grounding import OPPOSITE_MOTIONS, WRONG_WAYS, first_object_caption, infill_caption, medium_caption, moving_caption, object_words, reversed_motion_caption, second_object_caption, swapped_caption, wrong_way_caption, wrong_way_captions
+from kinema.data.grounding import OPPOSITE_MOTIONS, WRONG_WAYS, first_object_caption, infill_caption, medium_caption, mirrored_caption, moving_caption, object_words, reversed_motion_caption, second_object_caption, swapped_caption, wrong_way_caption, wrong_way_captions
 from kinema.models.phenaki.data import PhenakiData
 from kinema.models.phenaki.maskgit import BINDING_MARGIN, MaskGit, MaskGitConfig
 from kinema.nn.attention import Attention
@@ -141,6 +141,39 @@ def test_a_reversed_motion_caption_runs_each_one_way_motion_the_other_way() -> N
     assert reversed_motion_caption("a white circle shrinks and a red square bounces in the desert") == "a white circle grows and a red square bounces in the desert"
     assert reversed_motion_caption("the red circle bounces") is None and reversed_motion_caption("the scene changes to the desert") is None
     assert reversed_motion_caption("a plaid circle moves up") is None, "a caption the world cannot read"
+
+
+def test_a_mirrored_caption_says_what_the_world_shows_in_a_mirror() -> None:
+    """The world's clip mirrored left to right passes the judge under the mirrored caption
+    (right and left swapped in the caption's own words, nothing else changed), as the clip
+    itself passes under the caption: the Shapes world is the same in a mirror."""
+    from kinema.world.judge import judge
+    from kinema.world.language import caption, paraphrase
+    from kinema.world.render import render_event
+    from kinema.world.sample import random_event
+
+    rng = np.random.default_rng(12)
+    swapped = judged = 0
+    for kind in ("one object", "two objects", "camera") * 12:
+        spec, event = random_event(rng, kind)
+        text = paraphrase(spec, rng, split="train") if rng.random() < 0.5 else caption(spec)
+        mirror = mirrored_caption(text)
+        if mirror is None:  # a left or right phrase without a partner in the world's tables
+            continue
+        meant = parse(mirror)
+        flip = {"right": "left", "left": "right"}
+        assert [o.motion for o in meant.objects] == [flip.get(o.motion, o.motion) for o in spec.objects], (text, mirror)
+        assert [(o.color, o.shape, o.size) for o in meant.objects] == [(o.color, o.shape, o.size) for o in spec.objects]
+        assert (meant.background, meant.camera) == (spec.background, spec.camera)
+        swapped += mirror != text
+        clip = render_event(event)
+        if judge(clip, spec).passed:
+            judged += 1
+            assert judge(clip[:, :, ::-1].copy(), mirror).passed, (text, mirror)
+    assert swapped >= 5 and judged >= 20
+    assert mirrored_caption("a red square drifts left and a blue circle moves to the right at night") == "a red square drifts right and a blue circle moves to the left at night"
+    assert mirrored_caption("the red circle bounces") == "the red circle bounces"
+    assert mirrored_caption("a plaid circle moves up") is None, "a caption the world cannot read"
 
 
 def test_a_wrong_way_caption_sends_each_one_way_motion_back_or_across_its_axis() -> None:

@@ -18,12 +18,14 @@ from kinema import checkpoint as ckpt
 from kinema.models.imagen_video.data import STAGES
 from kinema.models.imagen_video.pipeline import ImagenVideoPipeline, ImagenVideoSampler
 from kinema.models.matcher import VideoTextMatcher, VideoTextMatcherConfig
-from kinema.models.matcher.data import MatcherData, changed
+from kinema.models.matcher.data import MatcherData, changed, runs_one_way
 from kinema.models.matcher.model import matching_loss
 from kinema.text import get_text_encoder
 from kinema.train.cli import train_app
 from kinema.world.language import caption, parse
-from kinema.world.sample import random_scene
+from kinema.world.judge import judge
+from kinema.world.render import render_event
+from kinema.world.sample import random_event, random_scene
 from test_imagen_video import randomized
 
 TINY = {"width": 8, "dim": 16}
@@ -60,6 +62,29 @@ def test_batches_are_seeded_and_hold_each_clips_negatives() -> None:
     assert not torch.equal(a.video, data.batch(8).video)
 
 
+def test_a_clip_played_backwards_shows_another_scene_where_it_runs_one_way() -> None:
+    """The mark that makes a clip's reverse a negative: the world's own clip played backwards
+    fails its caption exactly where `runs_one_way` says (a move, a growth, a zoom), and still
+    passes where it does not (a bounce, an object that stays still)."""
+    rng = np.random.default_rng(3)
+    kinds = {True: 0, False: 0}
+    for i in range(60):
+        spec, event = random_event(rng, ("one object", "one object", "two objects", "camera")[i % 4])
+        clip = render_event(event)
+        if not judge(clip, spec).passed:
+            continue
+        kinds[runs_one_way(spec)] += 1
+        assert judge(clip[::-1].copy(), spec).passed != runs_one_way(spec), caption(spec)
+    assert min(kinds.values()) >= 5
+
+
+def test_a_batch_marks_the_clips_whose_reverse_is_a_negative() -> None:
+    plain = MatcherData(get_text_encoder(), batch_size=12, negatives=1, seed=2)
+    a, b = plain.batch(0), dataclasses.replace(plain, backwards=True).batch(0)
+    assert torch.equal(a.video, b.video) and torch.equal(a.text.pooled, b.text.pooled), "the mark changes no clip"
+    assert not a.backwards.any() and 0 < int(b.backwards.sum()) < 12
+
+
 def test_scores_put_the_own_caption_first_then_the_changed_then_the_others() -> None:
     torch.manual_seed(0)
     model = VideoTextMatcher(VideoTextMatcherConfig(**TINY)).eval()
@@ -71,6 +96,26 @@ def test_scores_put_the_own_caption_first_then_the_changed_then_the_others() -> 
         own = [t[i]] + [t[3 + 2 * i + n] for n in range(2)] + [t[j] for j in range(3) if j != i]
         assert torch.allclose(scores[i], model.score(v[i : i + 1], torch.stack(own)[None])[0], atol=1e-5)
     assert set(matching_loss(model, batch)) == {"loss", "beats_changed"}
+    marked = dataclasses.replace(batch, backwards=torch.tensor([True, False, True]))
+    out = matching_loss(model, marked)
+    played = model.score(model.embed_video(batch.video[[0, 2]].flip(2)), t[[0, 2]].unsqueeze(1))[:, 0]
+    asked = torch.nn.functional.softplus(played - scores[[0, 2], 0]).mean()
+    assert torch.allclose(out["loss"], matching_loss(model, batch)["loss"] + asked, atol=1e-5), "the clip is asked over its reverse"
+    assert out["beats_backwards"] == (scores[[0, 2], 0] > played).float().mean()
+
+
+def test_asked_in_a_mirror_the_score_is_the_same_for_the_mirrored_world() -> None:
+    """With the mirrored caption, a clip's score is the mean of the two ways of asking, so a
+    clip under its caption and the mirrored clip under the mirrored caption score alike,
+    whatever side a (here untrained) matcher leans to."""
+    torch.manual_seed(1)
+    model = VideoTextMatcher(VideoTextMatcherConfig(**TINY)).eval()
+    enc = get_text_encoder()
+    right, left = enc.encode(["a red circle moves to the right at night"]), enc.encode(["a red circle moves to the left at night"])
+    clips = torch.rand(3, 3, 8, 32, 32) * 2 - 1
+    asked = model.rank(clips, right, mirrored=left)
+    assert torch.allclose(asked, model.rank(clips.flip(-1), left, mirrored=right), atol=1e-5)
+    assert not torch.allclose(model.rank(clips, right), model.rank(clips.flip(-1), left), atol=1e-3), "asked one way, it leans"
 
 
 def test_training_lowers_the_loss_on_unseen_batches() -> None:
@@ -149,3 +194,33 @@ def test_a_folder_without_a_matcher_says_so(matched_folder: Path, tmp_path: Path
             pipe(PROMPT, candidates=4, rerank=rerank)
     with pytest.raises(ValueError, match="unknown rerank"):
         pipe(PROMPT, candidates=4, rerank="clip")
+
+
+def test_candidates_played_backwards_and_asked_in_a_mirror(matched_folder: Path) -> None:
+    """`played_backwards` makes each candidate's reverse a candidate too, and for some seed
+    the kept clip is one; `mirror_matcher` asks the matcher in a mirror as well, and for some
+    seed keeps another candidate. Both stay seeded."""
+    pipe = ImagenVideoPipeline.from_pretrained(matched_folder)
+    kw = dict(candidates=4, rerank="matcher")
+    caption_ = "a red circle moves to the right at night"
+    plain = [pipe(caption_, seed=s, **kw).frames for s in range(8)]
+    back = [pipe(caption_, seed=s, played_backwards=True, **kw).frames for s in range(8)]
+    mirror = [pipe(caption_, seed=s, mirror_matcher=True, **kw).frames for s in range(8)]
+    assert np.array_equal(back[1], pipe(caption_, seed=1, played_backwards=True, **kw).frames)
+    assert any(not np.array_equal(a, b) for a, b in zip(plain, back))
+    assert any(not np.array_equal(a, b) for a, b in zip(plain, mirror))
+
+
+def test_a_matcher_fine_tunes_from_a_folder_asking_clips_over_their_reverses(matched_folder: Path, tmp_path: Path) -> None:
+    """`--init-from` starts from a folder's matcher (its architecture, not a fresh default
+    one); `--backwards` adds the clip-over-its-reverse term to what the run reports; a folder
+    with no matcher is one clear line."""
+    args = ["--max-steps", "2", "--batch-size", "4", "--negatives", "2", "--warmup-steps", "1", "--save-every", "0", "--no-progress", "--seed", "1"]
+    result = CliRunner().invoke(train_app, ["matcher", "-o", str(tmp_path / "tuned"), "--init-from", str(matched_folder), "--backwards", *args])
+    assert result.exit_code == 0, result.output
+    tuned = ckpt.load_component(tmp_path / "tuned" / "final", "matcher")
+    assert tuned.config.width == TINY["width"] and tuned.config.dim == TINY["dim"]
+    logged = [json.loads(line) for line in (tmp_path / "tuned" / "metrics.jsonl").read_text().splitlines()]
+    assert any("beats_backwards" in row for row in logged)
+    bad = CliRunner().invoke(train_app, ["matcher", "-o", str(tmp_path / "bad"), "--init-from", str(tmp_path / "tuned"), *args])
+    assert bad.exit_code != 0 and "--init-from" in bad.output and "Traceback" not in bad.output

@@ -200,6 +200,20 @@ def reversed_motion_caption(caption: str) -> str | None:
     return _resay_motions(caption, lambda phrase, motion: _OPPOSITE_PHRASES.get(phrase))
 
 
+def mirrored_caption(caption: str) -> str | None:
+    """`caption` as its clip mirrored left to right says it: each motion to the right said to
+    the left and back, in the caption's own words ("drifts right" -> "drifts left"); the
+    caption itself when it names neither, since a mirror leaves every other motion, shape
+    (a triangle stands apex up), colour and background of the Shapes world as it was. A
+    scorer that should not care which way is which can then be asked both ways
+    (`VideoTextMatcher.rank`'s `mirrored`). None when the world cannot read the caption or a
+    left or right phrase has no partner (a held-out phrase stays unseen)."""
+    spans = _motion_spans(caption, ("left", "right"))
+    if spans is None:
+        return None
+    return _resaid(caption, spans, lambda phrase, motion: _OPPOSITE_PHRASES.get(phrase)) if spans else caption
+
+
 def _train_phrase_for(phrase: str, motion: str, other: str) -> str | None:
     """The train phrase for motion `other` that sits where `phrase`, a train phrase for
     `motion`, sits in the world's tables (verb or gerund; the canonical one for the

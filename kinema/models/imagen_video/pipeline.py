@@ -48,7 +48,7 @@ import torch
 from ... import checkpoint as ckpt
 from ...data.continuity import hold, keep_backdrop, lay_second, leaves_backdrop, starts_as_film, story_casts
 from ...data.copies import drawn_once, named_colors
-from ...data.grounding import first_object_caption, second_object_caption, wrong_way_captions
+from ...data.grounding import first_object_caption, mirrored_caption, second_object_caption, wrong_way_captions
 from ...data.room import room_for
 from ...data.shapes import to_model_range, to_uint8_frames
 from ...diffusion import GaussianDiffusion, NoiseAugmentation, sample
@@ -93,6 +93,8 @@ class ImagenVideoSampler:
     zoom_film: bool = True  # a story's zoom is the film's last frame scaled as the base's zoom scales its objects (kinema.data.continuity.zoomed)
     candidates: int = 1  # base samples drawn per pass; one is kept, as `rerank` says
     direction_contrast: float = 0.0  # with candidates: the kept one's error under the caption plus this times its margin over the caption sent each wrong way (kinema.data.grounding.wrong_way_captions)
+    played_backwards: bool = False  # with a matcher's rerank: each candidate drawn from no film played backwards is a candidate too (the world is closed under playing backwards)
+    mirror_matcher: bool = False  # the matcher asked of each candidate as drawn and mirrored left to right under the caption mirrored (kinema.data.grounding.mirrored_caption), the two scores averaged
     rerank: str = "likelihood"  # with candidates, what keeps one: "likelihood" (the undistilled base's denoising error), "matcher" (the folder's matcher) or "likelihood+matcher" (both, kinema.diffusion.rerank.agreed); the matcher's only for events drawn from no film
     schedule: str = GaussianDiffusion.schedule
     num_train_timesteps: int = GaussianDiffusion.num_train_timesteps
@@ -190,13 +192,14 @@ class ImagenVideoPipeline(Pipeline):
             against = [] if negatives is None else [{**cond, **_text_cond(negatives[i])} for i in range(len(negatives))]
             return likeliest(self.stages[stage], self.diffusion, samples, captioned, generator, against, contrast)
 
-    def _best(self, clips: torch.Tensor, text: TextEmbedding, cond: dict, draw: dict) -> int:
+    def _best(self, clips: torch.Tensor, sentence: str, text: TextEmbedding, cond: dict, draw: dict) -> int:
         """Which of the base's candidates [K, ...] (each kept to one copy of its objects) to
         keep: the matcher's best fit to the caption, or with rerank="likelihood+matcher" the
         best by the matcher and by the undistilled base's denoising error together: each errs
         on candidates the other ranks right (the imagen-video-shapes card, "Likelihood and
-        matcher together")."""
-        fit = self.matcher.rank(clips, text)
+        matcher together"). With `mirror_matcher`, the matcher is asked as drawn and in a mirror."""
+        mirror = mirrored_caption(sentence) if draw["mirror"] else None
+        fit = self.matcher.rank(clips, text, None if mirror is None else self.text_encoder.encode([mirror], device=self.device))
         if draw["rerank"] == "matcher":
             return int(fit.argmax())
         rows = {k: v.expand(len(clips), *v.shape[1:]) for k, v in {**cond, **_text_cond(text)}.items()}
@@ -240,7 +243,9 @@ class ImagenVideoPipeline(Pipeline):
                 if not np.array_equal(once, frames):  # else tsr draws from the base's own clip, not its 8-bit copy
                     low_fps[k] = to_model_range(once).to(self.device)
         if matched:
-            low_fps = low_fps[self._best(low_fps, text, cond, draw)][None]
+            if draw["backwards"]:  # each candidate's reverse is one more, at no cost of drawing: the base draws an axis, either way along it
+                low_fps = torch.cat([low_fps, low_fps.flip(2)])
+            low_fps = low_fps[self._best(low_fps, sentence, text, cond, draw)][None]
         # 2. temporal super-resolution: 16 frames at 32x32
         low, aug_t = augment(low_fps, augment.sample_timestep, generator)
         low_res = self._run_stage("tsr", text, {"cond": tsr_cond(low), "aug_t": aug_t}, generator, *draw["plan"], progress(per_stage["base"]))
@@ -267,11 +272,13 @@ class ImagenVideoPipeline(Pipeline):
         one_copy: bool | None = None,
         leave_room: bool | None = None,
         zoom_film: bool | None = None,
+        played_backwards: bool | None = None,
+        mirror_matcher: bool | None = None,
     ) -> Iterator[np.ndarray]:
         """`num_inference_steps` sets every stage's steps (default: the folder's, with distilled
         stages where present); `guidance_scale` the base's classifier-free guidance;
         `scheduler` (ddpm | ddim | dpm++) overrides the folder's sampler for undistilled stages;
-        `compose_objects`, `hold_objects`, `candidates`, `direction_contrast`, `rerank`, `one_copy`, `leave_room` and `zoom_film` as in the sampler's settings (without
+        `compose_objects`, `hold_objects`, `candidates`, `direction_contrast`, `rerank`, `played_backwards`, `mirror_matcher`, `one_copy`, `leave_room` and `zoom_film` as in the sampler's settings (without
         `hold_objects`, each story event is drawn from the film's last frame as the base
         continues it, and nothing of the film is held)."""
         if scheduler is not None and scheduler not in SCHEDULERS:
@@ -293,7 +300,8 @@ class ImagenVideoPipeline(Pipeline):
             per_stage=per_stage, plan=(num_inference_steps, guidance_scale, scheduler),
             generator=torch.Generator(self.device).manual_seed(seed),
             augment=NoiseAugmentation(self.diffusion, sample_timestep=s.aug_timestep), candidates=candidates, contrast=contrast, rerank=rerank,
-            one_copy=s.one_copy if one_copy is None else one_copy,
+            one_copy=s.one_copy if one_copy is None else one_copy, backwards=s.played_backwards if played_backwards is None else played_backwards,
+            mirror=s.mirror_matcher if mirror_matcher is None else mirror_matcher,
         )
         compose = s.compose_objects if compose_objects is None else compose_objects
         keep = s.hold_objects if hold_objects is None else hold_objects  # what a sentence leaves: objects, background, first frame

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from ...batch import Batch
+from ...data.grounding import OPPOSITE_MOTIONS
 from ...data.shapes import draw_scene_kind, to_model_range
 from ...text import TextEmbedding, TextEncoder
 from ...world.language import describe
@@ -27,6 +28,13 @@ GRAIN = 0.1  # clips get Gaussian noise of a random std up to this: a generator'
 def _other(rng: np.random.Generator, options, besides) -> str:
     kept = [o for o in options if o not in besides]
     return kept[int(rng.integers(len(kept)))]
+
+
+def runs_one_way(spec: SceneSpec) -> bool:
+    """Whether `spec`'s clip played backwards shows another scene: an object moves one way or
+    grows or shrinks, or the camera zooms (the world is closed under playing backwards, and a
+    bounce or a still object reads the same either way)."""
+    return spec.camera is not None or any(o.motion in OPPOSITE_MOTIONS for o in spec.objects)
 
 
 def changed(spec: SceneSpec, rng: np.random.Generator) -> SceneSpec:
@@ -62,6 +70,7 @@ class MatcherBatch(Batch):
     video: torch.Tensor  # [B, 3, 8, 32, 32] in [-1, 1]
     text: TextEmbedding  # B captions, then B x negatives changed captions (clip by clip)
     negatives: int
+    backwards: torch.Tensor  # [B] bool: the clip played backwards is a negative for its caption (runs_one_way)
 
 
 @dataclass
@@ -73,17 +82,19 @@ class MatcherData:
     negatives: int = 4
     seed: int = 0
     rank: int = 0
+    backwards: bool = False  # mark the clips whose reverse is a negative (matching_loss then asks the clip over its reverse)
 
     @torch.no_grad()
     def batch(self, index: int) -> MatcherBatch:
         rng = np.random.default_rng([self.seed, self.rank, index])
-        clips, captions, changes = [], [], []
+        clips, captions, changes, one_way = [], [], [], []
         for _ in range(self.batch_size):
             spec, event = random_event(rng, draw_scene_kind(rng, SCENES), check_legible=False)
             clips.append(render_event(event))
+            one_way.append(self.backwards and runs_one_way(spec))
             captions.append(describe(spec, rng))
             changes += [describe(changed(spec, rng), rng) for _ in range(self.negatives)]
         video = base_target(to_model_range(np.stack(clips)))
         noise = torch.from_numpy(rng.standard_normal(video.shape, dtype=np.float32))
         video = video + noise * torch.from_numpy(rng.uniform(0, GRAIN, (len(clips), 1, 1, 1, 1)).astype(np.float32))
-        return MatcherBatch(video, self.text_encoder.encode(captions + changes), self.negatives)
+        return MatcherBatch(video, self.text_encoder.encode(captions + changes), self.negatives, torch.tensor(one_way, dtype=torch.bool))

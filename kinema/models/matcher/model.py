@@ -61,10 +61,16 @@ class VideoTextMatcher(nn.Module):
         return self.head(torch.cat([v * text, v, text], dim=-1)).squeeze(-1)
 
     @torch.no_grad()
-    def rank(self, video: torch.Tensor, text: TextEmbedding) -> torch.Tensor:
-        """Scores [K] of K clips [K, 3, frames, size, size] under one caption."""
-        t = self.embed_text(text).float()
-        return self.score(self.embed_video(video).float(), t.expand(video.shape[0], -1).unsqueeze(1))[:, 0]
+    def rank(self, video: torch.Tensor, text: TextEmbedding, mirrored: TextEmbedding | None = None) -> torch.Tensor:
+        """Scores [K] of K clips [K, 3, frames, size, size] under one caption. With `mirrored`
+        (the caption as the clips mirrored left to right say it: kinema.data.grounding.
+        mirrored_caption), the mean of the two ways of asking: the Shapes world is the same in
+        a mirror, so a leaning to one side cancels (the imagen-video-shapes card, "Asked in a
+        mirror")."""
+        scores = self.score(self.embed_video(video).float(), self.embed_text(text).float().expand(video.shape[0], -1).unsqueeze(1))[:, 0]
+        if mirrored is None:
+            return scores
+        return (scores + self.rank(video.flip(-1), mirrored)) / 2
 
     def forward(self, video: torch.Tensor, text: TextEmbedding, negatives: int) -> torch.Tensor:
         """Scores [B, 1 + negatives + B - 1] of each clip against its caption (column 0), its
@@ -79,8 +85,18 @@ class VideoTextMatcher(nn.Module):
 
 def matching_loss(model: VideoTextMatcher, batch) -> dict[str, torch.Tensor]:
     """Cross-entropy of the clip's own caption among its candidates, and how often the own
-    caption beats a changed one (the part that teaches a motion's way)."""
+    caption beats a changed one (the part that teaches a motion's way). Where the batch marks
+    clips whose reverse shows another scene (`MatcherBatch.backwards`), also the clip against
+    itself played backwards under its caption: the same pixels, so only the order of the
+    frames can tell them apart (the imagen-video-shapes card, "Played backwards")."""
     scores = model(batch.video, batch.text, batch.negatives)
     loss = F.cross_entropy(scores.float(), torch.zeros(scores.shape[0], dtype=torch.long, device=scores.device))
-    beats = (scores[:, :1] > scores[:, 1 : 1 + batch.negatives]).float().mean()
-    return {"loss": loss, "beats_changed": beats.detach()}
+    out = {"loss": loss, "beats_changed": (scores[:, :1] > scores[:, 1 : 1 + batch.negatives]).float().mean().detach()}
+    one_way = getattr(batch, "backwards", None)
+    if one_way is not None and one_way.any():
+        own = model.embed_text(batch.text[: scores.shape[0]])[one_way]
+        played = model.score(model.embed_video(batch.video[one_way].flip(2)), own.unsqueeze(1))[:, 0]
+        kept = scores[one_way, 0]
+        out["loss"] = loss + F.softplus((played - kept).float()).mean()  # the two-way cross-entropy, the clip first
+        out["beats_backwards"] = (kept > played).float().mean().detach()
+    return out

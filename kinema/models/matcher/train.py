@@ -10,13 +10,14 @@ import torch
 import typer
 
 from ... import checkpoint as ckpt
+from ...errors import CheckpointError
 from ...pipelines import SHAPES_WORLD
 from ...train.distributed import dist_info
 from ...train.options import (
     EmaDecay, ExportDtype, GradAccum, Lr, MaxMinutes, MaxSteps, Precision, Progress, Resume, SaveEvery, SaveEveryMinutes, Seed, Threads,
     WarmupSteps, config_overrides, fresh_or_resumed,
 )
-from ...train.trainer import TrainConfig, Trainer, resumed_model_config
+from ...train.trainer import TrainConfig, Trainer, load_trained, resumed_model_config
 from .data import MatcherData
 from .model import VideoTextMatcher, VideoTextMatcherConfig, matching_loss
 
@@ -26,6 +27,8 @@ def matcher(
     max_steps: MaxSteps = 3000,
     batch_size: int = typer.Option(32, help="clips per micro-batch (8 frames at 32x32 each)"),
     negatives: int = typer.Option(4, min=1, help="captions of each clip's scene with one thing changed, beside the batch's other captions"),
+    backwards: bool = typer.Option(False, help="also ask each clip that runs one way (a move, a growth, a zoom) to fit its caption better than itself played backwards: the same pixels, so only the frames' order tells"),
+    init_from: Optional[Path] = typer.Option(None, help="start from this matcher (a model folder's, or a training checkpoint's EMA weights) with a fresh optimizer and schedule, e.g. to fine-tune the shipped one"),
     grad_accum: GradAccum = 1,
     lr: Lr = 1e-3,
     warmup_steps: WarmupSteps = 50,
@@ -54,11 +57,20 @@ def matcher(
     saved = resumed_model_config(output) if resume else None
     if saved is not None:  # the run's own architecture; the weights come from disk
         model = ckpt.build_from_config(saved, "checkpoint config.json")
+    elif init_from is not None:
+        try:
+            model = load_trained(init_from, "matcher")
+        except CheckpointError as err:
+            raise typer.BadParameter(f"{init_from}: {err}".splitlines()[0], param_hint="--init-from") from err
+        if not isinstance(model, VideoTextMatcher):
+            raise typer.BadParameter(f"{init_from} holds a {type(model).__name__}, not a matcher", param_hint="--init-from")
+        model = model.float()
+        typer.echo(f"weights from {init_from}; a fresh optimizer and schedule")
     else:
         torch.manual_seed(seed)
         model = VideoTextMatcher(VideoTextMatcherConfig(**config_overrides(config_json, VideoTextMatcherConfig)))
     typer.echo(f"matcher: {model.num_parameters() / 1e6:.2f} M parameters; {json.dumps(model.config.to_dict())}")
-    data = MatcherData(get_text_encoder(), batch_size=batch_size, negatives=negatives, seed=seed, rank=rank)
+    data = MatcherData(get_text_encoder(), batch_size=batch_size, negatives=negatives, seed=seed, rank=rank, backwards=backwards)
     config = TrainConfig(
         output=str(output), max_steps=max_steps, lr=lr, warmup_steps=warmup_steps, grad_accum=grad_accum, ema_decay=ema_decay,
         save_every=save_every, save_every_minutes=save_every_minutes, seed=seed, precision=precision, progress=progress,
