@@ -65,8 +65,8 @@ class VideoTextMatcher(nn.Module):
         """Scores [K] of K clips [K, 3, frames, size, size] under one caption. With `mirrored`
         (the caption as the clips mirrored left to right say it: kinema.data.grounding.
         mirrored_caption), the mean of the two ways of asking: the Shapes world is the same in
-        a mirror, so a leaning to one side cancels (the imagen-video-shapes card, "Asked in a
-        mirror")."""
+        a mirror, so a leaning to one side cancels (the imagen-video-shapes card, "Played
+        backwards, and asked in a mirror")."""
         scores = self.score(self.embed_video(video).float(), self.embed_text(text).float().expand(video.shape[0], -1).unsqueeze(1))[:, 0]
         if mirrored is None:
             return scores
@@ -88,12 +88,13 @@ def matching_loss(model: VideoTextMatcher, batch) -> dict[str, torch.Tensor]:
     caption beats a changed one (the part that teaches a motion's way). Where the batch marks
     clips whose reverse shows another scene (`MatcherBatch.backwards`), also the clip against
     itself played backwards under its caption: the same pixels, so only the order of the
-    frames can tell them apart (the imagen-video-shapes card, "Played backwards")."""
+    frames can tell them apart (the imagen-video-shapes card, "Played backwards, and asked
+    in a mirror")."""
     scores = model(batch.video, batch.text, batch.negatives)
     loss = F.cross_entropy(scores.float(), torch.zeros(scores.shape[0], dtype=torch.long, device=scores.device))
     out = {"loss": loss, "beats_changed": (scores[:, :1] > scores[:, 1 : 1 + batch.negatives]).float().mean().detach()}
-    one_way = getattr(batch, "backwards", None)
-    if one_way is not None and one_way.any():
+    one_way = batch.backwards
+    if one_way.any():
         own = model.embed_text(batch.text[: scores.shape[0]])[one_way]
         played = model.score(model.embed_video(batch.video[one_way].flip(2)), own.unsqueeze(1))[:, 0]
         kept = scores[one_way, 0]
