@@ -224,3 +224,16 @@ def test_a_matcher_fine_tunes_from_a_folder_asking_clips_over_their_reverses(mat
     assert any("beats_backwards" in row for row in logged)
     bad = CliRunner().invoke(train_app, ["matcher", "-o", str(tmp_path / "bad"), "--init-from", str(tmp_path / "tuned"), *args])
     assert bad.exit_code != 0 and "--init-from" in bad.output and "Traceback" not in bad.output
+
+
+def test_a_fine_tuned_matcher_takes_config_changes_its_weights_allow(matched_folder: Path, tmp_path: Path) -> None:
+    """`--init-from` with `--config-json`: a change that keeps every weight's shape (fewer
+    GroupNorm groups) is trained from the folder's weights; one that cannot (another width)
+    is one clear line, not silently the folder's architecture."""
+    args = ["--max-steps", "1", "--batch-size", "4", "--negatives", "2", "--warmup-steps", "1", "--save-every", "0", "--no-progress"]
+    ok = CliRunner().invoke(train_app, ["matcher", "-o", str(tmp_path / "g4"), "--init-from", str(matched_folder), "--config-json", '{"groups": 4}', *args])
+    assert ok.exit_code == 0, ok.output
+    assert ckpt.load_component(tmp_path / "g4" / "final", "matcher").config.groups == 4
+    wide = CliRunner().invoke(train_app, ["matcher", "-o", str(tmp_path / "w"), "--init-from", str(matched_folder), "--config-json", '{"width": 16}', *args])
+    assert wide.exit_code != 0 and "--init-from" in wide.output and "Traceback" not in wide.output
+    assert not (tmp_path / "w" / "final").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
@@ -17,7 +18,7 @@ from ...train.options import (
     EmaDecay, ExportDtype, GradAccum, Lr, MaxMinutes, MaxSteps, Precision, Progress, Resume, SaveEvery, SaveEveryMinutes, Seed, Threads,
     WarmupSteps, config_overrides, fresh_or_resumed,
 )
-from ...train.trainer import TrainConfig, Trainer, load_trained, resumed_model_config
+from ...train.trainer import TrainConfig, Trainer, load_trained, resumed_model_config, warm_start
 from .data import MatcherData
 from .model import VideoTextMatcher, VideoTextMatcherConfig, matching_loss
 
@@ -28,7 +29,7 @@ def matcher(
     batch_size: int = typer.Option(32, help="clips per micro-batch (8 frames at 32x32 each)"),
     negatives: int = typer.Option(4, min=1, help="captions of each clip's scene with one thing changed, beside the batch's other captions"),
     backwards: bool = typer.Option(False, help="also ask each clip that runs one way (a move, a growth, a zoom) to fit its caption better than itself played backwards: the same pixels, so only the frames' order tells"),
-    init_from: Optional[Path] = typer.Option(None, help="start from this matcher (a model folder's, or a training checkpoint's EMA weights) with a fresh optimizer and schedule, e.g. to fine-tune the shipped one"),
+    init_from: Optional[Path] = typer.Option(None, help="start from this matcher (a model folder's, or a training checkpoint's EMA weights) with a fresh optimizer and schedule, e.g. to fine-tune the shipped one; --config-json changes its architecture (weights match by name, what it adds starts fresh)"),
     grad_accum: GradAccum = 1,
     lr: Lr = 1e-3,
     warmup_steps: WarmupSteps = 50,
@@ -59,13 +60,19 @@ def matcher(
         model = ckpt.build_from_config(saved, "checkpoint config.json")
     elif init_from is not None:
         try:
-            model = load_trained(init_from, "matcher")
+            source = load_trained(init_from, "matcher")
         except CheckpointError as err:
             raise typer.BadParameter(f"{init_from}: {err}".splitlines()[0], param_hint="--init-from") from err
-        if not isinstance(model, VideoTextMatcher):
-            raise typer.BadParameter(f"{init_from} holds a {type(model).__name__}, not a matcher", param_hint="--init-from")
-        model = model.float()
-        typer.echo(f"weights from {init_from}; a fresh optimizer and schedule")
+        if not isinstance(source, VideoTextMatcher):
+            raise typer.BadParameter(f"{init_from} holds a {type(source).__name__}, not a matcher", param_hint="--init-from")
+        # its architecture, changed where --config-json says; weights match by name
+        torch.manual_seed(seed)
+        model = VideoTextMatcher(replace(source.config, **config_overrides(config_json, VideoTextMatcherConfig)))
+        try:
+            fresh, unused = warm_start(model, source)
+        except ValueError as err:
+            raise typer.BadParameter(f"{init_from}: {err}", param_hint="--init-from") from err
+        typer.echo(f"weights from {init_from}" + (f" ({len(fresh)} tensors new here start fresh, {len(unused)} of its are unused)" if fresh or unused else "") + "; a fresh optimizer and schedule")
     else:
         torch.manual_seed(seed)
         model = VideoTextMatcher(VideoTextMatcherConfig(**config_overrides(config_json, VideoTextMatcherConfig)))
