@@ -72,7 +72,7 @@ def matcher(
             fresh, unused = warm_start(model, source)
         except ValueError as err:
             raise typer.BadParameter(f"{init_from}: {err}", param_hint="--init-from") from err
-        typer.echo(f"weights from {init_from}" + (f" ({len(fresh)} tensors new here start fresh, {len(unused)} of its are unused)" if fresh or unused else "") + "; a fresh optimizer and schedule")
+        typer.echo(f"weights from {init_from}" + (f" ({len(fresh)} tensors new here start fresh, {len(unused)} of the source's unused)" if fresh or unused else "") + "; a fresh optimizer and schedule")
     else:
         torch.manual_seed(seed)
         model = VideoTextMatcher(VideoTextMatcherConfig(**config_overrides(config_json, VideoTextMatcherConfig)))
