@@ -17,7 +17,7 @@ from .options import (
     DataWorkers, EmaDecay, ExportDtype, Fsdp, GradAccum, Lr, MaxMinutes, MaxSteps, MinLrRatio, Precision, Progress, Resume,
     SaveEvery, SaveEveryMinutes, Seed, Threads, WarmupSteps, config_overrides, fresh_or_resumed, reports_user_errors,
 )
-from .trainer import TrainConfig, Trainer, list_checkpoints, load_trained, resumed_model_config, warm_start
+from .trainer import TrainConfig, Trainer, list_checkpoints, load_trained, resumed_model_config, warm_started
 
 train_app = typer.Typer(help="Train kinema's models (one process, or many under torchrun).", no_args_is_help=True)
 
@@ -93,10 +93,10 @@ def tokenizer(
     model = CViViT(model_config)
     if init_from is not None and not (resume and list_checkpoints(output)):
         try:
-            fresh, unused = warm_start(model, load_trained(init_from, "tokenizer"))
+            report = warm_started(model, load_trained(init_from, "tokenizer"), init_from)
         except (ckpt.CheckpointError, RuntimeError, ValueError) as err:
             raise typer.BadParameter(f"--init-from {init_from}: {err}".splitlines()[0]) from err
-        echo(f"weights from {init_from}" + (f" ({len(fresh)} tensors new here start fresh, {len(unused)} of the checkpoint's are unused)" if fresh or unused else ""))
+        echo(report)
     if freeze_encoder:
         model.freeze_encoder()
     try:

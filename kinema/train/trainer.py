@@ -252,6 +252,13 @@ def warm_start(model: nn.Module, source: nn.Module) -> tuple[list[str], list[str
     return sorted(ours.keys() - common), sorted(theirs.keys() - common)
 
 
+def warm_started(model: nn.Module, source: nn.Module, where: str | os.PathLike) -> str:
+    """`warm_start`, and the line a training command prints about it: where the weights came
+    from, and how many tensors match no name on the other side."""
+    fresh, unused = warm_start(model, source)
+    return f"weights from {where}" + (f" ({len(fresh)} tensors new here start fresh, {len(unused)} of the checkpoint's are unused)" if fresh or unused else "")
+
+
 class ThreadTuner:
     """Chooses between 1 thread and `max_threads` by timing steps (see TrainConfig.auto_threads)."""
 

@@ -18,7 +18,7 @@ from ...train.options import (
     EmaDecay, ExportDtype, GradAccum, Lr, MaxMinutes, MaxSteps, Precision, Progress, Resume, SaveEvery, SaveEveryMinutes, Seed, Threads,
     WarmupSteps, config_overrides, fresh_or_resumed,
 )
-from ...train.trainer import TrainConfig, Trainer, load_trained, resumed_model_config, warm_start
+from ...train.trainer import TrainConfig, Trainer, load_trained, resumed_model_config, warm_started
 from .data import MatcherData
 from .model import VideoTextMatcher, VideoTextMatcherConfig, matching_loss
 
@@ -69,10 +69,10 @@ def matcher(
         torch.manual_seed(seed)
         model = VideoTextMatcher(replace(source.config, **config_overrides(config_json, VideoTextMatcherConfig)))
         try:
-            fresh, unused = warm_start(model, source)
+            report = warm_started(model, source, init_from)
         except ValueError as err:
             raise typer.BadParameter(f"{init_from}: {err}", param_hint="--init-from") from err
-        typer.echo(f"weights from {init_from}" + (f" ({len(fresh)} tensors new here start fresh, {len(unused)} of the source's unused)" if fresh or unused else "") + "; a fresh optimizer and schedule")
+        typer.echo(f"{report}; a fresh optimizer and schedule")
     else:
         torch.manual_seed(seed)
         model = VideoTextMatcher(VideoTextMatcherConfig(**config_overrides(config_json, VideoTextMatcherConfig)))
